@@ -1,0 +1,168 @@
+"""Calling windows in the record's own local time, DST-safe.
+
+All instants are POSIX seconds (UTC). Local time exists only here: a window is a set of
+local wall-clock intervals per weekday, intersected with the legal window that nothing
+overrides, minus holidays (which nothing overrides either: a holiday is a legal matter in
+most jurisdictions, so ``override_window`` does not reach it).
+
+``window_state`` answers "open now?" together with the instant until which that answer
+holds, so callers can cache it per (campaign, timezone) and wake exactly at a change.
+Between two DST transitions local time is a linear function of the instant, so a
+boundary's instant is exact; when a transition lies between now and the boundary the
+answer is only promised up to the transition, after which it is recomputed from the
+real local time. That makes gaps and folds correct by construction: the window follows
+the wall clock the callee sees.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta, timezone
+from functools import lru_cache
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from .errors import BadRequest, InvalidTime
+from .model import Campaign, Interval
+
+_FULL_DAY = (Interval(0, 24 * 60),)
+_SEARCH_DAYS = 400
+UTC = timezone.utc
+
+
+@lru_cache(maxsize=1024)
+def zone(key: str) -> ZoneInfo:
+    """The ``ZoneInfo`` for an IANA key.
+
+    Raises:
+        BadRequest: unknown or malformed key.
+    """
+    try:
+        return ZoneInfo(key)
+    except (ZoneInfoNotFoundError, ValueError, TypeError):
+        raise BadRequest(f"unknown timezone {key!r}", field="timezone") from None
+
+
+def day_intervals(campaign: Campaign, day: date, override: bool) -> list[tuple[int, int]]:
+    """Local minute intervals of ``day`` in which a call may be placed.
+
+    ``override`` (the shift-worker callback) lifts the campaign's weekday window but never
+    the legal window nor holidays.
+    """
+    if day in campaign.holidays:
+        return []
+    base = _FULL_DAY if override else campaign.window[day.weekday()]
+    legal = campaign.legal_window
+    out = []
+    for iv in base:
+        a, b = max(iv.start_min, legal.start_min), min(iv.end_min, legal.end_min)
+        if a < b:
+            out.append((a, b))
+    return out
+
+
+def wall_instant(day: date, minute: int, tz: ZoneInfo) -> float:
+    """Instant of local wall time ``minute`` on ``day`` (first occurrence; gaps shift
+    forward by the gap length, which is what ``fold=0`` gives)."""
+    if minute >= 24 * 60:
+        day = day + timedelta(days=1)
+        minute -= 24 * 60
+    return datetime(day.year, day.month, day.day, minute // 60, minute % 60,
+                    tzinfo=tz).timestamp()
+
+
+def _first_transition(lo: float, hi: float, tz: ZoneInfo) -> float:
+    """First whole second in (lo, hi] whose UTC offset differs from ``lo``'s."""
+    base = datetime.fromtimestamp(lo, tz).utcoffset()
+    a, b = int(lo), int(hi) + 1
+    while b - a > 1:
+        mid = (a + b) // 2
+        if datetime.fromtimestamp(mid, tz).utcoffset() == base:
+            a = mid
+        else:
+            b = mid
+    return float(b)
+
+
+def window_state(campaign: Campaign, tz: ZoneInfo, now: float,
+                 override: bool = False) -> tuple[bool, float]:
+    """Whether a call may be placed at ``now`` and until when that holds.
+
+    The second element is always > ``now``; ``inf`` when the window never opens again
+    within the search horizon (400 days), which callers treat as "closed for good until
+    the config changes".
+    """
+    local = datetime.fromtimestamp(now, tz)
+    today = local.date()
+    sod = local.hour * 3600 + local.minute * 60 + local.second + local.microsecond / 1e6
+    is_open = False
+    boundary: tuple[date, int] | None = None
+    for a, b in day_intervals(campaign, today, override):
+        if a * 60 <= sod < b * 60:
+            is_open, boundary = True, (today, b)
+            break
+        if a * 60 > sod:
+            boundary = (today, a)
+            break
+    if boundary is None:
+        for k in range(1, _SEARCH_DAYS):
+            day = today + timedelta(days=k)
+            ivs = day_intervals(campaign, day, override)
+            if ivs:
+                boundary = (day, ivs[0][0])
+                break
+    if boundary is None:
+        return is_open, float("inf")
+    until = wall_instant(boundary[0], boundary[1], tz)
+    if datetime.fromtimestamp(until, tz).utcoffset() != local.utcoffset():
+        until = _first_transition(now, until, tz)
+    if until <= now:
+        until = now + 1.0
+    return is_open, until
+
+
+def is_callable_at(campaign: Campaign, tz: ZoneInfo, instant: float, override: bool) -> bool:
+    """Whether ``instant`` falls inside the (possibly overridden) window."""
+    return window_state(campaign, tz, instant, override)[0]
+
+
+def legal_at(campaign: Campaign, tz: ZoneInfo, instant: float) -> bool:
+    """Whether ``instant`` is inside the legal window on a non-holiday."""
+    return window_state(campaign, tz, instant, True)[0]
+
+
+def resolve_local(text: str, tz_key: str, field: str = "at") -> float:
+    """Turn a requested time into an instant, keeping the caller's wall-clock intent.
+
+    ``text`` is ISO 8601. Without an offset it is wall time in ``tz_key``: a time inside a
+    DST gap does not exist and is refused (``invalid_time``), never shifted silently; a
+    time inside a fold (it happens twice) means the first occurrence unless the offset is
+    given explicitly. With an offset it is an absolute instant.
+
+    Raises:
+        BadRequest: unparsable text or unknown timezone.
+        InvalidTime: the wall time does not exist in that zone.
+    """
+    tz = zone(tz_key)
+    try:
+        dt = datetime.fromisoformat(text)
+    except (ValueError, TypeError):
+        raise BadRequest(f"{field} must be an ISO 8601 date-time, got {text!r}",
+                         field=field) from None
+    if dt.tzinfo is not None:
+        return dt.timestamp()
+    local = dt.replace(tzinfo=tz, fold=0)
+    back = datetime.fromtimestamp(local.timestamp(), tz)
+    if back.replace(tzinfo=None) != dt:
+        raise InvalidTime(f"{text} does not exist in {tz_key} (clocks skip it for DST); "
+                          "choose a time outside the gap", field=field)
+    return local.timestamp()
+
+
+def local_iso(instant: float, tz_key: str) -> str:
+    """The instant as local ISO time with offset, for answers people read."""
+    return datetime.fromtimestamp(instant, zone(tz_key)).isoformat(timespec="seconds")
+
+
+def utc_iso(instant: float) -> str:
+    """The instant as UTC ISO time with ``Z``."""
+    return datetime.fromtimestamp(instant, UTC).isoformat(timespec="seconds") \
+        .replace("+00:00", "Z")

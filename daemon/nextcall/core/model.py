@@ -1,0 +1,144 @@
+"""Campaign settings and result codes as the core sees them: frozen, validated elsewhere.
+
+``nextcall.config`` turns TOML into these; the core trusts them. Keeping them plain
+dataclasses keeps pydantic (and its import time) out of the pure core.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, time
+
+ACTIONS = (
+    "retry",
+    "callback",
+    "close",
+    "close_until_reload",
+    "hold",
+    "special",
+    "dnc",
+    "remove_number",
+    "block_number",
+    "roll",
+)
+#: Actions the engine carries out today; the others are accepted by the state machine's
+#: design (see docs/architecture.md) and refused by config validation until implemented.
+IMPLEMENTED_ACTIONS = ("retry", "callback", "close")
+
+CALLBACK_SCOPES = ("personal", "personal_then_team", "team", "anyone")
+REQUIREMENT = ("none", "optional", "required")
+DIAL_STATUSES = ("person", "no_answer", "busy", "intercept", "drop", "machine", "fax")
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+@dataclass(frozen=True, slots=True)
+class Interval:
+    """A local wall-clock interval [start, end) within one day; end may be 24:00."""
+
+    start_min: int
+    end_min: int
+
+    @staticmethod
+    def parse(text: str) -> Interval:
+        """Parse ``"HH:MM-HH:MM"``.
+
+        Raises:
+            ValueError: malformed text, or end not after start.
+        """
+        try:
+            a, b = text.split("-")
+            start = _minutes(a)
+            end = _minutes(b)
+        except (ValueError, AttributeError):
+            raise ValueError(f"expected 'HH:MM-HH:MM', got {text!r}") from None
+        if not 0 <= start < end <= 24 * 60:
+            raise ValueError(f"interval {text!r} must have start < end within 00:00-24:00")
+        return Interval(start, end)
+
+    def __str__(self) -> str:
+        return f"{self.start_min // 60:02d}:{self.start_min % 60:02d}-" \
+               f"{self.end_min // 60:02d}:{self.end_min % 60:02d}"
+
+
+def _minutes(text: str) -> int:
+    hh, mm = text.strip().split(":")
+    if len(hh) != 2 or len(mm) != 2:
+        raise ValueError(text)
+    h, m = int(hh), int(mm)
+    if h == 24 and m == 0:
+        return 24 * 60
+    time(h, m)  # range check
+    return h * 60 + m
+
+
+@dataclass(frozen=True, slots=True)
+class Scoring:
+    """Weights of the address score (see ``nextcall.core.scoring``)."""
+
+    priority: float = 10.0
+    contact: float = 5.0
+    attempt: float = -1.0
+    max_attempt_penalty: int = 10
+
+
+@dataclass(frozen=True, slots=True)
+class ResultCode:
+    """One result code of a campaign's set (SPEC §2)."""
+
+    code: str
+    description: str
+    action: str
+    enabled: bool = True
+    category: str = "open"
+    dial_status: str = "person"
+    contact: bool = False
+    presentation: bool = False
+    success: bool = False
+    revenue: str = "none"
+    note: str = "none"
+    contact_priority: int = 1
+    #: retry: delay before the record is due again; ``delays_s[k]`` applies after attempt
+    #: k+1 (the last entry repeats), falling back to ``delay_s``.
+    delay_s: int = 0
+    delays_s: tuple[int, ...] = ()
+    #: callback: default scope and reminder lead time.
+    scope: str = "personal_then_team"
+    reminder_min: int | None = None
+    #: roll: target campaign and list.
+    roll_campaign: str | None = None
+    roll_list: str | None = None
+
+    def retry_delay_s(self, attempts: int) -> int:
+        """Delay after the ``attempts``-th attempt (1-based)."""
+        if self.delays_s:
+            return self.delays_s[min(attempts, len(self.delays_s)) - 1]
+        return self.delay_s
+
+    def requires(self) -> dict[str, object]:
+        """What an agent screen must ask for before sending this code."""
+        return {
+            "callback": self.action == "callback",
+            "appointment": self.action == "hold",
+            "note": self.note,
+            "revenue": self.revenue,
+            "fields": [],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Campaign:
+    """A campaign's settings; one immutable object per config generation."""
+
+    name: str
+    codes: dict[str, ResultCode]
+    #: per weekday (0=Monday) the local intervals in which calls may be placed
+    window: tuple[tuple[Interval, ...], ...]
+    legal_window: Interval = Interval(8 * 60, 21 * 60)
+    holidays: frozenset[date] = frozenset()
+    max_attempts: int = 10
+    lease_s: int = 300
+    grace_s: int = 900
+    timezone: str = "UTC"
+    scoring: Scoring = field(default_factory=Scoring)
+    enabled: bool = True
+    description: str = ""

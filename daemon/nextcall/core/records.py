@@ -1,0 +1,157 @@
+"""Records, leases and their states: the data the engine keeps per callable record.
+
+Records are ``__slots__`` objects held by id; the priority structures hold compact tuples
+that point at them. Free data (``data``) and numbers are kept as the raw JSON the
+database holds, so a rebuild does no parsing and an answer embeds them verbatim.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+READY = "ready"
+CALLBACK = "callback"
+LEASED = "leased"
+HELD = "held"
+RESOLUTION = "resolution"
+CLOSED = "closed"
+STATES = (READY, CALLBACK, LEASED, HELD, RESOLUTION, CLOSED)
+
+CLOSE_REASONS = ("final", "until_reload", "dnc", "special", "exhausted", "no_numbers",
+                 "admin")
+
+PHONE_ACTIVE = "active"
+PHONE_REMOVED = "removed"
+PHONE_BLOCKED = "blocked"
+PHONE_DNC = "dnc"
+
+
+@dataclass(slots=True)
+class CallbackIntent:
+    """A promised call: who, when (wall clock in ``timezone``), how urgent."""
+
+    at: float
+    timezone: str
+    local: str
+    scope: str
+    owner: str | None
+    team: str | None
+    contact_priority: int
+    reason: str = ""
+    override_window: bool = False
+    code: str = ""
+
+    def to_json(self) -> dict[str, object]:
+        """The stored and wire form."""
+        return {
+            "at": self.at, "timezone": self.timezone, "local": self.local,
+            "scope": self.scope, "owner": self.owner, "team": self.team,
+            "contact_priority": self.contact_priority, "reason": self.reason,
+            "override_window": self.override_window, "code": self.code,
+        }
+
+    @staticmethod
+    def from_json(d: dict[str, object]) -> CallbackIntent:
+        """Inverse of ``to_json``."""
+        return CallbackIntent(
+            at=float(d["at"]), timezone=str(d["timezone"]), local=str(d.get("local", "")),
+            scope=str(d["scope"]), owner=d.get("owner"), team=d.get("team"),  # type: ignore[arg-type]
+            contact_priority=int(d.get("contact_priority", 1)),  # type: ignore[call-overload]
+            reason=str(d.get("reason", "")),
+            override_window=bool(d.get("override_window", False)),
+            code=str(d.get("code", "")),
+        )
+
+
+class Record:
+    """One contact record's scheduling state.
+
+    ``ver`` is bumped on every move so stale heap entries can be skipped (lazy deletion).
+    """
+
+    __slots__ = ("rid", "id", "campaign", "list", "phones", "timezone", "priority", "data",
+                 "state", "reason", "due_at", "attempts", "owner", "team", "best_cp",
+                 "phone_idx", "callback", "score", "ver", "lease", "slot")
+
+    def __init__(self, rid: int, id: str, campaign: str, list: str,
+                 phones: list[list[str]], timezone: str, priority: int, data: bytes,
+                 state: str = READY, reason: str | None = None, due_at: float = 0.0,
+                 attempts: int = 0, owner: str | None = None, team: str | None = None,
+                 best_cp: int = 0, phone_idx: int = 0,
+                 callback: CallbackIntent | None = None) -> None:
+        self.rid = rid
+        self.id = id
+        self.campaign = campaign
+        self.list = list
+        #: ordered [number, status] pairs
+        self.phones = phones
+        self.timezone = timezone
+        self.priority = priority
+        self.data = data
+        self.state = state
+        self.reason = reason
+        self.due_at = due_at
+        self.attempts = attempts
+        self.owner = owner
+        self.team = team
+        self.best_cp = best_cp
+        self.phone_idx = phone_idx
+        self.callback = callback
+        self.score = 0.0
+        self.ver = 0
+        self.lease: Lease | None = None
+        #: which structure holds the live entry (for invariants and stats)
+        self.slot = ""
+
+    def callable_phone(self) -> tuple[int, str] | None:
+        """The number to dial next: the first active one from ``phone_idx`` on, cyclic."""
+        n = len(self.phones)
+        for k in range(n):
+            i = (self.phone_idx + k) % n
+            number, status = self.phones[i]
+            if status == PHONE_ACTIVE:
+                return i, number
+        return None
+
+    def snapshot(self) -> tuple[object, ...]:
+        """The durable fields, to undo a change whose commit failed."""
+        return (self.state, self.reason, self.due_at, self.attempts, self.owner, self.team,
+                self.best_cp, self.phone_idx, self.callback, self.campaign, self.list,
+                [list(p) for p in self.phones])
+
+    def restore(self, snap: tuple[object, ...]) -> None:
+        """Inverse of ``snapshot``."""
+        (self.state, self.reason, self.due_at, self.attempts, self.owner, self.team,
+         self.best_cp, self.phone_idx, self.callback, self.campaign, self.list,
+         self.phones) = snap  # type: ignore[assignment]
+
+
+class Lease:
+    """A record handed to one requester until ``expires_at``.
+
+    The token is ``"<lid>.<secret>"``: the numeric part finds the lease, the secret proves
+    the holder has it (fencing: a disposition must quote it).
+    """
+
+    __slots__ = ("lid", "secret", "record", "agent", "uid", "issued_at", "expires_at",
+                 "phone", "phone_idx", "reason", "ver")
+
+    def __init__(self, lid: int, secret: str, record: Record, agent: str, uid: int,
+                 issued_at: float, expires_at: float, phone: str, phone_idx: int,
+                 reason: str) -> None:
+        self.lid = lid
+        self.secret = secret
+        self.record = record
+        self.agent = agent
+        self.uid = uid
+        self.issued_at = issued_at
+        self.expires_at = expires_at
+        self.phone = phone
+        self.phone_idx = phone_idx
+        self.reason = reason
+        self.ver = 0
+
+    @property
+    def token(self) -> str:
+        """The token the holder quotes."""
+        return f"{self.lid}.{self.secret}"

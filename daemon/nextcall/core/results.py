@@ -1,0 +1,168 @@
+"""Result-code actions: (record, code, disposition, now) -> the record's next state.
+
+Pure: ``decide`` validates a disposition against its code and the campaign and returns an
+``Outcome`` without touching the record; the engine applies it. Nothing changes when a
+disposition is refused, because refusal happens before anything is applied.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from . import calendar
+from .errors import (BadRequest, CallbackRequired, CodeDisabled, NoteRequired,
+                     OutsideCallingWindow, OutsideLegalWindow, RevenueRequired, UnknownCode)
+from .model import CALLBACK_SCOPES, Campaign, ResultCode
+from .records import CALLBACK, CLOSED, READY, CallbackIntent, Record
+
+#: a callback may lie this far in the past (clock skew between agent screens and us)
+CALLBACK_PAST_TOLERANCE_S = 300.0
+
+
+@dataclass(slots=True)
+class CallbackRequest:
+    """What the agent asked for; ``at`` is still text, resolved here in its timezone."""
+
+    at: str
+    timezone: str | None = None
+    scope: str | None = None
+    owner: str | None = None
+    team: str | None = None
+    reason: str = ""
+    override_window: bool = False
+
+
+@dataclass(slots=True)
+class Disposition:
+    """A validated-shape disposition request (types checked by the protocol layer)."""
+
+    code: str
+    agent: str
+    phone_idx: int
+    note: str | None = None
+    revenue: float | None = None
+    callback: CallbackRequest | None = None
+    fields: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Outcome:
+    """The record's next durable state."""
+
+    state: str
+    reason: str | None
+    due_at: float
+    attempts: int
+    owner: str | None
+    team: str | None
+    best_cp: int
+    phone_idx: int
+    callback: CallbackIntent | None
+
+
+def lookup_code(campaign: Campaign, code: str) -> ResultCode:
+    """The campaign's result code, if usable.
+
+    Raises:
+        UnknownCode: not in the set.
+        CodeDisabled: configured but disabled.
+    """
+    rc = campaign.codes.get(code)
+    if rc is None:
+        raise UnknownCode(f"result code {code!r} is not in campaign {campaign.name!r}",
+                          field="code")
+    if not rc.enabled:
+        raise CodeDisabled(f"result code {code!r} is disabled", field="code")
+    return rc
+
+
+def _check_extras(rc: ResultCode, d: Disposition) -> None:
+    if rc.revenue == "required" and (d.revenue is None or not d.revenue > 0):
+        raise RevenueRequired(f"result code {rc.code!r} needs revenue > 0", field="revenue")
+    if rc.revenue == "none" and d.revenue is not None:
+        raise BadRequest(f"result code {rc.code!r} takes no revenue", field="revenue")
+    if d.revenue is not None and d.revenue < 0:
+        raise BadRequest("revenue must not be negative", field="revenue")
+    if rc.note == "required" and not (d.note and d.note.strip()):
+        raise NoteRequired(f"result code {rc.code!r} needs a note", field="note")
+    if rc.note == "none" and d.note:
+        raise BadRequest(f"result code {rc.code!r} takes no note", field="note")
+
+
+def resolve_callback(rec: Record, campaign: Campaign, rc: ResultCode, req: CallbackRequest,
+                     agent: str, now: float) -> CallbackIntent:
+    """Validate a callback request and fix its instant.
+
+    The legal window and holidays are checked in the record's own timezone (where the
+    callee is); the campaign window too unless ``override_window``.
+
+    Raises:
+        BadRequest, InvalidTime, OutsideLegalWindow, OutsideCallingWindow.
+    """
+    tz_key = req.timezone or rec.timezone
+    at = calendar.resolve_local(req.at, tz_key, field="callback.at")
+    if at < now - CALLBACK_PAST_TOLERANCE_S:
+        raise BadRequest(f"callback.at {req.at} is in the past", field="callback.at")
+    scope = req.scope or rc.scope
+    if scope not in CALLBACK_SCOPES:
+        raise BadRequest(f"callback.scope must be one of {', '.join(CALLBACK_SCOPES)}",
+                         field="callback.scope")
+    owner = req.owner or agent
+    team = req.team or rec.team
+    if scope == "team" and not team:
+        raise BadRequest("a team callback needs callback.team (the record has no team)",
+                         field="callback.team")
+    callee_tz = calendar.zone(rec.timezone)
+    if not calendar.legal_at(campaign, callee_tz, at):
+        raise OutsideLegalWindow(
+            f"{calendar.local_iso(at, rec.timezone)} is outside the legal window "
+            f"{campaign.legal_window} (or a holiday) in the callee's timezone "
+            f"{rec.timezone}", field="callback.at")
+    if not req.override_window and not calendar.is_callable_at(campaign, callee_tz, at, False):
+        raise OutsideCallingWindow(
+            f"{calendar.local_iso(at, rec.timezone)} is outside campaign "
+            f"{campaign.name!r}'s calling window; set callback.override_window to allow it",
+            field="callback.at")
+    return CallbackIntent(at=at, timezone=tz_key, local=calendar.local_iso(at, tz_key),
+                          scope=scope, owner=owner if scope != "team" else None,
+                          team=team, contact_priority=rc.contact_priority,
+                          reason=req.reason, override_window=req.override_window,
+                          code=rc.code)
+
+
+def decide(rec: Record, campaign: Campaign, d: Disposition, now: float) -> Outcome:
+    """The next state of ``rec`` after disposition ``d``.
+
+    Raises:
+        UnknownCode, CodeDisabled, CallbackRequired, RevenueRequired, NoteRequired,
+        BadRequest, InvalidTime, OutsideLegalWindow, OutsideCallingWindow.
+    """
+    rc = lookup_code(campaign, d.code)
+    _check_extras(rc, d)
+    if rc.action != "callback" and d.callback is not None:
+        raise BadRequest(f"result code {rc.code!r} does not take a callback",
+                         field="callback")
+    attempts = rec.attempts + 1
+    best_cp = max(rec.best_cp, rc.contact_priority)
+    n_phones = max(len(rec.phones), 1)
+    out = Outcome(state=READY, reason=None, due_at=now, attempts=attempts, owner=None,
+                  team=rec.team, best_cp=best_cp, phone_idx=d.phone_idx, callback=None)
+    if rc.action == "retry":
+        # No contact: the next attempt tries the record's next number.
+        out.phone_idx = (d.phone_idx + 1) % n_phones
+        if attempts >= campaign.max_attempts:
+            out.state, out.reason = CLOSED, "exhausted"
+        else:
+            out.due_at = now + rc.retry_delay_s(attempts)
+    elif rc.action == "callback":
+        if d.callback is None:
+            raise CallbackRequired(f"result code {rc.code!r} needs callback.at",
+                                   field="callback")
+        cb = resolve_callback(rec, campaign, rc, d.callback, d.agent, now)
+        out.state, out.due_at, out.callback = CALLBACK, cb.at, cb
+        out.owner, out.team = cb.owner, cb.team
+    elif rc.action == "close":
+        out.state, out.reason = CLOSED, "final"
+    else:  # pragma: no cover - config validation refuses unimplemented actions
+        raise BadRequest(f"action {rc.action!r} is not implemented", field="code")
+    return out
