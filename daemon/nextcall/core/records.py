@@ -7,6 +7,7 @@ database holds, so a rebuild does no parsing and an answer embeds them verbatim.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 READY = "ready"
@@ -74,7 +75,7 @@ class Record:
                  "phone_idx", "callback", "score", "ver", "lease", "slot")
 
     def __init__(self, rid: int, id: str, campaign: str, list: str,
-                 phones: list[list[str]], timezone: str, priority: int, data: bytes,
+                 phones: list[list[str]] | str, timezone: str, priority: int, data: str,
                  state: str = READY, reason: str | None = None, due_at: float = 0.0,
                  attempts: int = 0, owner: str | None = None, team: str | None = None,
                  best_cp: int = 0, phone_idx: int = 0,
@@ -83,8 +84,8 @@ class Record:
         self.id = id
         self.campaign = campaign
         self.list = list
-        #: ordered [number, status] pairs
-        self.phones = phones
+        #: ordered [number, status] pairs (or their JSON text until first use)
+        self.phones: list[list[str]] | str = phones
         self.timezone = timezone
         self.priority = priority
         self.data = data
@@ -103,12 +104,21 @@ class Record:
         #: which structure holds the live entry (for invariants and stats)
         self.slot = ""
 
+    def phone_list(self) -> list[list[str]]:
+        """The numbers as ``[[e164, status], ...]``; a rebuild leaves them as raw JSON
+        text, parsed here on first use so a million-record start does no parsing."""
+        phones = self.phones
+        if isinstance(phones, str):
+            phones = self.phones = json.loads(phones)
+        return phones
+
     def callable_phone(self) -> tuple[int, str] | None:
         """The number to dial next: the first active one from ``phone_idx`` on, cyclic."""
-        n = len(self.phones)
+        phones = self.phone_list()
+        n = len(phones)
         for k in range(n):
             i = (self.phone_idx + k) % n
-            number, status = self.phones[i]
+            number, status = phones[i]
             if status == PHONE_ACTIVE:
                 return i, number
         return None
@@ -117,7 +127,7 @@ class Record:
         """The durable fields, to undo a change whose commit failed."""
         return (self.state, self.reason, self.due_at, self.attempts, self.owner, self.team,
                 self.best_cp, self.phone_idx, self.callback, self.campaign, self.list,
-                [list(p) for p in self.phones])
+                [list(p) for p in self.phone_list()])
 
     def restore(self, snap: tuple[object, ...]) -> None:
         """Inverse of ``snapshot``."""

@@ -144,7 +144,7 @@ def decide(rec: Record, campaign: Campaign, d: Disposition, now: float) -> Outco
                          field="callback")
     attempts = rec.attempts + 1
     best_cp = max(rec.best_cp, rc.contact_priority)
-    n_phones = max(len(rec.phones), 1)
+    n_phones = max(len(rec.phone_list()), 1)
     out = Outcome(state=READY, reason=None, due_at=now, attempts=attempts, owner=None,
                   team=rec.team, best_cp=best_cp, phone_idx=d.phone_idx, callback=None)
     if rc.action == "retry":

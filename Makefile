@@ -1,0 +1,36 @@
+# nextcall: `make run` starts the daemon with a demo campaign; `make test` runs the suite.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+CONFIG ?= config/nextcall.toml
+DEMO_RECORDS ?= 5000
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test install migrate demo bench clean lint
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+migrate: $(STAMP)
+	$(BIN)/nextcall --config $(CONFIG) migrate
+
+demo: migrate
+	$(BIN)/nextcall --config $(CONFIG) demo --records $(DEMO_RECORDS)
+
+run: demo
+	@echo "nextcall: socket ./run/nextcall.sock  (try: $(BIN)/nextcall login alice --campaign demo && $(BIN)/nextcall next --agent alice)"
+	exec $(BIN)/nextcall --config $(CONFIG) serve
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) var run .pytest_cache .hypothesis .benchmarks

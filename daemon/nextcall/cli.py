@@ -1,0 +1,491 @@
+"""The ``nextcall`` command: the daemon, admin commands and a thin client.
+
+Human output is rich tables; ``--json`` prints the daemon's answer as JSON for scripts.
+Exit status: 0 ok, 1 refused by the daemon or invalid input, 2 usage, 3 cannot connect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from .client import DEFAULT_SOCKET, Client, ClientError
+from .config import DEFAULT_CONFIG, load
+from .core.errors import ConfigError, NextcallError
+
+console = Console()
+err_console = Console(stderr=True)
+
+CSV_BATCH = 2000
+
+
+def _config_path(value: str | None) -> str:
+    return value or os.environ.get("NEXTCALL_CONFIG") or DEFAULT_CONFIG
+
+
+def _load_or_exit(path: str) -> Any:
+    try:
+        return load(path)
+    except ConfigError as exc:
+        for where, msg in exc.problems:
+            err_console.print(f"[red]{where}[/red]: {msg}")
+        sys.exit(1)
+
+
+def _socket_path(socket_opt: str | None, config_opt: str | None) -> str:
+    if socket_opt:
+        return socket_opt
+    if os.environ.get("NEXTCALL_SOCKET"):
+        return os.environ["NEXTCALL_SOCKET"]
+    path = _config_path(config_opt)
+    if Path(path).exists():
+        try:
+            return str(load(path).daemon.socket)
+        except ConfigError:
+            pass
+    return DEFAULT_SOCKET
+
+
+def _client(ctx: click.Context) -> Client:
+    path = _socket_path(ctx.obj.get("socket"), ctx.obj.get("config"))
+    try:
+        return Client(path).connect()
+    except OSError as exc:
+        err_console.print(f"[red]cannot connect to {path}[/red]: {exc.strerror or exc}. "
+                          "Is the daemon running (make run)?")
+        sys.exit(3)
+
+
+def _call(ctx: click.Context, op: str, *, timeout: float | None = None,
+          **fields: Any) -> dict[str, Any]:
+    with _client(ctx) as c:
+        try:
+            return c.call(op, timeout=timeout, **fields)
+        except ClientError as exc:
+            if ctx.obj.get("json"):
+                print(json.dumps({"ok": False, "error": {"code": exc.code,
+                                                         "message": exc.message,
+                                                         "field": exc.field}}))
+            else:
+                err_console.print(f"[red]{exc.code}[/red]: {exc.message}"
+                                  + (f" [dim](field {exc.field})[/dim]" if exc.field else ""))
+            sys.exit(1)
+
+
+def _emit_json(ctx: click.Context, answer: dict[str, Any]) -> bool:
+    if ctx.obj.get("json"):
+        print(json.dumps(answer, indent=2, ensure_ascii=False))
+        return True
+    return False
+
+
+@click.group()
+@click.option("--config", "config", envvar="NEXTCALL_CONFIG", default=None,
+              help=f"Daemon config file (default {DEFAULT_CONFIG}).")
+@click.option("--socket", "socket_", envvar="NEXTCALL_SOCKET", default=None,
+              help="Daemon socket (default: from the config).")
+@click.option("--json", "as_json", is_flag=True, help="Print the answer as JSON.")
+@click.version_option(package_name="nextcall")
+@click.pass_context
+def main(ctx: click.Context, config: str | None, socket_: str | None, as_json: bool) -> None:
+    """nextcall: which record should this agent call next?"""
+    ctx.ensure_object(dict)
+    ctx.obj.update(config=config, socket=socket_, json=as_json)
+
+
+# ---------------------------------------------------------------------- daemon and admin
+@main.command()
+@click.pass_context
+def serve(ctx: click.Context) -> None:
+    """Run the daemon in the foreground (migrates and rebuilds first)."""
+    from .app import serve as run_daemon
+    settings = _load_or_exit(_config_path(ctx.obj["config"]))
+    console.print(f"nextcall: socket [bold]{settings.daemon.socket}[/bold], database "
+                  f"{settings.daemon.database}; Ctrl-C stops", highlight=False)
+    sys.exit(run_daemon(settings))
+
+
+@main.command("check-config")
+@click.argument("file", required=False)
+@click.pass_context
+def check_config(ctx: click.Context, file: str | None) -> None:
+    """Validate a config file and its includes: print every problem, or "ok"."""
+    path = file or _config_path(ctx.obj["config"])
+    try:
+        s = load(path)
+    except ConfigError as exc:
+        for where, msg in exc.problems:
+            click.echo(f"{where}: {msg}")
+        sys.exit(1)
+    click.echo(f"ok ({len(s.campaigns)} campaigns, {len(s.files)} files)")
+
+
+@main.command()
+@click.pass_context
+def migrate(ctx: click.Context) -> None:
+    """Create or upgrade the database schema."""
+    from .storage.sql import SqlStore
+    settings = _load_or_exit(_config_path(ctx.obj["config"]))
+
+    async def run() -> list[str]:
+        store = SqlStore(settings.daemon.database)
+        await store.open()
+        try:
+            return await store.migrate()
+        finally:
+            await store.close()
+    try:
+        steps = asyncio.run(run())
+    except NextcallError as exc:
+        err_console.print(f"[red]{exc.message}[/red]")
+        sys.exit(1)
+    click.echo("schema up to date" if not steps else "migrated: " + ", ".join(steps))
+
+
+@main.command()
+@click.option("--campaign", default="demo", show_default=True)
+@click.option("--records", "count", default=5000, show_default=True)
+@click.pass_context
+def demo(ctx: click.Context, campaign: str, count: int) -> None:
+    """Fill the database with synthetic records for a campaign (once; idempotent)."""
+    from .demo import load_demo
+    settings = _load_or_exit(_config_path(ctx.obj["config"]))
+    if campaign not in settings.campaigns:
+        err_console.print(f"[red]no campaign {campaign!r} in the config[/red]")
+        sys.exit(1)
+    added = asyncio.run(load_demo(settings, campaign, count, console))
+    click.echo(f"demo campaign {campaign!r}: {added} records added")
+
+
+# ---------------------------------------------------------------------- import
+def _read_csv(path: str) -> tuple[list[tuple[int, dict[str, Any]]], list[str]]:
+    """Rows as import records with their line numbers, and per-line problems."""
+    from . import phones as phonelib
+    from .protocol import ImportRecord, validation_error
+    from pydantic import ValidationError
+    rows: list[tuple[int, dict[str, Any]]] = []
+    problems: list[str] = []
+    seen: dict[str, int] = {}
+    try:
+        f = open(path, newline="", encoding="utf-8-sig")
+    except OSError as exc:
+        return [], [f"{path}: {exc.strerror}"]
+    with f:
+        reader = csv.DictReader(f)
+        header = reader.fieldnames or []
+        if "id" not in header or not any(h.startswith("phone") for h in header):
+            return [], [f"{path}:1: the header needs an 'id' column and a 'phone' column "
+                        "(phone, phone2, ... or phones separated by ';')"]
+        try:
+            for row in reader:
+                line = reader.line_num
+                if None in row:
+                    problems.append(f"{path}:{line}: more fields than the header has")
+                    continue
+                phones: list[str] = []
+                data: dict[str, Any] = {}
+                rec: dict[str, Any] = {}
+                for key, value in row.items():
+                    value = (value or "").strip()
+                    if key == "phones":
+                        phones += [p.strip() for p in value.split(";") if p.strip()]
+                    elif key.startswith("phone"):
+                        if value:
+                            phones.append(value)
+                    elif key in ("id", "timezone", "team"):
+                        if value:
+                            rec[key] = value
+                    elif key == "priority":
+                        if value:
+                            try:
+                                rec["priority"] = int(value)
+                            except ValueError:
+                                problems.append(f"{path}:{line}: priority: not an integer: "
+                                                f"{value!r}")
+                                continue
+                    else:
+                        data[key] = value
+                rec["phones"] = phones
+                rec["data"] = data
+                try:
+                    ImportRecord.model_validate(rec)
+                    for p in phones:
+                        phonelib.normalise(p, "phone")
+                except ValidationError as exc:
+                    problems.append(f"{path}:{line}: {validation_error(exc).message}")
+                    continue
+                except NextcallError as exc:
+                    problems.append(f"{path}:{line}: {exc.field}: {exc.message}")
+                    continue
+                if rec.get("id") in seen:
+                    problems.append(f"{path}:{line}: id {rec['id']!r} already on line "
+                                    f"{seen[rec['id']]}")
+                    continue
+                seen[rec["id"]] = line
+                rows.append((line, rec))
+        except (csv.Error, UnicodeDecodeError) as exc:
+            problems.append(f"{path}:{reader.line_num}: {exc}")
+    return rows, problems
+
+
+@main.command("import")
+@click.argument("file")
+@click.option("--campaign", required=True)
+@click.option("--list", "list_", required=True)
+@click.pass_context
+def import_(ctx: click.Context, file: str, campaign: str, list_: str) -> None:
+    """Import a CSV file: all rows or none.
+
+    Columns: id, phone (and phone2, phone3... or phones separated by ';'), optional
+    timezone, priority, team; every other column goes into the record's data.
+    """
+    rows, problems = _read_csv(file)
+    if problems:
+        for p in problems:
+            err_console.print(p)
+        err_console.print(f"[red]{len(problems)} bad rows; nothing imported[/red]")
+        sys.exit(1)
+    stage = f"csv-{os.getpid()}-{time.time_ns()}"
+    total = {"inserted": 0, "updated": 0}
+    with _client(ctx) as c, Progress(TextColumn("importing"), BarColumn(),
+                                     MofNCompleteColumn(), TimeRemainingColumn(),
+                                     console=err_console, disable=ctx.obj["json"]) as bar:
+        task = bar.add_task("import", total=len(rows))
+        batches = [rows[i:i + CSV_BATCH] for i in range(0, len(rows), CSV_BATCH)] or [[]]
+        for k, batch in enumerate(batches):
+            final = k == len(batches) - 1
+            try:
+                ans = c.call("records.import", timeout=600, campaign=campaign, list=list_,
+                             records=[r for _, r in batch], stage=stage, final=final)
+            except ClientError as exc:
+                err_console.print(f"[red]{exc.code}[/red]: {exc.message}; nothing imported")
+                sys.exit(1)
+            if ans["rejected"]:
+                for rej in ans["rejected"]:
+                    line = batch[rej["index"]][0] if rej.get("index") is not None and \
+                        rej["index"] < len(batch) else "?"
+                    err_console.print(f"{file}:{line}: {rej.get('field')}: {rej['message']}")
+                err_console.print("[red]rejected by the daemon; nothing imported[/red]")
+                sys.exit(1)
+            bar.advance(task, len(batch))
+            if final:
+                total = {"inserted": ans["inserted"], "updated": ans["updated"]}
+    if not _emit_json(ctx, {"ok": True, **total, "rows": len(rows)}):
+        console.print(f"imported {len(rows)} rows: {total['inserted']} new, "
+                      f"{total['updated']} updated")
+
+
+# ---------------------------------------------------------------------- agent commands
+def _lease_table(leases: list[dict[str, Any]]) -> Table:
+    t = Table(title="leases")
+    for col in ("lease", "record", "phone", "timezone", "why", "attempts", "expires", "data"):
+        t.add_column(col)
+    for lz in leases:
+        r = lz["record"]
+        t.add_row(lz["token"], r["id"], lz["phone"], r["timezone"], lz["reason"],
+                  str(r["attempts"]), lz["expires_at"],
+                  json.dumps(r["data"], ensure_ascii=False)[:60])
+    return t
+
+
+@main.command()
+@click.argument("agent")
+@click.option("--campaign", "campaigns", multiple=True, required=True)
+@click.option("--team", "teams", multiple=True)
+@click.pass_context
+def login(ctx: click.Context, agent: str, campaigns: tuple[str, ...],
+          teams: tuple[str, ...]) -> None:
+    """Log an agent in to campaigns and teams."""
+    ans = _call(ctx, "agent.login", agent=agent, campaigns=list(campaigns), teams=list(teams))
+    if not _emit_json(ctx, ans):
+        console.print(f"{agent} logged in to {', '.join(ans['campaigns'])}")
+
+
+@main.command()
+@click.argument("agent")
+@click.pass_context
+def logout(ctx: click.Context, agent: str) -> None:
+    """Log an agent out."""
+    ans = _call(ctx, "agent.logout", agent=agent)
+    if not _emit_json(ctx, ans):
+        console.print(f"{agent} logged out")
+
+
+@main.command("next")
+@click.option("--agent", required=True)
+@click.option("--campaign", "campaigns", multiple=True)
+@click.option("--count", default=1, show_default=True)
+@click.option("--wait", default=0.0, show_default=True, help="Long-poll up to S seconds.")
+@click.pass_context
+def next_(ctx: click.Context, agent: str, campaigns: tuple[str, ...], count: int,
+          wait: float) -> None:
+    """Lease the next record(s) for an agent."""
+    fields: dict[str, Any] = {"agent": agent, "count": count, "wait": wait}
+    if campaigns:
+        fields["campaigns"] = list(campaigns)
+    ans = _call(ctx, "next", timeout=wait + 30, **fields)
+    if _emit_json(ctx, ans):
+        return
+    if not ans["leases"]:
+        console.print("nothing to call now")
+        sys.exit(1)
+    console.print(_lease_table(ans["leases"]))
+
+
+@main.command()
+@click.argument("lease")
+@click.argument("code")
+@click.option("--phone")
+@click.option("--note")
+@click.option("--revenue", type=float)
+@click.option("--agent")
+@click.option("--callback-at", help="ISO time, local to --callback-tz (or the record's).")
+@click.option("--callback-tz")
+@click.option("--scope", type=click.Choice(["personal", "personal_then_team", "team",
+                                            "anyone"]))
+@click.option("--owner")
+@click.option("--team")
+@click.option("--reason", default="")
+@click.option("--override-window", is_flag=True)
+@click.pass_context
+def dispose(ctx: click.Context, lease: str, code: str, phone: str | None, note: str | None,
+            revenue: float | None, agent: str | None, callback_at: str | None,
+            callback_tz: str | None, scope: str | None, owner: str | None,
+            team: str | None, reason: str, override_window: bool) -> None:
+    """Report how the call on LEASE ended, with result CODE."""
+    fields: dict[str, Any] = {"lease": lease, "code": code}
+    for k, v in (("phone", phone), ("note", note), ("revenue", revenue), ("agent", agent)):
+        if v is not None:
+            fields[k] = v
+    if callback_at:
+        cb: dict[str, Any] = {"at": callback_at, "reason": reason,
+                              "override_window": override_window}
+        for k, v in (("timezone", callback_tz), ("scope", scope), ("owner", owner),
+                     ("team", team)):
+            if v is not None:
+                cb[k] = v
+        fields["callback"] = cb
+    ans = _call(ctx, "dispose", **fields)
+    if not _emit_json(ctx, ans):
+        extra = f" until {ans['due_at']}" if ans.get("due_at") else ""
+        console.print(f"{ans['record']}: {ans['code']} -> {ans['state']}"
+                      f"{' (' + ans['reason'] + ')' if ans.get('reason') else ''}{extra}, "
+                      f"attempt {ans['attempts']}")
+
+
+@main.command()
+@click.argument("lease")
+@click.pass_context
+def release(ctx: click.Context, lease: str) -> None:
+    """Give a leased record back unchanged."""
+    ans = _call(ctx, "release", lease=lease)
+    if not _emit_json(ctx, ans):
+        console.print(f"{ans['record']} released")
+
+
+@main.command()
+@click.argument("lease")
+@click.option("--seconds", type=int)
+@click.pass_context
+def extend(ctx: click.Context, lease: str, seconds: int | None) -> None:
+    """Renew a lease."""
+    fields: dict[str, Any] = {"lease": lease}
+    if seconds:
+        fields["seconds"] = seconds
+    ans = _call(ctx, "extend", **fields)
+    if not _emit_json(ctx, ans):
+        console.print(f"lease renewed until {ans['expires_at']}")
+
+
+@main.command()
+@click.argument("record")
+@click.pass_context
+def get(ctx: click.Context, record: str) -> None:
+    """Show a record and its history."""
+    ans = _call(ctx, "record.get", record=record)
+    if _emit_json(ctx, ans):
+        return
+    r = ans["record"]
+    t = Table(title=f"record {r['id']}", show_header=False)
+    for key in ("campaign", "list", "state", "reason", "due_at", "attempts", "timezone",
+                "priority", "owner", "team", "score"):
+        t.add_row(key, "" if r.get(key) is None else str(r[key]))
+    t.add_row("phones", ", ".join(f"{p['number']} ({p['status']})" for p in r["phones"]))
+    t.add_row("data", json.dumps(r["data"], ensure_ascii=False))
+    console.print(t)
+    h = Table(title="history")
+    for col in ("at", "agent", "code", "phone", "state", "due_at", "note"):
+        h.add_column(col)
+    for e in r["history"]:
+        h.add_row(e["at"], e["agent"], e["code"], e["phone"] or "", e["state"],
+                  e["due_at"] or "", e["note"] or "")
+    console.print(h)
+
+
+@main.command()
+@click.option("--campaign")
+@click.pass_context
+def stats(ctx: click.Context, campaign: str | None) -> None:
+    """Counts by campaign and state."""
+    ans = _call(ctx, "stats", **({"campaign": campaign} if campaign else {}))
+    if _emit_json(ctx, ans):
+        return
+    t = Table(title=f"{ans['leases']} active leases, {ans['agents_logged_in']} agents "
+                    "logged in")
+    cols = ("due", "dormant", "callback_due", "callback_upcoming", "leased")
+    t.add_column("campaign")
+    for col in cols:
+        t.add_column(col, justify="right")
+    t.add_column("closed", justify="right")
+    t.add_column("zones open")
+    for name, c in ans["campaigns"].items():
+        zones = c.get("zones", {})
+        t.add_row(name, *(str(c.get(col, 0)) for col in cols),
+                  str(sum(c.get("closed", {}).values())),
+                  f"{sum(1 for z in zones.values() if z['open'])}/{len(zones)}")
+    console.print(t)
+
+
+@main.command()
+@click.pass_context
+def campaigns(ctx: click.Context) -> None:
+    """Campaigns and their result codes."""
+    ans = _call(ctx, "campaigns")
+    if _emit_json(ctx, ans):
+        return
+    for c in ans["campaigns"]:
+        t = Table(title=f"{c['name']}: {c['description']}")
+        for col in ("code", "description", "action", "category", "requires"):
+            t.add_column(col)
+        for rc in c["codes"]:
+            req = rc["requires"]
+            needs = [k for k in ("callback", "appointment") if req[k]]
+            needs += [f"{k} ({req[k]})" for k in ("note", "revenue") if req[k] != "none"]
+            t.add_row(rc["code"], rc["description"], rc["action"], rc["category"],
+                      ", ".join(needs))
+        console.print(t)
+
+
+@main.command()
+@click.pass_context
+def ping(ctx: click.Context) -> None:
+    """Check the daemon answers."""
+    ans = _call(ctx, "ping")
+    if not _emit_json(ctx, ans):
+        console.print(f"nextcall {ans['version']}: {ans['records']} records, "
+                      f"you are {ans['role']}")
+
+
+if __name__ == "__main__":
+    main()

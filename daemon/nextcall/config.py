@@ -1,0 +1,314 @@
+"""TOML configuration -> validated settings and core campaign objects.
+
+One main file (``[daemon]``, ``[auth]``, ``include``) plus included files holding
+``[resultsets.NAME]`` and ``[campaigns.NAME]`` tables. Every problem in every file is
+collected and reported at once, each with its file and key path; unknown keys are errors.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import tomllib
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .core.errors import ConfigError
+from .core.model import (CALLBACK_SCOPES, DIAL_STATUSES, IMPLEMENTED_ACTIONS, WEEKDAYS,
+                         Campaign, Interval, ResultCode, Scoring)
+
+DEFAULT_CONFIG = "config/nextcall.toml"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DaemonCfg(_Strict):
+    """``[daemon]``: where to listen, where to store, limits."""
+
+    socket: str = "./run/nextcall.sock"
+    socket_mode: str = "0660"
+    database: str = "sqlite+aiosqlite:///./var/nextcall.db"
+    lease_s: Annotated[int, Field(ge=5, le=86_400)] = 300
+    max_line_bytes: Annotated[int, Field(ge=1024, le=16 * 1024 * 1024)] = 65_536
+    max_inflight: Annotated[int, Field(ge=1, le=10_000)] = 64
+    max_count: Annotated[int, Field(ge=1, le=10_000)] = 500
+    max_wait_s: Annotated[float, Field(ge=0, le=3600)] = 300.0
+    max_import_records: Annotated[int, Field(ge=1, le=1_000_000)] = 5_000
+    sqlite_synchronous: Literal["normal", "full"] = "normal"
+    drain_timeout_s: Annotated[float, Field(gt=0, le=600)] = 10.0
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("socket_mode")
+    @classmethod
+    def _octal(cls, v: str) -> str:
+        try:
+            mode = int(v, 8)
+        except ValueError:
+            raise ValueError("must be an octal string such as '0660'") from None
+        if not 0 <= mode <= 0o777:
+            raise ValueError("must be between 0000 and 0777")
+        return v
+
+
+class AuthCfg(_Strict):
+    """``[auth]``: who is admin or supervisor, by peer uid/gid (SO_PEERCRED)."""
+
+    admin_uids: list[int] = []
+    admin_gids: list[int] = []
+    supervisor_uids: list[int] = []
+    supervisor_gids: list[int] = []
+    #: the daemon's own uid (and root) are admins: the person who started it owns it
+    trust_own_uid: bool = True
+
+
+class ResultCodeCfg(_Strict):
+    """One ``[[resultsets.X.codes]]`` entry."""
+
+    code: Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_.:-]+$")]
+    description: str = ""
+    action: Literal["retry", "callback", "close", "close_until_reload", "hold", "special",
+                    "dnc", "remove_number", "block_number", "roll"]
+    enabled: bool = True
+    category: str = "open"
+    dial_status: Literal[DIAL_STATUSES] = "person"  # type: ignore[valid-type]
+    contact: bool = False
+    presentation: bool = False
+    success: bool = False
+    revenue: Literal["none", "optional", "required"] = "none"
+    note: Literal["none", "optional", "required"] = "optional"
+    contact_priority: Annotated[int, Field(ge=0, le=9)] = 1
+    delay_s: Annotated[int, Field(ge=0, le=366 * 86_400)] = 0
+    delays_s: list[Annotated[int, Field(ge=0, le=366 * 86_400)]] = []
+    scope: Literal[CALLBACK_SCOPES] = "personal_then_team"  # type: ignore[valid-type]
+    reminder_min: Annotated[int, Field(ge=0, le=1440)] | None = None
+    roll_campaign: str | None = None
+    roll_list: str | None = None
+
+
+class ResultSetCfg(_Strict):
+    """``[resultsets.X]``: a reusable result-code set."""
+
+    description: str = ""
+    codes: list[ResultCodeCfg]
+
+
+class ScoringCfg(_Strict):
+    """``[campaigns.X.scoring]``: address-score weights (docs/configuration.md)."""
+
+    priority: float = 10.0
+    contact: float = 5.0
+    attempt: float = -1.0
+    max_attempt_penalty: Annotated[int, Field(ge=0, le=1000)] = 10
+
+
+Window = dict[Literal[WEEKDAYS], list[str]]  # type: ignore[valid-type]
+
+
+class CampaignCfg(_Strict):
+    """``[campaigns.X]``."""
+
+    description: str = ""
+    enabled: bool = True
+    resultset: str
+    window: Window = {d: ["09:00-21:00"] for d in WEEKDAYS}
+    legal_window: str = "08:00-21:00"
+    holidays: list[date] = []
+    max_attempts: Annotated[int, Field(ge=1, le=1000)] = 10
+    lease_s: Annotated[int, Field(ge=5, le=86_400)] | None = None
+    grace_s: Annotated[int, Field(ge=0, le=7 * 86_400)] = 900
+    timezone: str = "UTC"
+    scoring: ScoringCfg = ScoringCfg()
+
+    @field_validator("window")
+    @classmethod
+    def _window(cls, v: Window) -> Window:
+        for day, ivs in v.items():
+            for i, text in enumerate(ivs):
+                try:
+                    Interval.parse(text)
+                except ValueError as exc:
+                    raise ValueError(f"{day}[{i}]: {exc}") from None
+        return v
+
+    @field_validator("legal_window")
+    @classmethod
+    def _legal(cls, v: str) -> str:
+        Interval.parse(v)
+        return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown IANA timezone {v!r}") from None
+        return v
+
+
+class FileCfg(_Strict):
+    """The shape of every config file (the main one may use all keys)."""
+
+    daemon: DaemonCfg = DaemonCfg()
+    auth: AuthCfg = AuthCfg()
+    include: list[str] = []
+    resultsets: dict[str, ResultSetCfg] = {}
+    campaigns: dict[str, CampaignCfg] = {}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The validated configuration of one daemon generation."""
+
+    path: str
+    daemon: DaemonCfg
+    auth: AuthCfg
+    campaigns: dict[str, Campaign]
+    files: tuple[str, ...] = ()
+    resultsets: dict[str, ResultSetCfg] = field(default_factory=dict)
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def _read(path: Path, problems: list[tuple[str, str]]) -> dict[str, Any] | None:
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        problems.append((str(path), "file not found"))
+    except tomllib.TOMLDecodeError as exc:
+        problems.append((str(path), f"not valid TOML: {exc}"))
+    except OSError as exc:
+        problems.append((str(path), f"cannot read: {exc.strerror}"))
+    return None
+
+
+def _validate(path: Path, raw: dict[str, Any], problems: list[tuple[str, str]]
+              ) -> FileCfg | None:
+    try:
+        return FileCfg.model_validate(raw)
+    except ValidationError as exc:
+        for err in exc.errors():
+            loc = _loc(tuple(err["loc"]))
+            msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                msg = "unknown key"
+            problems.append((f"{path}: {loc}" if loc else str(path), msg))
+    return None
+
+
+def _campaign(name: str, c: CampaignCfg, codes: dict[str, ResultCode], default_lease_s: int
+              ) -> Campaign:
+    window = tuple(tuple(sorted((Interval.parse(t) for t in c.window.get(d, [])),
+                                key=lambda iv: iv.start_min)) for d in WEEKDAYS)
+    return Campaign(
+        name=name, codes=codes, window=window, legal_window=Interval.parse(c.legal_window),
+        holidays=frozenset(c.holidays), max_attempts=c.max_attempts,
+        lease_s=c.lease_s or default_lease_s, grace_s=c.grace_s, timezone=c.timezone,
+        scoring=Scoring(c.scoring.priority, c.scoring.contact, c.scoring.attempt,
+                        c.scoring.max_attempt_penalty),
+        enabled=c.enabled, description=c.description)
+
+
+def _code(rc: ResultCodeCfg) -> ResultCode:
+    return ResultCode(
+        code=rc.code, description=rc.description, action=rc.action, enabled=rc.enabled,
+        category=rc.category, dial_status=rc.dial_status, contact=rc.contact,
+        presentation=rc.presentation, success=rc.success, revenue=rc.revenue, note=rc.note,
+        contact_priority=rc.contact_priority, delay_s=rc.delay_s, delays_s=tuple(rc.delays_s),
+        scope=rc.scope, reminder_min=rc.reminder_min, roll_campaign=rc.roll_campaign,
+        roll_list=rc.roll_list)
+
+
+def load(path: str | os.PathLike[str]) -> Settings:
+    """Load and validate the configuration rooted at ``path``.
+
+    Raises:
+        ConfigError: with every problem found, each as (file: key path, message).
+    """
+    main = Path(path)
+    problems: list[tuple[str, str]] = []
+    raw = _read(main, problems)
+    if raw is None:
+        raise ConfigError(problems)
+    top = _validate(main, raw, problems)
+    files = [str(main)]
+    resultsets: dict[str, ResultSetCfg] = {}
+    campaigns: dict[str, CampaignCfg] = {}
+    origin: dict[str, str] = {}
+    parts: list[tuple[Path, FileCfg]] = [(main, top)] if top else []
+    for i, pattern in enumerate(raw.get("include", []) if isinstance(raw.get("include"), list)
+                                else []):
+        matches = sorted(glob.glob(str(main.parent / str(pattern))))
+        if not matches:
+            problems.append((f"{main}: include[{i}]", f"{pattern!r} matches no file"))
+        for m in matches:
+            p = Path(m)
+            sub = _read(p, problems)
+            if sub is None:
+                continue
+            for key in ("daemon", "auth", "include"):
+                if key in sub:
+                    problems.append((f"{p}: {key}", "only the main file may set this"))
+                    sub.pop(key)
+            cfg = _validate(p, sub, problems)
+            files.append(str(p))
+            if cfg is not None:
+                parts.append((p, cfg))
+    for p, cfg in parts:
+        for kind, src, dst in (("resultsets", cfg.resultsets, resultsets),
+                               ("campaigns", cfg.campaigns, campaigns)):
+            for name, value in src.items():
+                key = f"{kind}.{name}"
+                if key in origin:
+                    problems.append((f"{p}: {key}", f"already defined in {origin[key]}"))
+                    continue
+                origin[key] = str(p)
+                dst[name] = value  # type: ignore[assignment]
+    out: dict[str, Campaign] = {}
+    lease_s = top.daemon.lease_s if top else DaemonCfg().lease_s
+    sets: dict[str, dict[str, ResultCode]] = {}
+    for name, rs in resultsets.items():
+        codes: dict[str, ResultCode] = {}
+        for i, rc in enumerate(rs.codes):
+            where = f"{origin['resultsets.' + name]}: resultsets.{name}.codes[{i}]"
+            if rc.code in codes:
+                problems.append((f"{where}.code", f"duplicate code {rc.code!r}"))
+            if rc.action not in IMPLEMENTED_ACTIONS:
+                problems.append((f"{where}.action",
+                                 f"action {rc.action!r} is not supported by this version"))
+            if rc.delays_s and rc.action != "retry":
+                problems.append((f"{where}.delays_s", "only retry codes take delays"))
+            if rc.action == "roll" and not rc.roll_campaign:
+                problems.append((f"{where}.roll_campaign", "a roll code needs a target"))
+            codes[rc.code] = _code(rc)
+        if not codes:
+            problems.append((f"{origin['resultsets.' + name]}: resultsets.{name}.codes",
+                             "a result-code set needs at least one code"))
+        sets[name] = codes
+    for name, c in campaigns.items():
+        where = f"{origin['campaigns.' + name]}: campaigns.{name}"
+        if c.resultset not in sets:
+            problems.append((f"{where}.resultset", f"no result-code set {c.resultset!r}"))
+            continue
+        out[name] = _campaign(name, c, sets[c.resultset], lease_s)
+    if problems:
+        raise ConfigError(problems)
+    assert top is not None
+    return Settings(path=str(main), daemon=top.daemon, auth=top.auth, campaigns=out,
+                    files=tuple(files), resultsets=resultsets)

@@ -1,0 +1,242 @@
+"""The wire protocol, sans I/O: bytes <-> typed requests, and answers -> bytes.
+
+Newline-delimited JSON, one object per line. Each request is ``{"id": ..., "op": ...,
+...fields}``; each answer echoes ``id``. Request fields are validated by pydantic models
+with unknown fields refused, so a typo is an error naming the field, not a silent default.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .core.errors import BadJson, BadRequest, NextcallError, UnknownOp
+
+Name = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f]+$")]
+RequestId = str | int | float | None
+
+
+class _Req(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class PingReq(_Req):
+    """``ping``."""
+
+
+class CampaignsReq(_Req):
+    """``campaigns``: optionally only those an agent is logged in to."""
+
+    agent: Name | None = None
+
+
+class LoginReq(_Req):
+    """``agent.login``."""
+
+    agent: Name
+    campaigns: Annotated[list[Name], Field(min_length=1, max_length=100)]
+    teams: Annotated[list[Name], Field(max_length=100)] = []
+
+
+class LogoutReq(_Req):
+    """``agent.logout``."""
+
+    agent: Name
+
+
+class NextReq(_Req):
+    """``next``."""
+
+    agent: Name
+    campaigns: Annotated[list[Name], Field(min_length=1, max_length=100)] | None = None
+    count: Annotated[int, Field(ge=1, le=10_000)] = 1
+    wait: Annotated[float, Field(ge=0, le=3600)] = 0.0
+
+
+class CallbackReq(_Req):
+    """``dispose.callback``."""
+
+    at: Annotated[str, Field(min_length=1, max_length=64)]
+    timezone: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    scope: Literal["personal", "personal_then_team", "team", "anyone"] | None = None
+    owner: Name | None = None
+    team: Name | None = None
+    reason: Annotated[str, Field(max_length=1000)] = ""
+    override_window: bool = False
+
+
+class AppointmentReq(_Req):
+    """``dispose.appointment``."""
+
+    at: Annotated[str, Field(min_length=1, max_length=64)]
+
+
+class DisposeReq(_Req):
+    """``dispose``."""
+
+    lease: Annotated[str, Field(min_length=3, max_length=100)]
+    code: Annotated[str, Field(min_length=1, max_length=32)]
+    agent: Name | None = None
+    phone: Annotated[str, Field(min_length=1, max_length=32)] | None = None
+    note: Annotated[str, Field(max_length=10_000)] | None = None
+    revenue: Annotated[float, Field(allow_inf_nan=False)] | None = None
+    callback: CallbackReq | None = None
+    appointment: AppointmentReq | None = None
+    fields: dict[str, Any] = {}
+
+
+class LeaseReq(_Req):
+    """``release``."""
+
+    lease: Annotated[str, Field(min_length=3, max_length=100)]
+    agent: Name | None = None
+
+
+class ExtendReq(_Req):
+    """``extend``: renew for ``seconds`` (default: the campaign's lease length)."""
+
+    lease: Annotated[str, Field(min_length=3, max_length=100)]
+    agent: Name | None = None
+    seconds: Annotated[int, Field(ge=5, le=86_400)] | None = None
+
+
+class RecordGetReq(_Req):
+    """``record.get``."""
+
+    record: Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class ImportReq(_Req):
+    """``records.import``. Records are validated one by one (per-row errors)."""
+
+    campaign: Name
+    list: Name
+    records: Annotated[list[Any], Field(max_length=1_000_000)]
+    reload: bool = False
+    #: refuse the whole request if any record is rejected
+    atomic: bool = False
+    #: multi-request atomic import: batches with the same ``stage`` and ``final: false``
+    #: are held on this connection; the ``final: true`` one commits them all at once
+    stage: Name | None = None
+    final: bool = True
+
+
+class ImportRecord(BaseModel):
+    """One record of an import."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f]+$")]
+    phones: Annotated[list[Annotated[str, Field(min_length=3, max_length=40)]],
+                      Field(min_length=1, max_length=20)]
+    timezone: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    priority: Annotated[int, Field(ge=-1000, le=1000)] = 0
+    team: Name | None = None
+    data: dict[str, Any] = {}
+
+
+class StatsReq(_Req):
+    """``stats``."""
+
+    campaign: Name | None = None
+
+
+REQUESTS: dict[str, type[_Req]] = {
+    "ping": PingReq,
+    "campaigns": CampaignsReq,
+    "agent.login": LoginReq,
+    "agent.logout": LogoutReq,
+    "next": NextReq,
+    "dispose": DisposeReq,
+    "release": LeaseReq,
+    "extend": ExtendReq,
+    "record.get": RecordGetReq,
+    "records.import": ImportReq,
+    "stats": StatsReq,
+}
+
+
+def field_path(loc: tuple[Any, ...]) -> str:
+    """pydantic's ``loc`` as ``a.b[2].c``."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif isinstance(part, str) and part.startswith(("function-", "tagged-union")):
+            continue
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def validation_error(exc: ValidationError, prefix: str = "") -> BadRequest:
+    """The first problem of ``exc`` as a ``BadRequest`` naming its field."""
+    errs = exc.errors()
+    first = errs[0]
+    path = field_path(tuple(first["loc"]))
+    if prefix:
+        path = f"{prefix}.{path}" if path else prefix
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        msg = "unknown field"
+    elif first["type"] == "missing":
+        msg = "field required"
+    text = f"{path}: {msg}" if path else msg
+    if len(errs) > 1:
+        text += f" (and {len(errs) - 1} more problem{'s' if len(errs) > 2 else ''})"
+    return BadRequest(text, field=path or None)
+
+
+def decode(line: bytes) -> tuple[RequestId, str, _Req]:
+    """Parse one request line.
+
+    Raises:
+        NextcallError: (``bad_json``, ``bad_request``, ``unknown_op``), with ``.req_id``
+            set to the request's id when it could be read.
+    """
+    try:
+        obj = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        raise BadJson(f"not valid JSON: {exc.msg}") from None
+    if not isinstance(obj, dict):
+        raise BadRequest("a request must be a JSON object")
+    req_id = obj.pop("id", None)
+    try:
+        if not isinstance(req_id, (str, int, float, type(None))) or isinstance(req_id, bool):
+            raise BadRequest("id must be a string, a number or null", field="id")
+        op = obj.pop("op", None)
+        if not isinstance(op, str):
+            raise BadRequest("op must be a string", field="op")
+        model = REQUESTS.get(op)
+        if model is None:
+            raise UnknownOp(f"unknown op {op!r}", field="op")
+        try:
+            return req_id, op, model.model_validate(obj)
+        except ValidationError as exc:
+            raise validation_error(exc) from None
+    except NextcallError as err:
+        err.req_id = req_id  # type: ignore[attr-defined]
+        raise
+
+
+def _default(obj: Any) -> Any:
+    raise TypeError(f"cannot encode {type(obj).__name__}")
+
+
+def encode_ok(req_id: RequestId, body: dict[str, Any]) -> bytes:
+    """A success line."""
+    return orjson.dumps({"id": req_id, "ok": True, **body},
+                        option=orjson.OPT_APPEND_NEWLINE, default=_default)
+
+
+def encode_error(req_id: RequestId, err: NextcallError) -> bytes:
+    """A failure line."""
+    return orjson.dumps({"id": req_id, "ok": False, "error": err.to_wire()},
+                        option=orjson.OPT_APPEND_NEWLINE)
+
+
+def encode_event(event: str, body: dict[str, Any]) -> bytes:
+    """An unsolicited event line (subscriptions)."""
+    return orjson.dumps({"event": event, **body}, option=orjson.OPT_APPEND_NEWLINE)

@@ -1,0 +1,613 @@
+"""Applies requests: validates, changes the core, persists, answers.
+
+The only module that touches both the core and storage. Every state change is applied to
+the engine synchronously (so two concurrent requests can never both take one record) and
+then committed; the answer is sent only after the commit. If a commit fails the store is
+broken and the daemon stops (fail-stop), so nothing unacknowledged survives in memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+
+from . import __version__, phones as phonelib
+from . import protocol as P
+from .config import Settings
+from .core import calendar
+from .core.engine import SLOTS, Engine
+from .core.errors import (BadRequest, Forbidden, LeaseEnded, LeaseExpired, NextcallError,
+                          NotFound, NotLeaseHolder, Unavailable, UnknownCampaign)
+from .core.records import CLOSED, LEASED, CallbackIntent, Lease, Record
+from .core.results import CallbackRequest, Disposition, decide
+from .storage import sql as S
+
+logger = logging.getLogger(__name__)
+
+ROLE_AGENT, ROLE_SUPERVISOR, ROLE_ADMIN = "agent", "supervisor", "admin"
+_RANK = {ROLE_AGENT: 0, ROLE_SUPERVISOR: 1, ROLE_ADMIN: 2}
+
+
+@dataclass(slots=True)
+class Peer:
+    """Who is on the other end of a connection (SO_PEERCRED)."""
+
+    conn_id: int
+    pid: int
+    uid: int
+    gid: int
+    role: str = ROLE_AGENT
+
+
+@dataclass
+class _Stage:
+    campaign: str
+    list: str
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    ids: set[str] = field(default_factory=set)
+
+
+def role_for(settings: Settings, uid: int, gid: int) -> str:
+    """The role SPEC §5 grants a peer: admin, supervisor or agent."""
+    a = settings.auth
+    if a.trust_own_uid and uid in (0, os.getuid()):
+        return ROLE_ADMIN
+    if uid in a.admin_uids or gid in a.admin_gids:
+        return ROLE_ADMIN
+    if uid in a.supervisor_uids or gid in a.supervisor_gids:
+        return ROLE_SUPERVISOR
+    return ROLE_AGENT
+
+
+def _json(v: Any) -> str:
+    return orjson.dumps(v).decode()
+
+
+class Service:
+    """Request handlers over one engine and one store."""
+
+    def __init__(self, settings: Settings, store: S.SqlStore,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self.store = store
+        self.clock = clock
+        self.engine = Engine(settings.campaigns)
+        self.ready = False
+        self.stopping = False
+        self._changed = asyncio.Event()
+        self._stages: dict[tuple[int, str], _Stage] = {}
+        self._background: set[asyncio.Future[None]] = set()
+        self.rebuild_stats: dict[str, float] = {}
+        self.handlers: dict[str, Callable[[Any, Peer], Any]] = {
+            "ping": self.op_ping, "campaigns": self.op_campaigns,
+            "agent.login": self.op_login, "agent.logout": self.op_logout,
+            "next": self.op_next, "dispose": self.op_dispose, "release": self.op_release,
+            "extend": self.op_extend, "record.get": self.op_record_get,
+            "records.import": self.op_import, "stats": self.op_stats,
+        }
+
+    # ------------------------------------------------------------------ plumbing
+    def notify(self) -> None:
+        """Wake every long-polling ``next``: something may have become available."""
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    def _background_write(self, ops: list[S.Op]) -> None:
+        """Persist something nobody waits for (lease expiry marks)."""
+        fut = self.store.submit(ops)
+        self._background.add(fut)
+        fut.add_done_callback(self._background_done)
+
+    def _background_done(self, fut: asyncio.Future[None]) -> None:
+        self._background.discard(fut)
+        if not fut.cancelled() and fut.exception() is not None:
+            logger.error("background_write_failed error=%r", fut.exception())
+
+    def _expire(self, now: float) -> None:
+        expired = self.engine.expire(now)
+        if expired:
+            self._background_write([(S.END_LEASE, {
+                "b_lid": lz.lid, "ended_at": now, "end": "expired", "code": None,
+                "result": None}) for lz in expired])
+            logger.info("leases_expired count=%d", len(expired))
+            self.notify()
+
+    def discard_connection(self, conn_id: int) -> None:
+        """Forget staged imports of a closed connection (nothing was committed)."""
+        for key in [k for k in self._stages if k[0] == conn_id]:
+            del self._stages[key]
+
+    async def dispatch(self, op: str, req: Any, peer: Peer) -> dict[str, Any]:
+        """Run one decoded request.
+
+        Raises:
+            NextcallError: the request is refused; nothing changed.
+        """
+        if not self.ready:
+            raise Unavailable("the daemon is starting")
+        result: dict[str, Any] = await self.handlers[op](req, peer)
+        return result
+
+    # ------------------------------------------------------------------ rebuild
+    async def rebuild(self) -> dict[str, float]:
+        """Load every open record, lease and login from the database into the engine."""
+        t0 = time.perf_counter()
+        now = self.clock()
+        snap = await self.store.snapshot(now)
+        t1 = time.perf_counter()
+        intern: dict[Any, Any] = {}
+        get = intern.setdefault
+        lease_rids = {row[2] for row in snap.leases}
+        by_rid: dict[int, Record] = {}
+        recs = []
+        for (rid, rec_id, campaign, lst, phones, tz, prio, data, state, reason, due, attempts,
+             owner, team, best_cp, phone_idx, callback) in snap.records:
+            rec = Record(rid, rec_id, get(campaign, campaign), get(lst, lst), phones,
+                         get(tz, tz), prio, data, get(state, state), reason, due, attempts,
+                         owner if owner is None else get(owner, owner),
+                         team if team is None else get(team, team), best_cp, phone_idx,
+                         CallbackIntent.from_json(orjson.loads(callback)) if callback
+                         else None)
+            recs.append(rec)
+            if rid in lease_rids:
+                by_rid[rid] = rec
+        # records under a live lease must not enter the heaps: load them, then lease them
+        n = self.engine.bulk_load(recs, now)
+        self.engine.next_rid = max(self.engine.next_rid, snap.max_rid + 1)
+        self.engine.next_lid = max(self.engine.next_lid, snap.max_lid + 1)
+        for campaign, reason, count in snap.closed_counts:
+            self.engine.set_closed_counts(campaign, reason, count)
+        restored = 0
+        for (lid, secret, rid, agent, uid, issued, expires, phone, pidx, why) in snap.leases:
+            rec = by_rid.get(rid)
+            if rec is None or rec.lease is not None:
+                continue
+            self.engine.restore_lease(Lease(lid, secret, rec, agent, uid, issued, expires,
+                                            phone, pidx, why))
+            restored += 1
+        for agent, campaigns, teams, logged_in in snap.agents:
+            cs = [c for c in orjson.loads(campaigns) if c in self.engine.campaigns]
+            s = self.engine.login(agent, cs, orjson.loads(teams))
+            s.logged_in = bool(logged_in)
+        t2 = time.perf_counter()
+        self.rebuild_stats = {"records": float(n), "leases": float(restored),
+                              "read_s": t1 - t0, "build_s": t2 - t1, "total_s": t2 - t0}
+        logger.info("heap_rebuilt records=%d leases=%d read_s=%.3f build_s=%.3f", n,
+                    restored, t1 - t0, t2 - t1)
+        self.ready = True
+        return self.rebuild_stats
+
+    # ------------------------------------------------------------------ views
+    def _record_view(self, rec: Record) -> dict[str, Any]:
+        return {
+            "id": rec.id, "campaign": rec.campaign, "list": rec.list,
+            "phones": [{"number": n, "status": s} for n, s in rec.phone_list()],
+            "timezone": rec.timezone, "priority": rec.priority,
+            "data": orjson.Fragment(rec.data),
+            "state": LEASED if rec.lease is not None else rec.state, "reason": rec.reason,
+            "due_at": calendar.utc_iso(rec.due_at) if rec.due_at else None,
+            "attempts": rec.attempts, "owner": rec.owner, "team": rec.team,
+            "score": rec.score,
+            "callback": rec.callback.to_json() if rec.callback else None,
+        }
+
+    def _lease_view(self, lease: Lease, now: float) -> dict[str, Any]:
+        return {
+            "token": lease.token, "expires_at": calendar.utc_iso(lease.expires_at),
+            "expires_in_s": round(lease.expires_at - now, 3), "phone": lease.phone,
+            "reason": lease.reason, "agent": lease.agent,
+            "record": self._record_view(lease.record),
+        }
+
+    # ------------------------------------------------------------------ ops
+    async def op_ping(self, req: P.PingReq, peer: Peer) -> dict[str, Any]:
+        return {"version": __version__, "role": peer.role, "uid": peer.uid,
+                "records": len(self.engine.records)}
+
+    async def op_campaigns(self, req: P.CampaignsReq, peer: Peer) -> dict[str, Any]:
+        names = list(self.engine.campaigns)
+        if req.agent:
+            s = self.engine.agents.get(req.agent)
+            names = [c for c in names if s and s.logged_in and c in s.campaigns]
+        out = []
+        for name in names:
+            c = self.engine.campaigns[name]
+            out.append({
+                "name": name, "description": c.description, "enabled": c.enabled,
+                "max_attempts": c.max_attempts, "lease_s": c.lease_s, "grace_s": c.grace_s,
+                "timezone": c.timezone, "legal_window": str(c.legal_window),
+                "window": {d: [str(iv) for iv in c.window[i]] for i, d in
+                           enumerate(("mon", "tue", "wed", "thu", "fri", "sat", "sun"))},
+                "codes": [{
+                    "code": rc.code, "description": rc.description, "action": rc.action,
+                    "enabled": rc.enabled, "category": rc.category,
+                    "dial_status": rc.dial_status, "contact": rc.contact,
+                    "presentation": rc.presentation, "success": rc.success,
+                    "contact_priority": rc.contact_priority,
+                    "scope": rc.scope if rc.action == "callback" else None,
+                    "requires": rc.requires()} for rc in c.codes.values()],
+            })
+        return {"campaigns": out}
+
+    async def op_login(self, req: P.LoginReq, peer: Peer) -> dict[str, Any]:
+        s = self.engine.login(req.agent, req.campaigns, req.teams)
+        await self.store.write(self._agent_ops(req.agent, list(s.campaigns), list(s.teams),
+                                               True))
+        self.notify()
+        return {"agent": req.agent, "campaigns": list(s.campaigns), "teams": list(s.teams)}
+
+    async def op_logout(self, req: P.LogoutReq, peer: Peer) -> dict[str, Any]:
+        s = self.engine.agents.get(req.agent)
+        if s is None:
+            raise NotFound(f"agent {req.agent!r} never logged in", field="agent")
+        self.engine.logout(req.agent)
+        await self.store.write(self._agent_ops(req.agent, list(s.campaigns), list(s.teams),
+                                               False))
+        self.notify()
+        return {"agent": req.agent, "logged_in": False}
+
+    def _agent_ops(self, agent: str, campaigns: list[str], teams: list[str],
+                   logged_in: bool) -> list[S.Op]:
+        return [(S.DEL_AGENT, {"b_agent": agent}),
+                (S.INS_AGENT, {"agent": agent, "campaigns": _json(campaigns),
+                               "teams": _json(teams), "logged_in": logged_in,
+                               "updated_at": self.clock()})]
+
+    async def op_next(self, req: P.NextReq, peer: Peer) -> dict[str, Any]:
+        cfg = self.settings.daemon
+        if req.count > cfg.max_count:
+            raise BadRequest(f"count must be at most {cfg.max_count}", field="count")
+        if req.wait > cfg.max_wait_s:
+            raise BadRequest(f"wait must be at most {cfg.max_wait_s} s", field="wait")
+        campaigns, teams = self.engine.scope_for(req.agent, req.campaigns)
+        deadline = self.clock() + req.wait
+        while True:
+            now = self.clock()
+            self._expire(now)
+            leases = self.engine.next(req.agent, campaigns, teams, req.count, peer.uid, now)
+            if leases or now >= deadline or self.stopping:
+                break
+            wake = min(self.engine.next_wake(campaigns, now), deadline)
+            changed = self._changed
+            try:
+                await asyncio.wait_for(changed.wait(), timeout=max(wake - now, 0.0) + 0.001)
+            except asyncio.TimeoutError:
+                pass
+        if leases:
+            await self.store.write([(S.INS_LEASE, {
+                "lid": lz.lid, "secret": lz.secret, "rid": lz.record.rid, "agent": lz.agent,
+                "uid": lz.uid, "issued_at": lz.issued_at, "expires_at": lz.expires_at,
+                "phone": lz.phone, "phone_idx": lz.phone_idx, "reason": lz.reason,
+                "ended_at": None, "end": None, "code": None, "result": None})
+                for lz in leases])
+        return {"leases": [self._lease_view(lz, now) for lz in leases]}
+
+    async def _live_lease(self, token: str, peer: Peer, agent: str | None, now: float,
+                          code: str | None = None) -> Lease | dict[str, Any]:
+        """The live lease for ``token``, or the stored answer of an identical retried
+        disposition.
+
+        Raises:
+            NotFound, LeaseExpired, LeaseEnded, NotLeaseHolder, BadRequest.
+        """
+        self._expire(now)
+        lid, secret = self.engine.find_lease(token)
+        lease = self.engine.leases.get(lid)
+        if lease is not None:
+            if lease.secret != secret:
+                raise NotLeaseHolder("the lease token is not valid", field="lease")
+            if agent is not None and agent != lease.agent:
+                raise NotLeaseHolder(f"the lease is held by agent {lease.agent!r}",
+                                     field="agent")
+            if peer.uid != lease.uid and peer.role != ROLE_ADMIN:
+                raise NotLeaseHolder("the lease was taken by another user", field="lease")
+            return lease
+        ended = self.engine.ended.get(lid)
+        if ended is not None:
+            kind, e_secret, e_code, result = ended.kind, ended.secret, ended.code, ended.result
+        else:
+            row = await self.store.get_lease(lid)
+            if row is None:
+                raise NotFound("no such lease", field="lease")
+            kind = row["end"] or ("expired" if row["expires_at"] <= now else "open")
+            e_secret, e_code = row["secret"], row["code"]
+            result = orjson.loads(row["result"]) if row["result"] else None
+        if e_secret != secret:
+            raise NotLeaseHolder("the lease token is not valid", field="lease")
+        if kind == "expired" or kind == "open":
+            raise LeaseExpired(field="lease")
+        if kind == "disposed" and code is not None and code == e_code and result:
+            return {**result, "duplicate": True}
+        raise LeaseEnded(f"the lease was already {kind}"
+                         + (f" with code {e_code!r}" if e_code else ""), field="lease")
+
+    async def op_dispose(self, req: P.DisposeReq, peer: Peer) -> dict[str, Any]:
+        now = self.clock()
+        got = await self._live_lease(req.lease, peer, req.agent, now, req.code)
+        if isinstance(got, dict):
+            return got
+        lease = got
+        rec = lease.record
+        camp = self.engine.campaigns.get(rec.campaign)
+        if camp is None:
+            raise UnknownCampaign(f"campaign {rec.campaign!r} is no longer configured",
+                                  field="lease")
+        phone_idx = lease.phone_idx
+        if req.phone is not None:
+            numbers = [n for n, _ in rec.phone_list()]
+            if req.phone not in numbers:
+                raise BadRequest(f"{req.phone!r} is not a number of record {rec.id!r}",
+                                 field="phone")
+            phone_idx = numbers.index(req.phone)
+        cb = None
+        if req.callback is not None:
+            c = req.callback
+            cb = CallbackRequest(at=c.at, timezone=c.timezone, scope=c.scope, owner=c.owner,
+                                 team=c.team, reason=c.reason,
+                                 override_window=c.override_window)
+        if req.appointment is not None:
+            raise BadRequest("appointments (hold codes) are not supported by this version",
+                             field="appointment")
+        agent = req.agent or lease.agent
+        outcome = decide(rec, camp, Disposition(
+            code=req.code, agent=agent, phone_idx=phone_idx, note=req.note,
+            revenue=req.revenue, callback=cb, fields=dict(req.fields)), now)
+        phone = rec.phone_list()[phone_idx][0] if rec.phone_list() else lease.phone
+        result = {
+            "record": rec.id, "code": req.code, "state": outcome.state,
+            "reason": outcome.reason, "attempts": outcome.attempts,
+            "due_at": calendar.utc_iso(outcome.due_at) if outcome.state != CLOSED else None,
+            "owner": outcome.owner, "team": outcome.team,
+            "callback": outcome.callback.to_json() if outcome.callback else None,
+        }
+        cb_json = _json(outcome.callback.to_json()) if outcome.callback else None
+        ops: list[S.Op] = [
+            (S.INS_HISTORY, {
+                "rid": rec.rid, "lid": lease.lid, "at": now, "agent": agent,
+                "campaign": rec.campaign, "code": req.code, "phone": phone,
+                "note": req.note, "revenue": req.revenue,
+                "fields": _json(req.fields) if req.fields else None, "callback": cb_json,
+                "state": outcome.state, "reason": outcome.reason, "due_at": outcome.due_at,
+                "attempts": outcome.attempts}),
+            (S.END_LEASE, {"b_lid": lease.lid, "ended_at": now, "end": "disposed",
+                           "code": req.code, "result": _json(result)}),
+            (S.UPD_RECORD, {
+                "b_rid": rec.rid, "state": outcome.state, "reason": outcome.reason,
+                "due_at": outcome.due_at, "attempts": outcome.attempts,
+                "owner": outcome.owner, "team": outcome.team, "best_cp": outcome.best_cp,
+                "phone_idx": outcome.phone_idx, "callback": cb_json, "updated_at": now}),
+        ]
+        self.engine.dispose(lease, outcome, now, result, req.code)
+        self.notify()
+        await self.store.write(ops)
+        return result
+
+    async def op_release(self, req: P.LeaseReq, peer: Peer) -> dict[str, Any]:
+        now = self.clock()
+        got = await self._live_lease(req.lease, peer, req.agent, now)
+        assert isinstance(got, Lease)
+        self.engine.release(got, now)
+        self.notify()
+        await self.store.write([(S.END_LEASE, {"b_lid": got.lid, "ended_at": now,
+                                               "end": "released", "code": None,
+                                               "result": None})])
+        return {"record": got.record.id, "state": got.record.state}
+
+    async def op_extend(self, req: P.ExtendReq, peer: Peer) -> dict[str, Any]:
+        now = self.clock()
+        got = await self._live_lease(req.lease, peer, req.agent, now)
+        assert isinstance(got, Lease)
+        camp = self.engine.campaigns.get(got.record.campaign)
+        seconds = req.seconds or (camp.lease_s if camp else self.settings.daemon.lease_s)
+        self.engine.extend(got, now, seconds)
+        await self.store.write([(S.EXT_LEASE, {"b_lid": got.lid,
+                                               "expires_at": got.expires_at})])
+        return {"token": got.token, "expires_at": calendar.utc_iso(got.expires_at),
+                "expires_in_s": round(got.expires_at - now, 3)}
+
+    async def op_record_get(self, req: P.RecordGetReq, peer: Peer) -> dict[str, Any]:
+        row = await self.store.get_record(req.record)
+        if row is None:
+            raise NotFound(f"no record {req.record!r}", field="record")
+        r = row["record"]
+        live = self.engine.records.get(req.record)
+        if live is not None and live.rid == r["rid"]:
+            view = self._record_view(live)
+        else:
+            view = {
+                "id": r["id"], "campaign": r["campaign"], "list": r["list"],
+                "phones": [{"number": n, "status": s} for n, s in orjson.loads(r["phones"])],
+                "timezone": r["timezone"], "priority": r["priority"],
+                "data": orjson.Fragment(r["data"]), "state": r["state"],
+                "reason": r["reason"],
+                "due_at": calendar.utc_iso(r["due_at"]) if r["due_at"] else None,
+                "attempts": r["attempts"], "owner": r["owner"], "team": r["team"],
+                "score": None,
+                "callback": orjson.loads(r["callback"]) if r["callback"] else None,
+            }
+        view["history"] = [{
+            "at": calendar.utc_iso(h["at"]), "agent": h["agent"], "code": h["code"],
+            "phone": h["phone"], "note": h["note"], "revenue": h["revenue"],
+            "fields": orjson.loads(h["fields"]) if h["fields"] else {},
+            "state": h["state"], "reason": h["reason"],
+            "due_at": calendar.utc_iso(h["due_at"]) if h["due_at"] else None,
+            "attempts": h["attempts"]} for h in row["history"]]
+        view["leases"] = [{
+            "lease": x["lid"], "agent": x["agent"], "issued_at": calendar.utc_iso(
+                x["issued_at"]), "expires_at": calendar.utc_iso(x["expires_at"]),
+            "phone": x["phone"], "reason": x["reason"],
+            "end": x["end"] or ("active" if live and live.lease and live.lease.lid == x["lid"]
+                                else "expired"),
+            "code": x["code"]} for x in row["leases"]]
+        return {"record": view}
+
+    def _validate_rows(self, req: P.ImportReq, camp_tz: str, seen: set[str]
+                       ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        good: list[dict[str, Any]] = []
+        rejected: list[dict[str, Any]] = []
+        for i, raw in enumerate(req.records):
+            where = f"records[{i}]"
+            rid = raw.get("id") if isinstance(raw, dict) else None
+            try:
+                try:
+                    r = P.ImportRecord.model_validate(raw)
+                except ValidationError as exc:
+                    raise P.validation_error(exc, where) from None
+                if r.id in seen:
+                    raise BadRequest(f"duplicate id {r.id!r} in this import",
+                                     field=f"{where}.id")
+                numbers = []
+                for k, p in enumerate(r.phones):
+                    e164 = phonelib.normalise(p, f"{where}.phones[{k}]")
+                    if e164 not in numbers:
+                        numbers.append(e164)
+                if r.timezone is not None:
+                    try:
+                        calendar.zone(r.timezone)
+                    except NextcallError:
+                        raise BadRequest(f"unknown timezone {r.timezone!r}",
+                                         field=f"{where}.timezone") from None
+                    tz = r.timezone
+                else:
+                    tz = phonelib.derive_timezone(numbers, camp_tz)
+                seen.add(r.id)
+                good.append({"index": i, "id": r.id, "phones": numbers, "timezone": tz,
+                             "priority": r.priority, "team": r.team,
+                             "data": orjson.dumps(r.data).decode()})
+            except NextcallError as err:
+                rejected.append({"index": i, "id": rid if isinstance(rid, str) else None,
+                                 **err.to_wire()})
+        return good, rejected
+
+    async def op_import(self, req: P.ImportReq, peer: Peer) -> dict[str, Any]:
+        if _RANK[peer.role] < _RANK[ROLE_SUPERVISOR]:
+            raise Forbidden("records.import needs the supervisor or admin role")
+        camp = self.engine.campaign(req.campaign)
+        if req.reload:
+            raise BadRequest("list reload is not supported by this version", field="reload")
+        if len(req.records) > self.settings.daemon.max_import_records:
+            raise BadRequest(f"at most {self.settings.daemon.max_import_records} records "
+                             "per request; use stage/final for more", field="records")
+        stage = None
+        if req.stage is not None:
+            key = (peer.conn_id, req.stage)
+            stage = self._stages.get(key)
+            if stage is None:
+                stage = self._stages[key] = _Stage(req.campaign, req.list)
+            elif (stage.campaign, stage.list) != (req.campaign, req.list):
+                raise BadRequest("a stage keeps one campaign and list", field="stage")
+        seen = stage.ids if stage is not None else set()
+        good, rejected = self._validate_rows(req, camp.timezone, seen)
+        if stage is not None:
+            stage.rows.extend(good)
+            if rejected:
+                # an atomic multi-batch import is void as soon as one row is bad
+                del self._stages[(peer.conn_id, req.stage)]  # type: ignore[arg-type]
+                return {"inserted": 0, "updated": 0, "rejected": rejected, "staged": 0,
+                        "committed": False}
+            if not req.final:
+                return {"inserted": 0, "updated": 0, "rejected": [],
+                        "staged": len(stage.rows), "committed": False}
+            del self._stages[(peer.conn_id, req.stage)]  # type: ignore[arg-type]
+            good = stage.rows
+        elif rejected and req.atomic:
+            return {"inserted": 0, "updated": 0, "rejected": rejected, "committed": False}
+        inserted, updated, more_rejected = await self._apply_import(req, good)
+        rejected.extend(more_rejected)
+        if inserted:
+            self.notify()
+        logger.info("records_imported campaign=%s list=%s inserted=%d updated=%d rejected=%d",
+                    req.campaign, req.list, inserted, updated, len(rejected))
+        return {"inserted": inserted, "updated": updated, "rejected": rejected,
+                "committed": True}
+
+    async def _apply_import(self, req: P.ImportReq, rows: list[dict[str, Any]]
+                            ) -> tuple[int, int, list[dict[str, Any]]]:
+        now = self.clock()
+        eng = self.engine
+        known = await self.store.existing_ids([r["id"] for r in rows
+                                               if r["id"] not in eng.records])
+        ops: list[S.Op] = []
+        new_recs: list[Record] = []
+        updates: list[tuple[Record, dict[str, Any]]] = []
+        rejected: list[dict[str, Any]] = []
+        inserted = updated = 0
+        for r in rows:
+            phones = [[n, "active"] for n in r["phones"]]
+            live = eng.records.get(r["id"])
+            if live is not None and live.campaign != req.campaign:
+                rejected.append({"index": r["index"], "id": r["id"], "code": "conflict",
+                                 "message": f"record exists in campaign {live.campaign!r}",
+                                 "field": f"records[{r['index']}].id"})
+                continue
+            if live is not None or r["id"] in known:
+                rid = live.rid if live is not None else known[r["id"]][0]
+                ops.append((S.UPD_RECORD_DATA, {
+                    "b_rid": rid, "list": req.list, "phones": _json(phones),
+                    "timezone": r["timezone"], "priority": r["priority"], "data": r["data"],
+                    "updated_at": now}))
+                if live is not None:
+                    updates.append((live, {**r, "phones": phones}))
+                updated += 1
+                continue
+            rid = eng.next_rid
+            eng.next_rid += 1
+            rec = Record(rid, r["id"], req.campaign, req.list, phones, r["timezone"],
+                         r["priority"], r["data"], team=r["team"])
+            ops.append((S.INS_RECORD, {
+                "rid": rid, "id": r["id"], "campaign": req.campaign, "list": req.list,
+                "phones": _json(phones), "timezone": r["timezone"],
+                "priority": r["priority"], "data": r["data"], "state": "ready",
+                "reason": None, "due_at": 0.0, "attempts": 0, "owner": None,
+                "team": r["team"], "best_cp": 0, "phone_idx": 0, "callback": None,
+                "imported_at": now, "updated_at": now}))
+            new_recs.append(rec)
+            inserted += 1
+        for rec in new_recs:
+            eng.add(rec, now)
+        for live, r in updates:
+            live.list, live.phones = req.list, r["phones"]
+            live.timezone, live.priority, live.data = r["timezone"], r["priority"], r["data"]
+            eng.rescore(live)
+            if live.lease is None:
+                eng.place(live, now)
+        if ops:
+            await self.store.write(ops)
+        return inserted, updated, rejected
+
+    async def op_stats(self, req: P.StatsReq, peer: Peer) -> dict[str, Any]:
+        now = self.clock()
+        self._expire(now)
+        names = [req.campaign] if req.campaign else sorted(self.engine.queues)
+        if req.campaign and req.campaign not in self.engine.queues:
+            self.engine.campaign(req.campaign)
+        out = {}
+        for name in names:
+            q = self.engine.queues.get(name)
+            if q is None:
+                out[name] = {"configured": True, **dict.fromkeys(SLOTS, 0), "closed": {}}
+                continue
+            camp = self.engine.campaigns.get(name)
+            self.engine.promote(q, now)
+            zones = {}
+            for tz, heap in sorted(q.zones.items()):
+                if camp is not None and heap:
+                    is_open, until = self.engine.window_open(camp, tz, now)
+                    zones[tz] = {"open": is_open, "changes_at": calendar.utc_iso(until)
+                                 if until != float("inf") else None}
+            out[name] = {"configured": camp is not None,
+                         "enabled": bool(camp and camp.enabled),
+                         **q.counts, "closed": dict(q.closed), "zones": zones}
+        agents = [a for a, s in self.engine.agents.items() if s.logged_in]
+        return {"campaigns": out, "leases": len(self.engine.leases),
+                "agents_logged_in": len(agents), "records_in_memory":
+                len(self.engine.records), "rebuild": self.rebuild_stats}

@@ -1,0 +1,1 @@
+"""Persistence: the schema, migrations and the SQL store (SQLite or PostgreSQL)."""

@@ -1,0 +1,415 @@
+"""The SQL store: SQLite (aiosqlite, default) or PostgreSQL (asyncpg), same code.
+
+Writes go through one writer task that group-commits: every change queued while the
+previous commit ran is committed in the next single transaction, then all its callers are
+answered. Nothing waits to build a batch (PITFALLS §9): the writer commits whatever is
+pending the moment it is free. On SQLite the writer's connection starts its
+transactions with ``BEGIN IMMEDIATE`` and never checkpoints; a side thread checkpoints
+the WAL, so page copying stays off the commit path.
+
+Driver exceptions are translated here (``StorageError``); nothing above catches SQLAlchemy
+types. A failed commit fails every caller of that batch and marks the store broken: the
+daemon then stops (fail-stop) and a restart rebuilds a consistent state from the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from sqlalchemy import bindparam, delete, event, func, insert, select, update
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from ..core.errors import StorageError
+from .schema import agents, history, leases, records
+
+logger = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+CHECKPOINT_INTERVAL_S = 1.0
+
+# Hot-path statements, compiled once; executemany'd in runs by the writer.
+INS_LEASE = insert(leases)
+END_LEASE = update(leases).where(leases.c.lid == bindparam("b_lid")).values(
+    ended_at=bindparam("ended_at"), end=bindparam("end"), code=bindparam("code"),
+    result=bindparam("result"))
+EXT_LEASE = update(leases).where(leases.c.lid == bindparam("b_lid")).values(
+    expires_at=bindparam("expires_at"))
+INS_HISTORY = insert(history)
+UPD_RECORD = update(records).where(records.c.rid == bindparam("b_rid")).values(
+    state=bindparam("state"), reason=bindparam("reason"), due_at=bindparam("due_at"),
+    attempts=bindparam("attempts"), owner=bindparam("owner"), team=bindparam("team"),
+    best_cp=bindparam("best_cp"), phone_idx=bindparam("phone_idx"),
+    callback=bindparam("callback"), updated_at=bindparam("updated_at"))
+UPD_RECORD_DATA = update(records).where(records.c.rid == bindparam("b_rid")).values(
+    list=bindparam("list"), phones=bindparam("phones"), timezone=bindparam("timezone"),
+    priority=bindparam("priority"), data=bindparam("data"), updated_at=bindparam("updated_at"))
+INS_RECORD = insert(records)
+DEL_AGENT = delete(agents).where(agents.c.agent == bindparam("b_agent"))
+INS_AGENT = insert(agents)
+
+Op = tuple[Any, dict[str, Any]]
+
+REBUILD_COLUMNS = ("rid", "id", "campaign", "list", "phones", "timezone", "priority", "data",
+                   "state", "reason", "due_at", "attempts", "owner", "team", "best_cp",
+                   "phone_idx", "callback")
+OPEN_STATES = ("ready", "callback")
+
+
+@dataclass
+class Snapshot:
+    """Everything a rebuild needs, as plain tuples."""
+
+    records: list[tuple[Any, ...]]
+    closed_counts: list[tuple[str, str, int]]
+    leases: list[tuple[Any, ...]]
+    agents: list[tuple[Any, ...]]
+    max_rid: int
+    max_lid: int
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class _Pending:
+    ops: list[Op]
+    fut: asyncio.Future[None]
+
+
+class SqlStore:
+    """Async store over SQLAlchemy Core. The constructor connects nothing."""
+
+    def __init__(self, url: str, *, synchronous: str = "normal",
+                 on_failure: Callable[[BaseException], None] | None = None) -> None:
+        self.url = url
+        self.dialect = make_url(url).get_backend_name()
+        self.synchronous = synchronous
+        self.on_failure = on_failure
+        self.writer: AsyncEngine | None = None
+        self.reader: AsyncEngine | None = None
+        self.broken: BaseException | None = None
+        self._queue: list[_Pending] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._ckpt_task: asyncio.Task[None] | None = None
+        self._closing = False
+        #: seconds of each commit, for metrics
+        self.commit_observer: Callable[[float, int], None] | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+    @property
+    def sqlite_path(self) -> str | None:
+        """The database file, for SQLite URLs."""
+        if self.dialect != "sqlite":
+            return None
+        return make_url(self.url).database
+
+    def _sqlite_setup(self, engine: AsyncEngine, *, writer: bool) -> None:
+        sync = self.synchronous.upper()
+
+        @event.listens_for(engine.sync_engine, "connect")
+        def _connect(dbapi_conn: Any, _rec: Any) -> None:
+            # The pysqlite driver's own transaction handling is off; we BEGIN ourselves.
+            dbapi_conn.isolation_level = None
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA busy_timeout=10000")
+            cur.execute(f"PRAGMA synchronous={sync}")
+            cur.execute("PRAGMA foreign_keys=ON")
+            if writer:
+                # checkpoints run on a side thread, never inside a commit
+                cur.execute("PRAGMA wal_autocheckpoint=0")
+            cur.close()
+
+        @event.listens_for(engine.sync_engine, "begin")
+        def _begin(conn: Connection) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if writer else "BEGIN")
+
+    async def open(self) -> None:
+        """Connect and start the writer.
+
+        Raises:
+            StorageError: the database cannot be opened.
+        """
+        try:
+            if self.dialect == "sqlite":
+                path = self.sqlite_path
+                if path and path != ":memory:":
+                    Path(path).parent.mkdir(parents=True, exist_ok=True)
+                self.writer = create_async_engine(self.url, pool_size=1, max_overflow=0)
+                self.reader = create_async_engine(self.url, pool_size=4, max_overflow=4)
+                self._sqlite_setup(self.writer, writer=True)
+                self._sqlite_setup(self.reader, writer=False)
+            else:
+                self.writer = create_async_engine(self.url, pool_size=2, max_overflow=0,
+                                                  pool_pre_ping=True)
+                self.reader = create_async_engine(self.url, pool_size=4, max_overflow=4,
+                                                  pool_pre_ping=True)
+            async with self.writer.connect() as conn:
+                await conn.exec_driver_sql("SELECT 1")
+        except (SQLAlchemyError, OSError) as exc:
+            raise StorageError(f"cannot open database {self._safe_url()}: {exc}") from exc
+        self._task = asyncio.create_task(self._writer_loop(), name="store-writer")
+        if self.dialect == "sqlite":
+            self._ckpt_task = asyncio.create_task(self._checkpoint_loop(),
+                                                  name="store-checkpoint")
+
+    def _safe_url(self) -> str:
+        return make_url(self.url).render_as_string(hide_password=True)
+
+    async def migrate(self) -> list[str]:
+        """Bring the schema to the newest revision; returns the revisions applied."""
+        assert self.writer is not None
+        applied: list[str] = []
+
+        def _upgrade(sync_conn: Connection) -> None:
+            cfg = AlembicConfig()
+            cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+            cfg.attributes["connection"] = sync_conn
+            from alembic.runtime.migration import MigrationContext
+            before = MigrationContext.configure(sync_conn).get_current_revision()
+            command.upgrade(cfg, "head")
+            after = MigrationContext.configure(sync_conn).get_current_revision()
+            if before != after:
+                applied.append(f"{before or 'empty'} -> {after}")
+
+        try:
+            # Alembic manages its own transaction; run outside our BEGIN IMMEDIATE hook
+            # on a plain connection.
+            async with self.writer.connect() as conn:
+                await conn.run_sync(_upgrade)
+                await conn.commit()
+        except SQLAlchemyError as exc:
+            raise StorageError(f"migration failed: {exc}") from exc
+        return applied
+
+    async def close(self) -> None:
+        """Commit what is queued, stop the writer, checkpoint, disconnect."""
+        self._closing = True
+        self._wake.set()
+        if self._task is not None:
+            await self._task
+        if self._ckpt_task is not None:
+            self._ckpt_task.cancel()
+            try:
+                await self._ckpt_task
+            except asyncio.CancelledError:
+                pass
+        if self.dialect == "sqlite" and self.broken is None:
+            await asyncio.to_thread(self._checkpoint, "TRUNCATE")
+        for eng in (self.writer, self.reader):
+            if eng is not None:
+                await eng.dispose()
+
+    # ------------------------------------------------------------------ writes
+    def submit(self, ops: list[Op]) -> asyncio.Future[None]:
+        """Queue ``ops`` for the next group commit; the future resolves once committed.
+
+        The future fails with ``StorageError`` if the commit fails or the store is broken.
+        """
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self.broken is not None:
+            fut.set_exception(StorageError("storage has failed; the daemon is stopping"))
+            return fut
+        self._queue.append(_Pending(ops, fut))
+        self._wake.set()
+        return fut
+
+    async def write(self, ops: list[Op]) -> None:
+        """``submit`` and wait. The commit itself is shielded from cancellation."""
+        await asyncio.shield(self.submit(ops))
+
+    async def _writer_loop(self) -> None:
+        assert self.writer is not None
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if not self._queue:
+                if self._closing:
+                    return
+                continue
+            batch, self._queue = self._queue, []
+            t0 = time.perf_counter()
+            try:
+                async with self.writer.begin() as conn:
+                    await self._execute_runs(conn, [op for p in batch for op in p.ops])
+            except BaseException as exc:  # noqa: BLE001 - every failure fails the batch
+                err = StorageError(f"commit failed: {exc}")
+                err.__cause__ = exc
+                logger.error("store_commit_failed error=%r batch=%d", exc, len(batch))
+                self.broken = exc
+                for p in batch + self._queue:
+                    if not p.fut.done():
+                        p.fut.set_exception(err)
+                self._queue = []
+                if self.on_failure is not None:
+                    self.on_failure(exc)
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+                return
+            dt = time.perf_counter() - t0
+            if self.commit_observer is not None:
+                self.commit_observer(dt, len(batch))
+            for p in batch:
+                if not p.fut.done():
+                    p.fut.set_result(None)
+            if self._queue:
+                self._wake.set()
+
+    @staticmethod
+    async def _execute_runs(conn: AsyncConnection, ops: Sequence[Op]) -> None:
+        # Consecutive ops on the same statement become one executemany; order is kept.
+        i = 0
+        while i < len(ops):
+            stmt = ops[i][0]
+            j = i
+            while j < len(ops) and ops[j][0] is stmt:
+                j += 1
+            params = [op[1] for op in ops[i:j]]
+            await conn.execute(stmt, params if len(params) > 1 else params[0])
+            i = j
+
+    # ------------------------------------------------------------------ checkpoints
+    def _checkpoint(self, mode: str = "PASSIVE") -> None:
+        path = self.sqlite_path
+        if not path or path == ":memory:":
+            return
+        con = sqlite3.connect(path, timeout=10)
+        try:
+            con.execute(f"PRAGMA wal_checkpoint({mode})")
+        finally:
+            con.close()
+
+    async def _checkpoint_loop(self) -> None:
+        while True:
+            await asyncio.sleep(CHECKPOINT_INTERVAL_S)
+            try:
+                await asyncio.to_thread(self._checkpoint)
+            except sqlite3.Error as exc:
+                logger.warning("wal_checkpoint_failed error=%r", exc)
+
+    # ------------------------------------------------------------------ reads
+    async def snapshot(self, now: float) -> Snapshot:
+        """Read everything a rebuild needs in as few round trips as possible."""
+        t0 = time.perf_counter()
+        if self.dialect == "sqlite":
+            snap = await asyncio.to_thread(self._sqlite_snapshot, now)
+        else:
+            snap = await self._sql_snapshot(now)
+        snap.timings["read_s"] = time.perf_counter() - t0
+        return snap
+
+    def _sqlite_snapshot(self, now: float) -> Snapshot:
+        # stdlib sqlite3 in a thread: tuples at C speed, one read transaction.
+        con = sqlite3.connect(self.sqlite_path or "", timeout=10)
+        try:
+            con.execute("BEGIN")
+            cols = ", ".join(REBUILD_COLUMNS)
+            recs = con.execute(f"SELECT {cols} FROM records WHERE state IN ('ready', "
+                               "'callback') ORDER BY rid").fetchall()
+            closed = con.execute("SELECT campaign, COALESCE(reason, 'final'), count(*) FROM "
+                                 "records WHERE state = 'closed' GROUP BY 1, 2").fetchall()
+            ls = con.execute("SELECT lid, secret, rid, agent, uid, issued_at, expires_at, "
+                             "phone, phone_idx, reason FROM leases WHERE ended_at IS NULL "
+                             "AND expires_at > ?", (now,)).fetchall()
+            ags = con.execute("SELECT agent, campaigns, teams, logged_in FROM agents") \
+                .fetchall()
+            max_rid = con.execute("SELECT COALESCE(max(rid), 0) FROM records").fetchone()[0]
+            max_lid = con.execute("SELECT COALESCE(max(lid), 0) FROM leases").fetchone()[0]
+            con.execute("COMMIT")
+        finally:
+            con.close()
+        return Snapshot(recs, closed, ls, ags, max_rid, max_lid)
+
+    async def _sql_snapshot(self, now: float) -> Snapshot:
+        assert self.reader is not None
+        try:
+            async with self.reader.connect() as conn:
+                cols = [records.c[c] for c in REBUILD_COLUMNS]
+                recs = (await conn.execute(select(*cols).where(
+                    records.c.state.in_(OPEN_STATES)).order_by(records.c.rid))).all()
+                closed = (await conn.execute(select(
+                    records.c.campaign, func.coalesce(records.c.reason, "final"),
+                    func.count()).where(records.c.state == "closed").group_by(
+                    records.c.campaign, func.coalesce(records.c.reason, "final")))).all()
+                ls = (await conn.execute(select(
+                    leases.c.lid, leases.c.secret, leases.c.rid, leases.c.agent,
+                    leases.c.uid, leases.c.issued_at, leases.c.expires_at, leases.c.phone,
+                    leases.c.phone_idx, leases.c.reason).where(
+                    leases.c.ended_at.is_(None), leases.c.expires_at > now))).all()
+                ags = (await conn.execute(select(agents.c.agent, agents.c.campaigns,
+                                                 agents.c.teams, agents.c.logged_in))).all()
+                max_rid = (await conn.execute(select(func.coalesce(func.max(records.c.rid),
+                                                                   0)))).scalar_one()
+                max_lid = (await conn.execute(select(func.coalesce(func.max(leases.c.lid),
+                                                                   0)))).scalar_one()
+        except SQLAlchemyError as exc:
+            raise StorageError(f"rebuild read failed: {exc}") from exc
+        return Snapshot([tuple(r) for r in recs], [tuple(r) for r in closed],
+                        [tuple(r) for r in ls], [tuple(r) for r in ags], int(max_rid),
+                        int(max_lid))
+
+    async def _read(self, fn: Callable[[AsyncConnection], Any]) -> Any:
+        assert self.reader is not None
+        try:
+            async with self.reader.connect() as conn:
+                return await fn(conn)
+        except SQLAlchemyError as exc:
+            raise StorageError(f"read failed: {exc}") from exc
+
+    async def get_record(self, record_id: str) -> dict[str, Any] | None:
+        """A record row with its history and leases, or None."""
+        async def fn(conn: AsyncConnection) -> dict[str, Any] | None:
+            row = (await conn.execute(select(records).where(records.c.id == record_id))) \
+                .mappings().first()
+            if row is None:
+                return None
+            hist = (await conn.execute(select(history).where(history.c.rid == row["rid"])
+                                       .order_by(history.c.hid))).mappings().all()
+            ls = (await conn.execute(select(leases).where(leases.c.rid == row["rid"])
+                                     .order_by(leases.c.lid))).mappings().all()
+            return {"record": dict(row), "history": [dict(h) for h in hist],
+                    "leases": [dict(x) for x in ls]}
+        result: dict[str, Any] | None = await self._read(fn)
+        return result
+
+    async def get_lease(self, lid: int) -> dict[str, Any] | None:
+        """A lease row (for tokens the engine no longer remembers)."""
+        async def fn(conn: AsyncConnection) -> dict[str, Any] | None:
+            row = (await conn.execute(select(leases).where(leases.c.lid == lid))) \
+                .mappings().first()
+            return dict(row) if row else None
+        result: dict[str, Any] | None = await self._read(fn)
+        return result
+
+    async def existing_ids(self, ids: Sequence[str]) -> dict[str, tuple[int, str]]:
+        """Map of record id -> (rid, state) for those ids already stored."""
+        async def fn(conn: AsyncConnection) -> dict[str, tuple[int, str]]:
+            out: dict[str, tuple[int, str]] = {}
+            for k in range(0, len(ids), 500):
+                chunk = list(ids[k:k + 500])
+                rows = (await conn.execute(select(records.c.id, records.c.rid,
+                                                  records.c.state)
+                                           .where(records.c.id.in_(chunk)))).all()
+                for rid_id, rid, state in rows:
+                    out[rid_id] = (int(rid), state)
+            return out
+        result: dict[str, tuple[int, str]] = await self._read(fn)
+        return result
+
+    async def count_history(self) -> int:
+        """Number of dispositions ever stored (tests, stats)."""
+        async def fn(conn: AsyncConnection) -> int:
+            return int((await conn.execute(select(func.count()).select_from(history)))
+                       .scalar_one())
+        result: int = await self._read(fn)
+        return result

@@ -1,0 +1,54 @@
+"""sd_notify and socket activation in plain stdlib (PITFALLS §5: ~30 lines, no package)."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+SD_LISTEN_FDS_START = 3
+
+
+def notify(*lines: str) -> bool:
+    """Send ``KEY=VALUE`` lines to ``$NOTIFY_SOCKET``; False when not under systemd."""
+    addr = os.environ.get("NOTIFY_SOCKET")
+    if not addr:
+        return False
+    if addr.startswith("@"):
+        addr = "\0" + addr[1:]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(addr)
+            s.sendall("\n".join(lines).encode())
+        except OSError:
+            return False
+    return True
+
+
+def listen_sockets() -> list[socket.socket]:
+    """Sockets passed by systemd socket activation (LISTEN_FDS), for this process only.
+
+    The variables are removed so children do not inherit them (sd_listen_fds(3)).
+    """
+    try:
+        pid = int(os.environ.get("LISTEN_PID", "0"))
+        n = int(os.environ.get("LISTEN_FDS", "0"))
+    except ValueError:
+        return []
+    for key in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "LISTEN_PIDFDID"):
+        os.environ.pop(key, None)
+    if pid != os.getpid() or n <= 0:
+        return []
+    return [socket.socket(fileno=fd) for fd in range(SD_LISTEN_FDS_START,
+                                                      SD_LISTEN_FDS_START + n)]
+
+
+def watchdog_interval_s() -> float | None:
+    """Half the watchdog timeout when systemd asks for pings, else None."""
+    usec = os.environ.get("WATCHDOG_USEC")
+    wpid = os.environ.get("WATCHDOG_PID")
+    if not usec or (wpid and wpid != str(os.getpid())):
+        return None
+    try:
+        return int(usec) / 2e6
+    except ValueError:
+        return None
