@@ -188,13 +188,13 @@ async def reset_pg(url: str) -> None:
 
 
 @pytest.fixture
-async def pg_url() -> str:
-    problem = await _pg_reachable(PG_URL)
+def pg_url() -> str:
+    problem = asyncio.run(_pg_reachable(PG_URL))
     if problem is not None:
         if REQUIRE_PG:
             pytest.fail(f"PostgreSQL is required (NEXTCALL_REQUIRE_PG=1) but {PG_URL} is not "
                         f"reachable: {problem}")
         pytest.skip(f"PostgreSQL not reachable at {PG_URL} ({problem}); set "
                     "NEXTCALL_TEST_PG_URL to run these tests")
-    await reset_pg(PG_URL)
+    asyncio.run(reset_pg(PG_URL))
     return PG_URL

@@ -27,7 +27,8 @@ from .core.errors import ConfigError, NextcallError
 console = Console()
 err_console = Console(stderr=True)
 
-CSV_BATCH = 2000
+#: import batches are cut by encoded size, to stay well inside the daemon's line limit
+CSV_BATCH_BYTES = 48 * 1024
 
 
 def _config_path(value: str | None) -> str:
@@ -262,7 +263,15 @@ def import_(ctx: click.Context, file: str, campaign: str, list_: str) -> None:
                                      MofNCompleteColumn(), TimeRemainingColumn(),
                                      console=err_console, disable=ctx.obj["json"]) as bar:
         task = bar.add_task("import", total=len(rows))
-        batches = [rows[i:i + CSV_BATCH] for i in range(0, len(rows), CSV_BATCH)] or [[]]
+        batches: list[list[tuple[int, dict[str, Any]]]] = [[]]
+        size = 0
+        for row in rows:
+            n = len(json.dumps(row[1], separators=(",", ":"))) + 1
+            if batches[-1] and size + n > CSV_BATCH_BYTES:
+                batches.append([])
+                size = 0
+            batches[-1].append(row)
+            size += n
         for k, batch in enumerate(batches):
             final = k == len(batches) - 1
             try:
@@ -271,6 +280,9 @@ def import_(ctx: click.Context, file: str, campaign: str, list_: str) -> None:
             except ClientError as exc:
                 err_console.print(f"[red]{exc.code}[/red]: {exc.message}; nothing imported")
                 sys.exit(1)
+            except OSError as exc:
+                err_console.print(f"[red]lost the daemon[/red] ({exc}); nothing imported")
+                sys.exit(3)
             if ans["rejected"]:
                 for rej in ans["rejected"]:
                     line = batch[rej["index"]][0] if rej.get("index") is not None and \

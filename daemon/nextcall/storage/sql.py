@@ -338,9 +338,10 @@ class SqlStore:
                 recs = (await conn.execute(select(*cols).where(
                     records.c.state.in_(OPEN_STATES)).order_by(records.c.rid))).all()
                 closed = (await conn.execute(select(
-                    records.c.campaign, func.coalesce(records.c.reason, "final"),
-                    func.count()).where(records.c.state == "closed").group_by(
-                    records.c.campaign, func.coalesce(records.c.reason, "final")))).all()
+                    records.c.campaign, records.c.reason, func.count()).where(
+                    records.c.state == "closed").group_by(records.c.campaign,
+                                                          records.c.reason))).all()
+                closed = [(c, r or "final", n) for c, r, n in closed]
                 ls = (await conn.execute(select(
                     leases.c.lid, leases.c.secret, leases.c.rid, leases.c.agent,
                     leases.c.uid, leases.c.issued_at, leases.c.expires_at, leases.c.phone,

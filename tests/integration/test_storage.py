@@ -1,0 +1,164 @@
+"""The storage contract on SQLite and PostgreSQL: migrations, group commit, the rebuild
+snapshot, and a daemon restart that restores records, leases and logins."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nextcall.app import Daemon
+from nextcall.config import load
+from nextcall.core.errors import StorageError
+from nextcall.storage import sql as S
+from tests.conftest import AsyncClient, make_records, write_config
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path}/store.sqlite"
+    url: str = request.getfixturevalue("pg_url")
+    return url
+
+
+def _record_row(rid: int, **kw: Any) -> dict[str, Any]:
+    row = {"rid": rid, "id": f"x{rid}", "campaign": "t", "list": "l",
+           "phones": '[["+31612340000","active"]]', "timezone": "UTC", "priority": 0,
+           "data": "{}", "state": "ready", "reason": None, "due_at": 0.0, "attempts": 0,
+           "owner": None, "team": None, "best_cp": 0, "phone_idx": 0, "callback": None,
+           "imported_at": 1.0, "updated_at": 1.0}
+    row.update(kw)
+    return row
+
+
+async def test_migrate_is_idempotent(db_url: str) -> None:
+    store = S.SqlStore(db_url)
+    await store.open()
+    try:
+        first = await store.migrate()
+        second = await store.migrate()
+    finally:
+        await store.close()
+    assert first == ["empty -> 0001"]
+    assert second == []
+
+
+async def test_group_commit_and_snapshot(db_url: str) -> None:
+    store = S.SqlStore(db_url)
+    await store.open()
+    await store.migrate()
+    try:
+        # many concurrent writers: all land, in one or more batches
+        batches: list[int] = []
+        store.commit_observer = lambda dt, n: batches.append(n)
+        await asyncio.gather(*(store.write([(S.INS_RECORD, _record_row(i))])
+                               for i in range(1, 201)))
+        assert sum(batches) == 200
+        assert len(batches) < 200, "concurrent writes must share commits"
+        await store.write([
+            (S.UPD_RECORD, {"b_rid": 5, "state": "closed", "reason": "final", "due_at": 0.0,
+                            "attempts": 1, "owner": None, "team": None, "best_cp": 4,
+                            "phone_idx": 0, "callback": None, "updated_at": 2.0}),
+            (S.INS_LEASE, {"lid": 1, "secret": "s", "rid": 7, "agent": "a", "uid": 0,
+                           "issued_at": 1.0, "expires_at": time.time() + 60,
+                           "phone": "+31612340000", "phone_idx": 0, "reason": "pool",
+                           "ended_at": None, "end": None, "code": None, "result": None}),
+            (S.INS_LEASE, {"lid": 2, "secret": "s", "rid": 8, "agent": "a", "uid": 0,
+                           "issued_at": 1.0, "expires_at": 2.0, "phone": "+31612340000",
+                           "phone_idx": 0, "reason": "pool", "ended_at": None, "end": None,
+                           "code": None, "result": None}),
+        ])
+        snap = await store.snapshot(time.time())
+        assert len(snap.records) == 199
+        assert [r[0] for r in snap.records] == sorted(r[0] for r in snap.records)
+        assert snap.closed_counts == [("t", "final", 1)]
+        assert [lz[0] for lz in snap.leases] == [1], "expired lease 2 must not be restored"
+        assert snap.max_rid == 200 and snap.max_lid == 2
+        assert await store.existing_ids(["x5", "x6", "nope"]) == {"x5": (5, "closed"),
+                                                                   "x6": (6, "ready")}
+        row = await store.get_record("x7")
+        assert row is not None and row["leases"][0]["lid"] == 1
+        assert (await store.get_lease(2))["expires_at"] == 2.0
+        assert await store.get_lease(99) is None
+    finally:
+        await store.close()
+
+
+async def test_failed_commit_fails_callers_and_breaks_store(db_url: str) -> None:
+    failures: list[BaseException] = []
+    store = S.SqlStore(db_url, on_failure=failures.append)
+    await store.open()
+    await store.migrate()
+    try:
+        await store.write([(S.INS_RECORD, _record_row(1))])
+        with pytest.raises(StorageError):
+            # duplicate primary key: the whole batch fails and nothing of it lands
+            await store.write([(S.INS_RECORD, _record_row(2)), (S.INS_RECORD,
+                                                                _record_row(1))])
+        assert failures, "the daemon must be told to stop"
+        with pytest.raises(StorageError):
+            await store.write([(S.INS_RECORD, _record_row(3))])
+    finally:
+        await store.close()
+    store = S.SqlStore(db_url)
+    await store.open()
+    try:
+        assert await store.existing_ids(["x1", "x2", "x3"]) == {"x1": (1, "ready")}
+    finally:
+        await store.close()
+
+
+async def test_open_reports_bad_database(tmp_path: Path) -> None:
+    store = S.SqlStore("postgresql+asyncpg://nobody@127.0.0.1:1/none")
+    with pytest.raises(StorageError) as exc:
+        await store.open()
+    assert "cannot open database" in exc.value.message
+
+
+async def test_daemon_restart_restores_state(db_url: str, tmp_path: Path) -> None:
+    path = write_config(tmp_path)
+    text = path.read_text().replace(f"sqlite+aiosqlite:///{tmp_path}/db.sqlite", db_url)
+    path.write_text(text)
+    settings = load(path)
+    d = Daemon(settings)
+    await d.start()
+    c = await AsyncClient.connect(settings.daemon.socket)
+    try:
+        assert (await c.call("records.import", campaign="t", list="l",
+                             records=make_records(5)))["inserted"] == 5
+        assert (await c.call("agent.login", agent="a", campaigns=["t"], teams=["x"]))["ok"]
+        leases = (await c.call("next", agent="a", count=3))["leases"]
+        done = await c.call("dispose", lease=leases[0]["token"], code="SALE", revenue=12.5)
+        assert done["state"] == "closed"
+        held = leases[1]["token"]
+    finally:
+        await c.close()
+        await d.stop()
+    d = Daemon(settings)
+    await d.start()
+    c = await AsyncClient.connect(settings.daemon.socket)
+    try:
+        st = await c.call("stats", campaign="t")
+        assert st["campaigns"]["t"]["leased"] == 2
+        assert st["campaigns"]["t"]["closed"] == {"final": 1}
+        assert st["agents_logged_in"] == 1
+        # the lease taken before the restart is still the holder's to dispose
+        again = await c.call("dispose", lease=held, code="NA")
+        assert again["ok"] and again["attempts"] == 1, again
+        # an identical retry of the pre-restart disposition is answered from the database
+        dup = await c.call("dispose", lease=leases[0]["token"], code="SALE", revenue=12.5)
+        assert dup["ok"] and dup["duplicate"] is True and dup["state"] == "closed"
+        got = await c.call("record.get", record=leases[0]["record"]["id"])
+        assert [h["code"] for h in got["record"]["history"]] == ["SALE"]
+        assert got["record"]["history"][0]["revenue"] == 12.5
+        rest = (await c.call("next", agent="a", count=10))["leases"]
+        ids = {lz["record"]["id"] for lz in rest}
+        assert leases[2]["record"]["id"] not in ids, "a restored lease must not be re-issued"
+        assert len(ids) == 2
+    finally:
+        await c.close()
+        await d.stop()
