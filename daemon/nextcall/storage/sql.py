@@ -20,13 +20,15 @@ import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import bindparam, delete, event, func, insert, select, update
-from sqlalchemy.engine import Connection, make_url
+from sqlalchemy import bindparam, create_engine, delete, event, func, insert, select, update
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.pool import NullPool
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -102,6 +104,10 @@ class SqlStore:
         self._task: asyncio.Task[None] | None = None
         self._ckpt_task: asyncio.Task[None] | None = None
         self._closing = False
+        # SQLite writes: a sync engine on one dedicated thread (see _commit_sync)
+        self._sync_writer: Engine | None = None
+        self._sync_conn: Connection | None = None
+        self._executor: ThreadPoolExecutor | None = None
         #: seconds of each commit, for metrics
         self.commit_observer: Callable[[float, int], None] | None = None
 
@@ -113,10 +119,11 @@ class SqlStore:
             return None
         return make_url(self.url).database
 
-    def _sqlite_setup(self, engine: AsyncEngine, *, writer: bool) -> None:
+    def _sqlite_setup(self, engine: AsyncEngine | Engine, *, writer: bool) -> None:
         sync = self.synchronous.upper()
+        target = engine.sync_engine if isinstance(engine, AsyncEngine) else engine
 
-        @event.listens_for(engine.sync_engine, "connect")
+        @event.listens_for(target, "connect")
         def _connect(dbapi_conn: Any, _rec: Any) -> None:
             # The pysqlite driver's own transaction handling is off; we BEGIN ourselves.
             dbapi_conn.isolation_level = None
@@ -130,7 +137,7 @@ class SqlStore:
                 cur.execute("PRAGMA wal_autocheckpoint=0")
             cur.close()
 
-        @event.listens_for(engine.sync_engine, "begin")
+        @event.listens_for(target, "begin")
         def _begin(conn: Connection) -> None:
             conn.exec_driver_sql("BEGIN IMMEDIATE" if writer else "BEGIN")
 
@@ -147,6 +154,13 @@ class SqlStore:
                     Path(path).parent.mkdir(parents=True, exist_ok=True)
                 self.writer = create_async_engine(self.url, pool_size=1, max_overflow=0)
                 self.reader = create_async_engine(self.url, pool_size=4, max_overflow=4)
+                # aiosqlite makes every DBAPI call a thread hop (about 20 per next+dispose
+                # cycle, measured); the hot path instead runs each group commit as one
+                # call on a dedicated thread, through the same Core statements.
+                sync_url = make_url(self.url).set(drivername="sqlite+pysqlite")
+                self._sync_writer = create_engine(sync_url, poolclass=NullPool)
+                self._executor = ThreadPoolExecutor(1, thread_name_prefix="nextcall-writer")
+                self._sqlite_setup(self._sync_writer, writer=True)
                 self._sqlite_setup(self.writer, writer=True)
                 self._sqlite_setup(self.reader, writer=False)
             else:
@@ -204,6 +218,9 @@ class SqlStore:
                 await self._ckpt_task
             except asyncio.CancelledError:
                 pass
+        if self._executor is not None:
+            await asyncio.get_running_loop().run_in_executor(self._executor, self._close_sync)
+            self._executor.shutdown(wait=True)
         if self.dialect == "sqlite" and self.broken is None:
             await asyncio.to_thread(self._checkpoint, "TRUNCATE")
         for eng in (self.writer, self.reader):
@@ -230,40 +247,90 @@ class SqlStore:
 
     async def _writer_loop(self) -> None:
         assert self.writer is not None
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            if not self._queue:
-                if self._closing:
+        # One connection for the writer's whole life: no pool checkout or reset per batch.
+        conn = None if self._sync_writer is not None else await self.writer.connect()
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                if not self._queue:
+                    if self._closing:
+                        return
+                    continue
+                batch, self._queue = self._queue, []
+                ops = [op for p in batch for op in p.ops]
+                t0 = time.perf_counter()
+                try:
+                    if conn is None:
+                        # SQLite: the whole transaction in one hop to the writer thread
+                        await loop.run_in_executor(self._executor, self._commit_sync, ops)
+                    else:
+                        await conn.begin()
+                        await self._execute_runs(conn, ops)
+                        await conn.commit()
+                except BaseException as exc:  # noqa: BLE001 - every failure fails the batch
+                    self._fail(batch, exc)
+                    if conn is not None:
+                        try:
+                            await conn.rollback()
+                        except BaseException:  # noqa: BLE001 - the connection may be gone
+                            pass
+                    if isinstance(exc, asyncio.CancelledError):
+                        raise
                     return
-                continue
-            batch, self._queue = self._queue, []
-            t0 = time.perf_counter()
-            try:
-                async with self.writer.begin() as conn:
-                    await self._execute_runs(conn, [op for p in batch for op in p.ops])
-            except BaseException as exc:  # noqa: BLE001 - every failure fails the batch
-                err = StorageError(f"commit failed: {exc}")
-                err.__cause__ = exc
-                logger.error("store_commit_failed error=%r batch=%d", exc, len(batch))
-                self.broken = exc
-                for p in batch + self._queue:
+                dt = time.perf_counter() - t0
+                if self.commit_observer is not None:
+                    self.commit_observer(dt, len(batch))
+                for p in batch:
                     if not p.fut.done():
-                        p.fut.set_exception(err)
-                self._queue = []
-                if self.on_failure is not None:
-                    self.on_failure(exc)
-                if isinstance(exc, asyncio.CancelledError):
-                    raise
-                return
-            dt = time.perf_counter() - t0
-            if self.commit_observer is not None:
-                self.commit_observer(dt, len(batch))
-            for p in batch:
-                if not p.fut.done():
-                    p.fut.set_result(None)
-            if self._queue:
-                self._wake.set()
+                        p.fut.set_result(None)
+                if self._queue:
+                    self._wake.set()
+        finally:
+            if conn is not None:
+                await conn.close()
+
+    def _commit_sync(self, ops: Sequence[Op]) -> None:
+        # Runs on the single writer thread; the connection lives there for good.
+        assert self._sync_writer is not None
+        if self._sync_conn is None:
+            self._sync_conn = self._sync_writer.connect()
+        conn = self._sync_conn
+        try:
+            with conn.begin():
+                i = 0
+                while i < len(ops):
+                    stmt = ops[i][0]
+                    j = i
+                    while j < len(ops) and ops[j][0] is stmt:
+                        j += 1
+                    params = [op[1] for op in ops[i:j]]
+                    conn.execute(stmt, params if len(params) > 1 else params[0])
+                    i = j
+        except BaseException:
+            conn.close()
+            self._sync_conn = None
+            raise
+
+    def _close_sync(self) -> None:
+        if self._sync_conn is not None:
+            self._sync_conn.close()
+            self._sync_conn = None
+        if self._sync_writer is not None:
+            self._sync_writer.dispose()
+
+    def _fail(self, batch: list[_Pending], exc: BaseException) -> None:
+        err = StorageError(f"commit failed: {exc}")
+        err.__cause__ = exc
+        logger.error("store_commit_failed error=%r batch=%d", exc, len(batch))
+        self.broken = exc
+        for p in batch + self._queue:
+            if not p.fut.done():
+                p.fut.set_exception(err)
+        self._queue = []
+        if self.on_failure is not None:
+            self.on_failure(exc)
 
     @staticmethod
     async def _execute_runs(conn: AsyncConnection, ops: Sequence[Op]) -> None:
