@@ -78,10 +78,15 @@ CAMPAIGNS = {
         scoring=Scoring(priority=3.0, contact=2.0, attempt=-0.5, max_attempt_penalty=4)),
 }
 CAMPAIGN_NAMES = tuple(CAMPAIGNS)
-# Fridays before DST changes, and a quiet week, all at 06:00 UTC
-STARTS = tuple(datetime(*d, 6, tzinfo=UTC).timestamp() for d in (
-    (2026, 3, 6), (2026, 3, 27), (2026, 4, 3), (2026, 10, 2), (2026, 10, 23), (2026, 10, 30),
-    (2026, 6, 10)))
+# Fridays before DST changes and a quiet Wednesday, at hours when different zones are open
+STARTS = st.builds(
+    lambda d, h: datetime(*d, h, tzinfo=UTC).timestamp(),
+    st.sampled_from(((2026, 3, 6), (2026, 3, 27), (2026, 4, 3), (2026, 10, 2), (2026, 10, 23),
+                     (2026, 10, 30), (2026, 6, 10))),
+    st.sampled_from((1, 6, 9, 13, 16, 20)))
+LOGINS = st.fixed_dictionaries({a: st.tuples(
+    st.lists(st.sampled_from(("alpha", "beta")), min_size=1, max_size=2, unique=True),
+    st.lists(st.sampled_from(("t1", "t2")), max_size=2, unique=True)) for a in ("ann", "bob")})
 
 
 @dataclass
@@ -277,10 +282,13 @@ class EngineModel(RuleBasedStateMachine):
         self.model.recs[m.id] = m
         return m, m.to_record()
 
-    @initialize(start=st.sampled_from(STARTS), specs=st.lists(record_specs(), max_size=10))
-    def start(self, start: float, specs: list[dict[str, Any]]) -> None:
+    @initialize(start=STARTS, specs=st.lists(record_specs(), max_size=10), logins=LOGINS)
+    def start(self, start: float, specs: list[dict[str, Any]],
+              logins: dict[str, tuple[list[str], list[str]]]) -> None:
         self.now = start
         assert self.engine.bulk_load([self._make(s)[1] for s in specs], self.now) == len(specs)
+        for agent, (campaigns, teams) in logins.items():
+            self.login(agent, campaigns, teams)
 
     @rule(specs=st.lists(record_specs(), min_size=1, max_size=4))
     def import_records(self, specs: list[dict[str, Any]]) -> None:
@@ -401,7 +409,24 @@ class EngineModel(RuleBasedStateMachine):
     @precondition(_has_live)
     @rule(data=st.data())
     def dispose(self, data: st.DataObject) -> None:
-        m = data.draw(st.sampled_from(self.model.live_leases(self.now)))
+        self._dispose(data.draw(st.sampled_from(self.model.live_leases(self.now))), data)
+
+    @rule(agent=st.sampled_from(AGENTS), count=st.integers(1, 3), data=st.data())
+    def work(self, agent: str, count: int, data: st.DataObject) -> None:
+        """An agent's (or dialer's) cycle: next, then a disposition or a release for each."""
+        if self._scope(agent, None) is None:
+            return
+        before = {r.lease.lid for r in self.model.recs.values() if r.lease}
+        self.next(agent, count, None)
+        for m in sorted((r for r in self.model.recs.values()
+                         if r.lease and r.lease.lid not in before), key=lambda r: r.rid):
+            if data.draw(st.integers(0, 4)):
+                self._dispose(m, data)
+            else:
+                self.engine.release(self.engine.leases[m.lease.lid], self.now)  # type: ignore[union-attr]
+                m.lease = None
+
+    def _dispose(self, m: MRec, data: st.DataObject) -> None:
         assert m.lease is not None
         lease = self.engine.leases[m.lease.lid]
         camp = CAMPAIGNS[m.campaign]
@@ -412,7 +437,8 @@ class EngineModel(RuleBasedStateMachine):
                 tz = data.draw(st.sampled_from((m.tz, m.tz, *ZONES)))
                 day = (datetime.fromtimestamp(self.now, calendar.zone(tz)).date()
                        + timedelta(days=data.draw(st.integers(0, 3))))
-                text = f"{day}T{data.draw(st.integers(6, 22)):02d}:" \
+                hour = data.draw(st.one_of(st.integers(9, 16), st.integers(6, 22)))
+                text = f"{day}T{hour:02d}:" \
                        f"{data.draw(st.sampled_from((0, 15, 30, 45, 59))):02d}"
             else:
                 tz = None
@@ -424,12 +450,12 @@ class EngineModel(RuleBasedStateMachine):
                 scope=data.draw(st.sampled_from((None, *SCOPES))),
                 owner=data.draw(st.sampled_from((None, *AGENTS))),
                 team=data.draw(st.sampled_from((None, *TEAMS))),
-                override_window=data.draw(st.booleans()))
+                override_window=data.draw(st.integers(0, 2)) > 0)
         d = Disposition(code=code, agent=lease.agent, phone_idx=lease.phone_idx, callback=req)
         try:
             out = decide(m.to_record(), camp, d, self.now)
         except NextcallError as exc:
-            # the engine's own record is decided the same way (it is the same record)
+            # the engine's record is the same record, so it is refused the same way
             try:
                 decide(lease.record, camp, d, self.now)
             except NextcallError as exc2:

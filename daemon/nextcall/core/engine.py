@@ -196,44 +196,56 @@ class Engine:
         self.place(rec, now)
 
     def bulk_load(self, recs: Iterable[Record], now: float) -> int:
-        """Rebuild: like ``add`` for many records, building each heap once (O(n))."""
+        """Rebuild: like ``add`` for many records, building each heap once (O(n)).
+
+        The loop is the start-up hot path (a million records): per-campaign lookups are
+        hoisted and ready records are appended to plain lists heapified at the end.
+        """
         n = 0
-        touched: set[int] = set()
         records = self.records
         max_rid = 0
+        per_campaign: dict[str, tuple[Queues, Any, dict[str, list[Entry]], dict[str, int],
+                                      list[Entry]]] = {}
+        later: list[Record] = []
         for rec in recs:
             records[rec.id] = rec
+            n += 1
             if rec.rid > max_rid:
                 max_rid = rec.rid
-            camp = self.campaigns.get(rec.campaign)
-            if camp is not None:
-                w = camp.scoring
+            pc = per_campaign.get(rec.campaign)
+            if pc is None:
+                q = self._q(rec.campaign)
+                camp = self.campaigns.get(rec.campaign)
+                pc = per_campaign[rec.campaign] = (q, camp.scoring if camp else None,
+                                                   q.zones, q.counts, q.dormant)
+            q, w, zones, counts, dormant = pc
+            if w is not None:
+                a = rec.attempts
                 rec.score = (w.priority * rec.priority + w.contact * rec.best_cp
-                             + w.attempt * min(rec.attempts, w.max_attempt_penalty))
+                             + w.attempt * (a if a < w.max_attempt_penalty
+                                            else w.max_attempt_penalty))
+            if rec.state != READY:
+                later.append(rec)
+                continue
             rec.ver = 1
-            q = self._q(rec.campaign)
-            touched.add(id(q))
-            if rec.state == READY:
-                if rec.due_at <= now:
-                    heap = q.zones.get(rec.timezone)
-                    if heap is None:
-                        heap = q.zones[rec.timezone] = []
-                    heap.append((-rec.score, rec.due_at, rec.rid, 1, rec))
-                    slot = S_DUE
-                else:
-                    q.dormant.append((rec.due_at, rec.rid, 1, rec))
-                    slot = S_DORMANT
-                rec.slot = slot
-                q.counts[slot] += 1
+            if rec.due_at <= now:
+                heap = zones.get(rec.timezone)
+                if heap is None:
+                    heap = zones[rec.timezone] = []
+                heap.append((-rec.score, rec.due_at, rec.rid, 1, rec))
+                rec.slot = S_DUE
+                counts[S_DUE] += 1
             else:
-                rec.ver = 0
-                self.place(rec, now)
-            n += 1
+                dormant.append((rec.due_at, rec.rid, 1, rec))
+                rec.slot = S_DORMANT
+                counts[S_DORMANT] += 1
         self.next_rid = max(self.next_rid, max_rid + 1)
         for q in self.queues.values():
             heapq.heapify(q.dormant)
             for heap in q.zones.values():
                 heapq.heapify(heap)
+        for rec in later:
+            self.place(rec, now)
         return n
 
     def set_closed_counts(self, campaign: str, reason: str, count: int) -> None:
