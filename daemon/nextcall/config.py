@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError,
+                      field_validator)
 
 from .core.errors import ConfigError
 from .core.model import (CALLBACK_SCOPES, DIAL_STATUSES, IMPLEMENTED_ACTIONS, WEEKDAYS,
@@ -108,7 +109,13 @@ class ScoringCfg(_Strict):
     max_attempt_penalty: Annotated[int, Field(ge=0, le=1000)] = 10
 
 
-Window = dict[Literal[WEEKDAYS], list[str]]  # type: ignore[valid-type]
+def _interval(text: str) -> str:
+    Interval.parse(text)
+    return text
+
+
+IntervalText = Annotated[str, AfterValidator(_interval)]
+Window = dict[Literal[WEEKDAYS], list[IntervalText]]  # type: ignore[valid-type]
 
 
 class CampaignCfg(_Strict):
@@ -118,7 +125,7 @@ class CampaignCfg(_Strict):
     enabled: bool = True
     resultset: str
     window: Window = {d: ["09:00-21:00"] for d in WEEKDAYS}
-    legal_window: str = "08:00-21:00"
+    legal_window: IntervalText = "08:00-21:00"
     holidays: list[date] = []
     max_attempts: Annotated[int, Field(ge=1, le=1000)] = 10
     lease_s: Annotated[int, Field(ge=5, le=86_400)] | None = None
@@ -126,22 +133,6 @@ class CampaignCfg(_Strict):
     timezone: str = "UTC"
     scoring: ScoringCfg = ScoringCfg()
 
-    @field_validator("window")
-    @classmethod
-    def _window(cls, v: Window) -> Window:
-        for day, ivs in v.items():
-            for i, text in enumerate(ivs):
-                try:
-                    Interval.parse(text)
-                except ValueError as exc:
-                    raise ValueError(f"{day}[{i}]: {exc}") from None
-        return v
-
-    @field_validator("legal_window")
-    @classmethod
-    def _legal(cls, v: str) -> str:
-        Interval.parse(v)
-        return v
 
     @field_validator("timezone")
     @classmethod
@@ -198,18 +189,49 @@ def _read(path: Path, problems: list[tuple[str, str]]) -> dict[str, Any] | None:
     return None
 
 
+def _problems(path: Path, prefix: tuple[Any, ...], exc: ValidationError,
+              problems: list[tuple[str, str]]) -> None:
+    for err in exc.errors():
+        loc = _loc(prefix + tuple(p for p in err["loc"] if p != "[key]"))
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        problems.append((f"{path}: {loc}" if loc else str(path), msg))
+
+
 def _validate(path: Path, raw: dict[str, Any], problems: list[tuple[str, str]]
-              ) -> FileCfg | None:
-    try:
-        return FileCfg.model_validate(raw)
-    except ValidationError as exc:
-        for err in exc.errors():
-            loc = _loc(tuple(err["loc"]))
-            msg = err["msg"].removeprefix("Value error, ")
-            if err["type"] == "extra_forbidden":
-                msg = "unknown key"
-            problems.append((f"{path}: {loc}" if loc else str(path), msg))
-    return None
+              ) -> FileCfg:
+    """Validate section by section and entry by entry, so one bad campaign neither hides
+    another's problems nor the cross-reference checks of the valid ones."""
+    out: dict[str, Any] = {}
+    for key in raw:
+        if key not in FileCfg.model_fields:
+            problems.append((f"{path}: {key}", "unknown key"))
+    for key, model in (("daemon", DaemonCfg), ("auth", AuthCfg)):
+        if key in raw:
+            try:
+                out[key] = model.model_validate(raw[key])
+            except ValidationError as exc:
+                _problems(path, (key,), exc, problems)
+    if "include" in raw:
+        inc = raw["include"]
+        if isinstance(inc, list) and all(isinstance(x, str) for x in inc):
+            out["include"] = inc
+        else:
+            problems.append((f"{path}: include", "must be a list of glob patterns"))
+    for key, model in (("resultsets", ResultSetCfg), ("campaigns", CampaignCfg)):
+        section = raw.get(key, {})
+        if not isinstance(section, dict):
+            problems.append((f"{path}: {key}", "must be a table"))
+            continue
+        good = {}
+        for name, value in section.items():
+            try:
+                good[name] = model.model_validate(value)
+            except ValidationError as exc:
+                _problems(path, (key, name), exc, problems)
+        out[key] = good
+    return FileCfg.model_construct(**{k: v for k, v in out.items()})
 
 
 def _campaign(name: str, c: CampaignCfg, codes: dict[str, ResultCode], default_lease_s: int
@@ -251,9 +273,8 @@ def load(path: str | os.PathLike[str]) -> Settings:
     resultsets: dict[str, ResultSetCfg] = {}
     campaigns: dict[str, CampaignCfg] = {}
     origin: dict[str, str] = {}
-    parts: list[tuple[Path, FileCfg]] = [(main, top)] if top else []
-    for i, pattern in enumerate(raw.get("include", []) if isinstance(raw.get("include"), list)
-                                else []):
+    parts: list[tuple[Path, FileCfg]] = [(main, top)]
+    for i, pattern in enumerate(top.include):
         matches = sorted(glob.glob(str(main.parent / str(pattern))))
         if not matches:
             problems.append((f"{main}: include[{i}]", f"{pattern!r} matches no file"))
@@ -268,8 +289,7 @@ def load(path: str | os.PathLike[str]) -> Settings:
                     sub.pop(key)
             cfg = _validate(p, sub, problems)
             files.append(str(p))
-            if cfg is not None:
-                parts.append((p, cfg))
+            parts.append((p, cfg))
     for p, cfg in parts:
         for kind, src, dst in (("resultsets", cfg.resultsets, resultsets),
                                ("campaigns", cfg.campaigns, campaigns)):
@@ -281,7 +301,7 @@ def load(path: str | os.PathLike[str]) -> Settings:
                 origin[key] = str(p)
                 dst[name] = value  # type: ignore[assignment]
     out: dict[str, Campaign] = {}
-    lease_s = top.daemon.lease_s if top else DaemonCfg().lease_s
+    lease_s = top.daemon.lease_s
     sets: dict[str, dict[str, ResultCode]] = {}
     for name, rs in resultsets.items():
         codes: dict[str, ResultCode] = {}
@@ -309,6 +329,5 @@ def load(path: str | os.PathLike[str]) -> Settings:
         out[name] = _campaign(name, c, sets[c.resultset], lease_s)
     if problems:
         raise ConfigError(problems)
-    assert top is not None
     return Settings(path=str(main), daemon=top.daemon, auth=top.auth, campaigns=out,
                     files=tuple(files), resultsets=resultsets)

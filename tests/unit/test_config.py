@@ -1,0 +1,147 @@
+"""Config loading: every shipped file loads; every problem is reported at once with its
+file and key path; unknown keys are errors; ``check-config`` prints them."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from nextcall.config import load
+from nextcall.core.errors import ConfigError
+from nextcall.core.model import Interval
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent / "nextcall"
+
+
+def test_shipped_config_loads_every_file() -> None:
+    s = load(ROOT / "config" / "nextcall.toml")
+    shipped = sorted(str(p) for p in (ROOT / "config").rglob("*.toml"))
+    assert sorted(s.files) == shipped, "every TOML file in config/ is reached by the main file"
+    demo = s.campaigns["demo"]
+    assert demo.codes["NA"].delays_s == (1800, 3600, 14400, 86400)
+    assert demo.codes["OLD"].enabled is False
+    assert demo.window[0] == (Interval(540, 750), Interval(780, 1260))
+    assert demo.legal_window == Interval(480, 1260)
+    assert s.daemon.max_line_bytes == 65536
+
+
+def _write(tmp: Path, main: str, **files: str) -> Path:
+    for name, text in files.items():
+        (tmp / name).write_text(textwrap.dedent(text))
+    p = tmp / "main.toml"
+    p.write_text(textwrap.dedent(main))
+    return p
+
+
+def test_every_problem_is_reported_with_its_path(tmp_path: Path) -> None:
+    p = _write(tmp_path, """
+        include = ["c.toml", "missing-*.toml"]
+        [daemon]
+        lease_s = 1
+        socket_mode = "999"
+        typo_key = 1
+        [auth]
+        admin_uids = ["root"]
+    """, **{"c.toml": """
+        [resultsets.s]
+        [[resultsets.s.codes]]
+        code = "A"
+        action = "teleport"
+        [[resultsets.s.codes]]
+        code = "B"
+        action = "close"
+        delays_s = [1]
+        [[resultsets.s.codes]]
+        code = "B"
+        action = "hold"
+        [campaigns.x]
+        resultset = "nope"
+        [campaigns.y]
+        resultset = "s"
+        timezone = "Mars/Olympus"
+        legal_window = "21:00-08:00"
+        max_attempts = 0
+        [campaigns.y.window]
+        mon = ["9:00-17:00"]
+        funday = ["09:00-10:00"]
+    """})
+    with pytest.raises(ConfigError) as exc:
+        load(p)
+    got = {where.split(": ", 1)[-1]: msg for where, msg in exc.value.problems}
+    text = "\n".join(f"{w}: {m}" for w, m in exc.value.problems)
+    assert "daemon.lease_s" in got
+    assert "daemon.socket_mode" in got
+    assert got["daemon.typo_key"] == "unknown key"
+    assert "auth.admin_uids[0]" in got
+    assert "include[1]" in got and "matches no file" in got["include[1]"]
+    assert "resultsets.s.codes[0].action" in got
+    assert "campaigns.y.timezone" in got and "Mars/Olympus" in got["campaigns.y.timezone"]
+    assert "campaigns.y.legal_window" in got
+    assert "campaigns.y.max_attempts" in got
+    assert "campaigns.y.window.mon[0]" in got
+    assert "campaigns.y.window.funday" in got
+    assert f"{tmp_path / 'c.toml'}: campaigns.y.timezone" in text, "the file is named"
+
+
+def test_cross_reference_problems(tmp_path: Path) -> None:
+    p = _write(tmp_path, """
+        include = ["c.toml", "d.toml"]
+    """, **{"c.toml": """
+        [resultsets.s]
+        [[resultsets.s.codes]]
+        code = "B"
+        action = "close"
+        delays_s = [1]
+        [[resultsets.s.codes]]
+        code = "B"
+        action = "hold"
+        [campaigns.x]
+        resultset = "nope"
+    """, "d.toml": """
+        [daemon]
+        lease_s = 10
+        [resultsets.s]
+        codes = []
+    """})
+    with pytest.raises(ConfigError) as exc:
+        load(p)
+    text = "\n".join(f"{w}: {m}" for w, m in exc.value.problems)
+    assert "resultsets.s.codes[1].code: duplicate code 'B'" in text
+    assert "resultsets.s.codes[1].action: action 'hold' is not supported" in text
+    assert "resultsets.s.codes[0].delays_s: only retry codes take delays" in text
+    assert "campaigns.x.resultset: no result-code set 'nope'" in text
+    assert f"{tmp_path / 'd.toml'}: daemon: only the main file may set this" in text
+    assert f"{tmp_path / 'd.toml'}: resultsets.s: already defined in" in text
+
+
+def test_unreadable_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as exc:
+        load(tmp_path / "none.toml")
+    assert exc.value.problems[0][1] == "file not found"
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[daemon\n")
+    with pytest.raises(ConfigError) as exc:
+        load(bad)
+    assert "not valid TOML" in exc.value.problems[0][1]
+
+
+def test_check_config_command(tmp_path: Path) -> None:
+    ok = subprocess.run([str(BIN), "check-config", str(ROOT / "config" / "nextcall.toml")],
+                        capture_output=True, text=True)
+    assert ok.returncode == 0 and ok.stdout.startswith("ok (1 campaigns")
+    p = _write(tmp_path, """
+        [daemon]
+        lease_s = "long"
+        [campaigns.z]
+        resultset = "none"
+    """)
+    bad = subprocess.run([str(BIN), "check-config", str(p)], capture_output=True, text=True)
+    assert bad.returncode == 1
+    lines = bad.stdout.strip().splitlines()
+    assert any("daemon.lease_s" in ln for ln in lines)
+    assert any("campaigns.z.resultset" in ln for ln in lines)
