@@ -86,6 +86,11 @@ class Connection:
                     break
                 if not line:
                     break
+                if not line.endswith(b"\n"):
+                    # EOF inside a line: the client is gone and the request incomplete
+                    logger.info("request_truncated conn=%d bytes=%d", self.peer.conn_id,
+                                len(line))
+                    break
                 if not line.strip():
                     continue
                 await self.sem.acquire()
@@ -93,6 +98,8 @@ class Connection:
                 self.tasks.add(task)
                 task.add_done_callback(self._done)
         finally:
+            # a long-polling next must not lease a record to a client that has left
+            self.peer.gone.set()
             if self.tasks:
                 await asyncio.wait(list(self.tasks), timeout=self.server.drain_timeout_s)
             service.discard_connection(self.peer.conn_id)
@@ -150,7 +157,8 @@ class Server:
 
     async def start(self, sock: socket.socket | None = None) -> None:
         """Listen on ``sock`` (socket activation) or on the configured path."""
-        limit = self.settings.daemon.max_line_bytes + 1
+        # asyncio's limit counts the bytes before the newline: max_line_bytes includes it
+        limit = self.settings.daemon.max_line_bytes - 1
         if sock is not None:
             sock.setblocking(False)
             self._server = await asyncio.start_unix_server(self._accept, sock=sock,

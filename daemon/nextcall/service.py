@@ -46,6 +46,8 @@ class Peer:
     uid: int
     gid: int
     role: str = ROLE_AGENT
+    #: set when the connection closes; long polls stop waiting
+    gone: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 @dataclass
@@ -85,6 +87,8 @@ class Service:
         self.stopping = False
         self._changed = asyncio.Event()
         self._stages: dict[tuple[int, str], _Stage] = {}
+        #: stages voided by a rejected row: later batches of them are refused, not restarted
+        self._void: set[tuple[int, str]] = set()
         self._background: set[asyncio.Future[None]] = set()
         self.rebuild_stats: dict[str, float] = {}
         self.handlers: dict[str, Callable[[Any, Peer], Any]] = {
@@ -125,6 +129,7 @@ class Service:
         """Forget staged imports of a closed connection (nothing was committed)."""
         for key in [k for k in self._stages if k[0] == conn_id]:
             del self._stages[key]
+        self._void = {k for k in self._void if k[0] != conn_id}
 
     async def dispatch(self, op: str, req: Any, peer: Peer) -> dict[str, Any]:
         """Run one decoded request.
@@ -277,14 +282,19 @@ class Service:
             now = self.clock()
             self._expire(now)
             leases = self.engine.next(req.agent, campaigns, teams, req.count, peer.uid, now)
-            if leases or now >= deadline or self.stopping:
+            # a client that half-closed still reads the first answer; a long poll whose
+            # client left stops waiting, so no record is leased to nobody
+            if leases or now >= deadline or self.stopping or peer.gone.is_set():
                 break
             wake = min(self.engine.next_wake(campaigns, now), deadline)
-            changed = self._changed
+            waits = [asyncio.ensure_future(self._changed.wait()),
+                     asyncio.ensure_future(peer.gone.wait())]
             try:
-                await asyncio.wait_for(changed.wait(), timeout=max(wake - now, 0.0) + 0.001)
-            except asyncio.TimeoutError:
-                pass
+                await asyncio.wait(waits, timeout=max(wake - now, 0.0) + 0.001,
+                                   return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for w in waits:
+                    w.cancel()
         if leases:
             await self.store.write([(S.INS_LEASE, {
                 "lid": lz.lid, "secret": lz.secret, "rid": lz.record.rid, "agent": lz.agent,
@@ -474,11 +484,7 @@ class Service:
                     if e164 not in numbers:
                         numbers.append(e164)
                 if r.timezone is not None:
-                    try:
-                        calendar.zone(r.timezone)
-                    except NextcallError:
-                        raise BadRequest(f"unknown timezone {r.timezone!r}",
-                                         field=f"{where}.timezone") from None
+                    calendar.zone(r.timezone, f"{where}.timezone")
                     tz = r.timezone
                 else:
                     tz = phonelib.derive_timezone(numbers, camp_tz)
@@ -503,6 +509,11 @@ class Service:
         stage = None
         if req.stage is not None:
             key = (peer.conn_id, req.stage)
+            if key in self._void:
+                if req.final:
+                    self._void.discard(key)
+                raise BadRequest(f"stage {req.stage!r} was voided by rejected rows; nothing "
+                                 "of it will be imported", field="stage")
             stage = self._stages.get(key)
             if stage is None:
                 stage = self._stages[key] = _Stage(req.campaign, req.list)
@@ -515,6 +526,8 @@ class Service:
             if rejected:
                 # an atomic multi-batch import is void as soon as one row is bad
                 del self._stages[(peer.conn_id, req.stage)]  # type: ignore[arg-type]
+                if not req.final:
+                    self._void.add((peer.conn_id, req.stage))  # type: ignore[arg-type]
                 return {"inserted": 0, "updated": 0, "rejected": rejected, "staged": 0,
                         "committed": False}
             if not req.final:

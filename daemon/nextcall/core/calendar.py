@@ -25,20 +25,27 @@ from .model import Campaign, Interval
 
 _FULL_DAY = (Interval(0, 24 * 60),)
 _SEARCH_DAYS = 400
+#: an answer is never promised for longer than this, so at most one DST transition can lie
+#: between now and the promise (transitions are months apart)
+_MAX_PROMISE_S = 86_400.0
 UTC = timezone.utc
 
 
 @lru_cache(maxsize=1024)
-def zone(key: str) -> ZoneInfo:
+def _zone(key: str) -> ZoneInfo:
+    return ZoneInfo(key)
+
+
+def zone(key: str, field: str = "timezone") -> ZoneInfo:
     """The ``ZoneInfo`` for an IANA key.
 
     Raises:
-        BadRequest: unknown or malformed key.
+        BadRequest: unknown or malformed key (naming ``field``).
     """
     try:
-        return ZoneInfo(key)
-    except (ZoneInfoNotFoundError, ValueError, TypeError):
-        raise BadRequest(f"unknown timezone {key!r}", field="timezone") from None
+        return _zone(key)
+    except (ZoneInfoNotFoundError, ValueError, TypeError, OSError):
+        raise BadRequest(f"unknown timezone {key!r}", field=field) from None
 
 
 def day_intervals(campaign: Campaign, day: date, override: bool) -> list[tuple[int, int]]:
@@ -86,9 +93,9 @@ def window_state(campaign: Campaign, tz: ZoneInfo, now: float,
                  override: bool = False) -> tuple[bool, float]:
     """Whether a call may be placed at ``now`` and until when that holds.
 
-    The second element is always > ``now``; ``inf`` when the window never opens again
-    within the search horizon (400 days), which callers treat as "closed for good until
-    the config changes".
+    The second element is always > ``now`` and at most a day later (then the answer is
+    simply recomputed); ``inf`` when the window never opens again within the search
+    horizon (400 days), which callers treat as "closed for good until the config changes".
     """
     local = datetime.fromtimestamp(now, tz)
     today = local.date()
@@ -111,7 +118,7 @@ def window_state(campaign: Campaign, tz: ZoneInfo, now: float,
                 break
     if boundary is None:
         return is_open, float("inf")
-    until = wall_instant(boundary[0], boundary[1], tz)
+    until = min(wall_instant(boundary[0], boundary[1], tz), now + _MAX_PROMISE_S)
     if datetime.fromtimestamp(until, tz).utcoffset() != local.utcoffset():
         until = _first_transition(now, until, tz)
     if until <= now:
@@ -141,7 +148,7 @@ def resolve_local(text: str, tz_key: str, field: str = "at") -> float:
         BadRequest: unparsable text or unknown timezone.
         InvalidTime: the wall time does not exist in that zone.
     """
-    tz = zone(tz_key)
+    tz = zone(tz_key, field.rsplit(".", 1)[0] + ".timezone" if "." in field else "timezone")
     try:
         dt = datetime.fromisoformat(text)
     except (ValueError, TypeError):
