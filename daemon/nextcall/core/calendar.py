@@ -25,9 +25,9 @@ from .model import Campaign, Interval
 
 _FULL_DAY = (Interval(0, 24 * 60),)
 _SEARCH_DAYS = 400
-#: an answer is never promised for longer than this, so at most one DST transition can lie
-#: between now and the promise (transitions are months apart)
-_MAX_PROMISE_S = 86_400.0
+#: offsets are sampled this often between now and a boundary to find DST transitions
+#: (transitions are months apart; two within one day do not occur in the tz database)
+_SAMPLE_S = 86_400.0
 UTC = timezone.utc
 
 
@@ -93,9 +93,9 @@ def window_state(campaign: Campaign, tz: ZoneInfo, now: float,
                  override: bool = False) -> tuple[bool, float]:
     """Whether a call may be placed at ``now`` and until when that holds.
 
-    The second element is always > ``now`` and at most a day later (then the answer is
-    simply recomputed); ``inf`` when the window never opens again within the search
-    horizon (400 days), which callers treat as "closed for good until the config changes".
+    The second element is always > ``now``; ``inf`` when the window never opens again
+    within the search horizon (400 days), which callers treat as "closed for good until
+    the config changes".
     """
     local = datetime.fromtimestamp(now, tz)
     today = local.date()
@@ -118,9 +118,15 @@ def window_state(campaign: Campaign, tz: ZoneInfo, now: float,
                 break
     if boundary is None:
         return is_open, float("inf")
-    until = min(wall_instant(boundary[0], boundary[1], tz), now + _MAX_PROMISE_S)
-    if datetime.fromtimestamp(until, tz).utcoffset() != local.utcoffset():
-        until = _first_transition(now, until, tz)
+    until = wall_instant(boundary[0], boundary[1], tz)
+    base = local.utcoffset()
+    lo = now
+    while lo < until:
+        hi = min(lo + _SAMPLE_S, until)
+        if datetime.fromtimestamp(hi, tz).utcoffset() != base:
+            until = _first_transition(lo, hi, tz)
+            break
+        lo = hi
     if until <= now:
         until = now + 1.0
     return is_open, until
