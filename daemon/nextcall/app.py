@@ -97,6 +97,9 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop_event.set)
+        # SIGHUP's default action would kill the daemon without draining
+        loop.add_signal_handler(signal.SIGHUP, lambda: logger.warning(
+            "reload_unsupported signal=SIGHUP action=ignored hint='restart to apply config'"))
         try:
             await self.start()
         except BaseException:

@@ -103,7 +103,7 @@ class ResultSetCfg(_Strict):
 class ScoringCfg(_Strict):
     """``[campaigns.X.scoring]``: address-score weights (docs/configuration.md)."""
 
-    priority: float = 10.0
+    priority: float = 100.0
     contact: float = 5.0
     attempt: float = -1.0
     max_attempt_penalty: Annotated[int, Field(ge=0, le=1000)] = 10

@@ -16,6 +16,7 @@ import logging
 import os
 import socket
 import struct
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -161,8 +162,12 @@ class Server:
         limit = self.settings.daemon.max_line_bytes - 1
         if sock is not None:
             sock.setblocking(False)
+            extra: dict[str, Any] = {}
+            if sys.version_info >= (3, 13):
+                # never unlink a socket systemd owns (python/cpython#133354)
+                extra["cleanup_socket"] = False
             self._server = await asyncio.start_unix_server(self._accept, sock=sock,
-                                                           limit=limit)
+                                                           limit=limit, **extra)
             self.path = sock.getsockname() or "(inherited)"
             return
         path = self.settings.daemon.socket

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import sys
+import pwd
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -58,14 +58,27 @@ class _Stage:
     ids: set[str] = field(default_factory=set)
 
 
+def peer_groups(uid: int, gid: int) -> set[int]:
+    """The peer's primary and supplementary groups (from the user database)."""
+    groups = {gid}
+    try:
+        groups.update(os.getgrouplist(pwd.getpwuid(uid).pw_name, gid))
+    except (KeyError, OSError):
+        pass
+    return groups
+
+
 def role_for(settings: Settings, uid: int, gid: int) -> str:
     """The role SPEC §5 grants a peer: admin, supervisor or agent."""
     a = settings.auth
     if a.trust_own_uid and uid in (0, os.getuid()):
         return ROLE_ADMIN
-    if uid in a.admin_uids or gid in a.admin_gids:
+    if uid in a.admin_uids:
         return ROLE_ADMIN
-    if uid in a.supervisor_uids or gid in a.supervisor_gids:
+    groups = peer_groups(uid, gid) if (a.admin_gids or a.supervisor_gids) else {gid}
+    if groups & set(a.admin_gids):
+        return ROLE_ADMIN
+    if uid in a.supervisor_uids or groups & set(a.supervisor_gids):
         return ROLE_SUPERVISOR
     return ROLE_AGENT
 
@@ -89,6 +102,9 @@ class Service:
         self._stages: dict[tuple[int, str], _Stage] = {}
         #: stages voided by a rejected row: later batches of them are refused, not restarted
         self._void: set[tuple[int, str]] = set()
+        #: commits of dispositions not yet durable, by lease id: a retried identical
+        #: disposition is answered only once the original is committed
+        self._inflight: dict[int, asyncio.Future[None]] = {}
         self._background: set[asyncio.Future[None]] = set()
         self.rebuild_stats: dict[str, float] = {}
         self.handlers: dict[str, Callable[[Any, Peer], Any]] = {
@@ -278,12 +294,17 @@ class Service:
             raise BadRequest(f"wait must be at most {cfg.max_wait_s} s", field="wait")
         campaigns, teams = self.engine.scope_for(req.agent, req.campaigns)
         deadline = self.clock() + req.wait
+        first = True
         while True:
+            # a client that half-closed still gets its first answer; a long poll whose
+            # client left stops before selecting again, so no record is leased to nobody
+            if not first and peer.gone.is_set():
+                leases = []
+                break
+            first = False
             now = self.clock()
             self._expire(now)
             leases = self.engine.next(req.agent, campaigns, teams, req.count, peer.uid, now)
-            # a client that half-closed still reads the first answer; a long poll whose
-            # client left stops waiting, so no record is leased to nobody
             if leases or now >= deadline or self.stopping or peer.gone.is_set():
                 break
             wake = min(self.engine.next_wake(campaigns, now), deadline)
@@ -339,6 +360,9 @@ class Service:
         if kind == "expired" or kind == "open":
             raise LeaseExpired(field="lease")
         if kind == "disposed" and code is not None and code == e_code and result:
+            pending = self._inflight.get(lid)
+            if pending is not None:
+                await asyncio.shield(pending)
             return {**result, "duplicate": True}
         raise LeaseEnded(f"the lease was already {kind}"
                          + (f" with code {e_code!r}" if e_code else ""), field="lease")
@@ -401,7 +425,11 @@ class Service:
         ]
         self.engine.dispose(lease, outcome, now, result, req.code)
         self.notify()
-        await self.store.write(ops)
+        fut = self._inflight[lease.lid] = self.store.submit(ops)
+        try:
+            await asyncio.shield(fut)
+        finally:
+            self._inflight.pop(lease.lid, None)
         return result
 
     async def op_release(self, req: P.LeaseReq, peer: Peer) -> dict[str, Any]:
@@ -537,40 +565,52 @@ class Service:
             good = stage.rows
         elif rejected and req.atomic:
             return {"inserted": 0, "updated": 0, "rejected": rejected, "committed": False}
-        inserted, updated, more_rejected = await self._apply_import(req, good)
+        all_or_nothing = req.atomic or stage is not None
+        inserted, updated, more_rejected = await self._apply_import(req, good, all_or_nothing)
         rejected.extend(more_rejected)
-        if inserted:
+        if all_or_nothing and more_rejected:
+            return {"inserted": 0, "updated": 0, "rejected": rejected, "committed": False}
+        if inserted or updated:
             self.notify()
         logger.info("records_imported campaign=%s list=%s inserted=%d updated=%d rejected=%d",
                     req.campaign, req.list, inserted, updated, len(rejected))
         return {"inserted": inserted, "updated": updated, "rejected": rejected,
                 "committed": True}
 
-    async def _apply_import(self, req: P.ImportReq, rows: list[dict[str, Any]]
-                            ) -> tuple[int, int, list[dict[str, Any]]]:
+    async def _apply_import(self, req: P.ImportReq, rows: list[dict[str, Any]],
+                            all_or_nothing: bool) -> tuple[int, int, list[dict[str, Any]]]:
         now = self.clock()
         eng = self.engine
         known = await self.store.existing_ids([r["id"] for r in rows
                                                if r["id"] not in eng.records])
+        # a record belongs to one campaign; moving it is an action (roll), not an import
+        rejected = []
+        for r in rows:
+            live = eng.records.get(r["id"])
+            owner = live.campaign if live is not None else \
+                known[r["id"]][2] if r["id"] in known else req.campaign
+            if owner != req.campaign:
+                rejected.append({"index": r["index"], "id": r["id"], "code": "conflict",
+                                 "message": f"record {r['id']!r} exists in campaign "
+                                            f"{owner!r}", "field": f"records[{r['index']}].id"})
+        if rejected:
+            if all_or_nothing:
+                return 0, 0, rejected
+            bad = {x["index"] for x in rejected}
+            rows = [r for r in rows if r["index"] not in bad]
         ops: list[S.Op] = []
         new_recs: list[Record] = []
         updates: list[tuple[Record, dict[str, Any]]] = []
-        rejected: list[dict[str, Any]] = []
         inserted = updated = 0
         for r in rows:
             phones = [[n, "active"] for n in r["phones"]]
             live = eng.records.get(r["id"])
-            if live is not None and live.campaign != req.campaign:
-                rejected.append({"index": r["index"], "id": r["id"], "code": "conflict",
-                                 "message": f"record exists in campaign {live.campaign!r}",
-                                 "field": f"records[{r['index']}].id"})
-                continue
             if live is not None or r["id"] in known:
                 rid = live.rid if live is not None else known[r["id"]][0]
                 ops.append((S.UPD_RECORD_DATA, {
                     "b_rid": rid, "list": req.list, "phones": _json(phones),
                     "timezone": r["timezone"], "priority": r["priority"], "data": r["data"],
-                    "updated_at": now}))
+                    "team": r["team"], "updated_at": now}))
                 if live is not None:
                     updates.append((live, {**r, "phones": phones}))
                 updated += 1
@@ -593,6 +633,8 @@ class Service:
         for live, r in updates:
             live.list, live.phones = req.list, r["phones"]
             live.timezone, live.priority, live.data = r["timezone"], r["priority"], r["data"]
+            if r["team"] is not None:
+                live.team = r["team"]
             eng.rescore(live)
             if live.lease is None:
                 eng.place(live, now)

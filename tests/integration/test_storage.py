@@ -78,8 +78,8 @@ async def test_group_commit_and_snapshot(db_url: str) -> None:
         assert snap.closed_counts == [("t", "final", 1)]
         assert [lz[0] for lz in snap.leases] == [1], "expired lease 2 must not be restored"
         assert snap.max_rid == 200 and snap.max_lid == 2
-        assert await store.existing_ids(["x5", "x6", "nope"]) == {"x5": (5, "closed"),
-                                                                   "x6": (6, "ready")}
+        assert await store.existing_ids(["x5", "x6", "nope"]) == {
+            "x5": (5, "closed", "t"), "x6": (6, "ready", "t")}
         row = await store.get_record("x7")
         assert row is not None and row["leases"][0]["lid"] == 1
         assert (await store.get_lease(2))["expires_at"] == 2.0
@@ -107,7 +107,7 @@ async def test_failed_commit_fails_callers_and_breaks_store(db_url: str) -> None
     store = S.SqlStore(db_url)
     await store.open()
     try:
-        assert await store.existing_ids(["x1", "x2", "x3"]) == {"x1": (1, "ready")}
+        assert await store.existing_ids(["x1", "x2", "x3"]) == {"x1": (1, "ready", "t")}
     finally:
         await store.close()
 

@@ -221,7 +221,8 @@ class Engine:
             q, w, zones, counts, dormant = pc
             if w is not None:
                 a = rec.attempts
-                rec.score = (w.priority * rec.priority + w.contact * rec.best_cp
+                cp = rec.best_cp
+                rec.score = (w.priority * rec.priority + w.contact * (cp - 1 if cp > 1 else 0)
                              + w.attempt * (a if a < w.max_attempt_penalty
                                             else w.max_attempt_penalty))
             if rec.state != READY:

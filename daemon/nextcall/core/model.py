@@ -75,7 +75,7 @@ def _minutes(text: str) -> int:
 class Scoring:
     """Weights of the address score (see ``nextcall.core.scoring``)."""
 
-    priority: float = 10.0
+    priority: float = 100.0
     contact: float = 5.0
     attempt: float = -1.0
     max_attempt_penalty: int = 10

@@ -55,7 +55,8 @@ UPD_RECORD = update(records).where(records.c.rid == bindparam("b_rid")).values(
     callback=bindparam("callback"), updated_at=bindparam("updated_at"))
 UPD_RECORD_DATA = update(records).where(records.c.rid == bindparam("b_rid")).values(
     list=bindparam("list"), phones=bindparam("phones"), timezone=bindparam("timezone"),
-    priority=bindparam("priority"), data=bindparam("data"), updated_at=bindparam("updated_at"))
+    priority=bindparam("priority"), data=bindparam("data"), updated_at=bindparam("updated_at"),
+    team=func.coalesce(bindparam("team"), records.c.team))
 INS_RECORD = insert(records)
 DEL_AGENT = delete(agents).where(agents.c.agent == bindparam("b_agent"))
 INS_AGENT = insert(agents)
@@ -361,7 +362,7 @@ class SqlStore:
             await asyncio.sleep(CHECKPOINT_INTERVAL_S)
             try:
                 await asyncio.to_thread(self._checkpoint)
-            except sqlite3.Error as exc:
+            except (sqlite3.Error, OSError) as exc:
                 logger.warning("wal_checkpoint_failed error=%r", exc)
 
     # ------------------------------------------------------------------ reads
@@ -369,7 +370,10 @@ class SqlStore:
         """Read everything a rebuild needs in as few round trips as possible."""
         t0 = time.perf_counter()
         if self.dialect == "sqlite":
-            snap = await asyncio.to_thread(self._sqlite_snapshot, now)
+            try:
+                snap = await asyncio.to_thread(self._sqlite_snapshot, now)
+            except sqlite3.Error as exc:
+                raise StorageError(f"rebuild read failed: {exc}") from exc
         else:
             snap = await self._sql_snapshot(now)
         snap.timings["read_s"] = time.perf_counter() - t0
@@ -459,19 +463,19 @@ class SqlStore:
         result: dict[str, Any] | None = await self._read(fn)
         return result
 
-    async def existing_ids(self, ids: Sequence[str]) -> dict[str, tuple[int, str]]:
-        """Map of record id -> (rid, state) for those ids already stored."""
-        async def fn(conn: AsyncConnection) -> dict[str, tuple[int, str]]:
-            out: dict[str, tuple[int, str]] = {}
+    async def existing_ids(self, ids: Sequence[str]) -> dict[str, tuple[int, str, str]]:
+        """Map of record id -> (rid, state, campaign) for those ids already stored."""
+        async def fn(conn: AsyncConnection) -> dict[str, tuple[int, str, str]]:
+            out: dict[str, tuple[int, str, str]] = {}
             for k in range(0, len(ids), 500):
                 chunk = list(ids[k:k + 500])
                 rows = (await conn.execute(select(records.c.id, records.c.rid,
-                                                  records.c.state)
+                                                  records.c.state, records.c.campaign)
                                            .where(records.c.id.in_(chunk)))).all()
-                for rid_id, rid, state in rows:
-                    out[rid_id] = (int(rid), state)
+                for rid_id, rid, state, campaign in rows:
+                    out[rid_id] = (int(rid), state, campaign)
             return out
-        result: dict[str, tuple[int, str]] = await self._read(fn)
+        result: dict[str, tuple[int, str, str]] = await self._read(fn)
         return result
 
     async def count_history(self) -> int:
