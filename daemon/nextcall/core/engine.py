@@ -44,7 +44,9 @@ S_DUE = "due"
 S_CB_DORMANT = "callback_upcoming"
 S_CB_DUE = "callback_due"
 S_LEASED = "leased"
-SLOTS = (S_DORMANT, S_DUE, S_CB_DORMANT, S_CB_DUE, S_LEASED)
+#: open records with no callable number: in no heap until their numbers change
+S_NO_NUMBER = "no_number"
+SLOTS = (S_DORMANT, S_DUE, S_CB_DORMANT, S_CB_DUE, S_LEASED, S_NO_NUMBER)
 
 Entry = tuple[Any, ...]
 
@@ -151,7 +153,9 @@ class Engine:
         """Put ``rec`` (not leased) where its state says it belongs."""
         rec.ver += 1
         q = self._q(rec.campaign)
-        if rec.state == READY:
+        if rec.state in (READY, CALLBACK) and rec.callable_phone() is None:
+            self._set_slot(rec, S_NO_NUMBER)
+        elif rec.state == READY:
             if rec.due_at <= now:
                 heap = q.zones.get(rec.timezone)
                 if heap is None:
@@ -296,7 +300,7 @@ class Engine:
         for name in campaigns:
             q = self.queues.get(name)
             camp = self.campaigns.get(name)
-            if q is None or camp is None:
+            if q is None or camp is None or not camp.enabled:
                 continue
             if q.dormant:
                 wake = min(wake, q.dormant[0][0])
@@ -357,6 +361,9 @@ class Engine:
                 heapq.heappop(heap)
                 continue
             rec: Record = e[-1]
+            if self._park(rec):
+                heapq.heappop(heap)
+                continue
             cb = rec.callback
             ok = self.window_open(camp, rec.timezone, now, bool(cb and cb.override_window))[0]
             if ok and team_side and cb is not None and cb.scope == "personal_then_team" \
@@ -371,10 +378,18 @@ class Engine:
             heapq.heappush(heap, e)
         return found
 
+    def _park(self, rec: Record) -> bool:
+        """Take a record whose numbers are all unusable out of circulation."""
+        if rec.callable_phone() is not None:
+            return False
+        rec.ver += 1
+        self._set_slot(rec, S_NO_NUMBER)
+        return True
+
     def _pick_pool(self, q: Queues, camp: Campaign, now: float) -> Entry | None:
         best = None
         for tz_key, heap in q.zones.items():
-            while heap and not _live(heap[0], S_DUE):
+            while heap and (not _live(heap[0], S_DUE) or self._park(heap[0][-1])):
                 heapq.heappop(heap)
             if not heap:
                 continue
