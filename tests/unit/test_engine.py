@@ -220,13 +220,13 @@ def test_pool_by_score_then_due_then_import_order() -> None:
               rec(3, priority=2, due_at=T0 - 50),
               rec(5, priority=2, due_at=T0 - 50),
               rec(4, priority=2, due_at=T0 - 50),
-              rec(6, priority=1, best_cp=4),                # 10 + 20 = 30 beats priority 2
-              rec(7, priority=2, attempts=3, due_at=T0 - 99),  # 20 - 3
+              rec(6, priority=1, best_cp=4),                # 100 + 15 beats r1 (100)
+              rec(7, priority=2, attempts=3, due_at=T0 - 99),  # 200 - 3
               rec(8, priority=0, tz="Asia/Kolkata")):
         e.add(r, T0)
     e.login("ann", ["alpha"], [])
     assert [take(e, "ann", T0)[0] for _ in range(8)] == [
-        (f"r{i}", "pool") for i in (6, 3, 4, 5, 2, 7, 1, 8)]
+        (f"r{i}", "pool") for i in (3, 4, 5, 2, 7, 6, 1, 8)]
 
 
 def test_pool_compares_across_zones_and_campaigns() -> None:
@@ -446,7 +446,7 @@ def test_dispose_retry_makes_record_dormant_until_due() -> None:
     lease = leases(e, "ann", T0)[0]
     r = _dispose(e, lease, "NA", T0 + 30)
     assert (r.state, r.attempts, r.due_at, r.phone_idx) == (READY, 1, T0 + 630, 1)
-    assert r.score == 50 + 5 - 1
+    assert r.score == 500 + 0 - 1
     assert e.ended[lease.lid].kind == "disposed"
     assert take(e, "ann", T0 + 629) == [("r2", "pool")]
     got = leases(e, "ann", T0 + 630)

@@ -13,9 +13,10 @@ ATTEMPTS = range(0, 25)
 
 
 def test_default_formula() -> None:
-    assert address_score(W, 3, RIGHT_PERSON, 2) == 10 * 3 + 5 * 4 - 2
+    assert address_score(W, 3, RIGHT_PERSON, 2) == 100 * 3 + 5 * (4 - 1) - 2
     assert address_score(W, 0, NEVER, 0) == 0
-    assert address_score(W, 1, NEVER, 30) == 10 - 10  # the penalty is capped
+    assert address_score(W, 0, NO_CONTACT, 1) == -1  # no contact earns nothing
+    assert address_score(W, 1, NEVER, 30) == 100 - 10  # the penalty is capped
 
 
 @pytest.mark.parametrize("priority", [0, 1, 5])
@@ -36,8 +37,14 @@ def test_fewer_attempts_outrank_more(cp: int) -> None:
 
 def test_contact_ladder_is_ordered() -> None:
     scores = [address_score(W, 1, cp, 3)
-              for cp in (NEVER, NO_CONTACT, WRONG_PERSON, RIGHT_PERSON, SET_TIME)]
+              for cp in (NO_CONTACT, WRONG_PERSON, RIGHT_PERSON, SET_TIME)]
     assert scores == sorted(scores) and len(set(scores)) == len(scores)
+    assert address_score(W, 1, NEVER, 3) == address_score(W, 1, NO_CONTACT, 3)
+
+
+def test_never_called_outranks_rang_out() -> None:
+    for a in range(1, 20):
+        assert address_score(W, 0, NEVER, 0) > address_score(W, 0, NO_CONTACT, a)
 
 
 def test_higher_priority_wins_on_equal_history() -> None:
@@ -46,11 +53,7 @@ def test_higher_priority_wins_on_equal_history() -> None:
             assert address_score(W, 3, cp, a) > address_score(W, 2, cp, a)
 
 
-# CORE BUG (left failing on purpose, reported): scoring.py's docstring promises "The base
-# priority dominates both" (contact history and attempts), but with the default weights
-# one priority step is worth 10 while the contact term spans 0..30 and the attempt term
-# 0..-10: a priority-1 record never reached (10) loses to a priority-0 record that reached
-# the right person (20). The default priority weight must exceed 5*6 + 1*10 = 40.
+# One step of base priority (100) outweighs the whole history term (at most +40, -10).
 def test_priority_dominates_history() -> None:
     histories = [(cp, a) for cp in (NEVER, NO_CONTACT, WRONG_PERSON, RIGHT_PERSON, SET_TIME)
                  for a in ATTEMPTS]
