@@ -16,6 +16,7 @@ the wall clock the callee sees.
 
 from __future__ import annotations
 
+import time
 from datetime import date, datetime, timedelta, timezone
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -176,6 +177,5 @@ def local_iso(instant: float, tz_key: str) -> str:
 
 
 def utc_iso(instant: float) -> str:
-    """The instant as UTC ISO time with ``Z``."""
-    return datetime.fromtimestamp(instant, UTC).isoformat(timespec="seconds") \
-        .replace("+00:00", "Z")
+    """The instant as UTC ISO time with ``Z`` (whole seconds; on every answer, so cheap)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(instant))
