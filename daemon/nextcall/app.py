@@ -18,6 +18,7 @@ from typing import Any
 
 from . import __version__, systemd
 from .config import Settings
+from .core.errors import ConfigError
 from .server import Server
 from .service import Service
 from .storage.sql import SqlStore
@@ -47,7 +48,26 @@ class Daemon:
                               on_failure=self._storage_failed)
         self.service = Service(settings, self.store)
         self.server = Server(settings, self.service)
+        self.service.reload_listeners.append(self._apply_settings)
         self._tasks: set[asyncio.Task[Any]] = set()
+
+    def reload(self) -> None:
+        """SIGHUP: re-read campaigns and result codes; a bad config is refused and logged,
+        and the running one stays."""
+        logger.info("config_reload_requested signal=SIGHUP")
+        systemd.notify("RELOADING=1", "STATUS=reloading configuration")
+        try:
+            self.service.reload_from_disk()
+        except ConfigError as exc:
+            for where, msg in exc.problems:
+                logger.error("config_problem where=%s problem=%s", where, msg)
+        except Exception:  # noqa: BLE001 - a reload bug must not kill a serving daemon
+            logger.exception("config_reload_failed")
+        systemd.notify("READY=1", f"STATUS=serving on {self.server.path}")
+
+    def _apply_settings(self, settings: Settings) -> None:
+        self.settings = settings
+        self.server.settings = settings
 
     def _storage_failed(self, exc: BaseException) -> None:
         logger.critical("storage_failed error=%r action=stopping", exc)
@@ -97,9 +117,7 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop_event.set)
-        # SIGHUP's default action would kill the daemon without draining
-        loop.add_signal_handler(signal.SIGHUP, lambda: logger.warning(
-            "reload_unsupported signal=SIGHUP action=ignored hint='restart to apply config'"))
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
         try:
             await self.start()
         except BaseException:

@@ -137,6 +137,12 @@ class ImportRecord(BaseModel):
     data: dict[str, Any] = {}
 
 
+class ReloadReq(_Req):
+    """``config.reload``: re-read campaigns and result codes (admin)."""
+
+    dry_run: bool = False
+
+
 class StatsReq(_Req):
     """``stats``."""
 
@@ -155,6 +161,7 @@ REQUESTS: dict[str, type[_Req]] = {
     "record.get": RecordGetReq,
     "records.import": ImportReq,
     "stats": StatsReq,
+    "config.reload": ReloadReq,
 }
 
 

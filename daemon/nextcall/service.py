@@ -22,10 +22,12 @@ from pydantic import ValidationError
 
 from . import __version__, phones as phonelib
 from . import protocol as P
+from . import config as configlib
 from .config import Settings
 from .core import calendar
+from .core import reload as reloadlib
 from .core.engine import SLOTS, Engine
-from .core.errors import (BadRequest, Forbidden, LeaseEnded, LeaseExpired, NextcallError,
+from .core.errors import (BadRequest, ConfigError, Forbidden, LeaseEnded, LeaseExpired, NextcallError,
                           NotFound, NotLeaseHolder, Unavailable, UnknownCampaign)
 from .core.records import CLOSED, LEASED, CallbackIntent, Lease, Record
 from .core.results import CallbackRequest, Disposition, decide
@@ -107,12 +109,15 @@ class Service:
         self._inflight: dict[int, asyncio.Future[None]] = {}
         self._background: set[asyncio.Future[None]] = set()
         self.rebuild_stats: dict[str, float] = {}
+        #: called with the new settings after a reload (the server keeps a reference)
+        self.reload_listeners: list[Callable[[Settings], None]] = []
         self.handlers: dict[str, Callable[[Any, Peer], Any]] = {
             "ping": self.op_ping, "campaigns": self.op_campaigns,
             "agent.login": self.op_login, "agent.logout": self.op_logout,
             "next": self.op_next, "dispose": self.op_dispose, "release": self.op_release,
             "extend": self.op_extend, "record.get": self.op_record_get,
             "records.import": self.op_import, "stats": self.op_stats,
+            "config.reload": self.op_reload,
         }
 
     # ------------------------------------------------------------------ plumbing
@@ -669,3 +674,67 @@ class Service:
         return {"campaigns": out, "leases": len(self.engine.leases),
                 "agents_logged_in": len(agents), "records_in_memory":
                 len(self.engine.records), "rebuild": self.rebuild_stats}
+
+    # ------------------------------------------------------------------ reload
+    def reload(self, new: Settings, dry_run: bool) -> dict[str, Any]:
+        """Plan, and unless ``dry_run`` apply, a new configuration in one synchronous step.
+
+        Campaigns, result codes and ``[auth]`` take effect at once (roles for new
+        connections); ``[daemon]`` keys other than ``log_level`` need a restart and are
+        reported, not applied. Leases and in-flight requests are untouched.
+        """
+        now = self.clock()
+        changes = reloadlib.plan(self.engine, new.campaigns, now)
+        old_d, new_d = self.settings.daemon, new.daemon
+        restart = sorted(k for k in type(old_d).model_fields
+                         if k != "log_level" and getattr(old_d, k) != getattr(new_d, k))
+        answer: dict[str, Any] = {
+            "dry_run": dry_run, "applied": False,
+            "campaigns": [c.to_json() for c in changes if c.status != "unchanged"],
+            "unchanged": [c.campaign for c in changes if c.status == "unchanged"],
+            "auth_changed": self.settings.auth != new.auth,
+            "restart_required": restart,
+        }
+        if dry_run:
+            return answer
+        reloadlib.apply(self.engine, new.campaigns, now)
+        daemon_cfg = old_d.model_copy(update={"log_level": new_d.log_level})
+        self.settings = Settings(path=self.settings.path, daemon=daemon_cfg, auth=new.auth,
+                                 campaigns=new.campaigns, files=new.files,
+                                 resultsets=new.resultsets)
+        logging.getLogger().setLevel(new_d.log_level.upper())
+        for listener in self.reload_listeners:
+            listener(self.settings)
+        self.notify()
+        answer["applied"] = True
+        for c in changes:
+            if c.status != "unchanged":
+                logger.info("campaign_reloaded campaign=%s status=%s settings=%s "
+                            "codes_added=%s codes_removed=%s eligibility_changed=%d "
+                            "order_changed=%d", c.campaign, c.status, ",".join(c.settings),
+                            ",".join(c.codes_added), ",".join(c.codes_removed),
+                            c.eligibility_changed, c.order_changed)
+        if restart:
+            logger.warning("config_restart_required keys=%s", ",".join(restart))
+        logger.info("config_reloaded campaigns=%d changed=%d", len(new.campaigns),
+                    len(answer["campaigns"]))
+        return answer
+
+    def reload_from_disk(self, dry_run: bool = False) -> dict[str, Any]:
+        """Re-read the config file the daemon started with.
+
+        Raises:
+            ConfigError: the new config is invalid; nothing changed.
+        """
+        try:
+            new = configlib.load(self.settings.path)
+        except ConfigError as exc:
+            logger.error("config_reload_refused problems=%d first=%r", len(exc.problems),
+                         f"{exc.problems[0][0]}: {exc.problems[0][1]}")
+            raise
+        return self.reload(new, dry_run)
+
+    async def op_reload(self, req: P.ReloadReq, peer: Peer) -> dict[str, Any]:
+        if peer.role != ROLE_ADMIN:
+            raise Forbidden("config.reload needs the admin role")
+        return self.reload_from_disk(req.dry_run)
