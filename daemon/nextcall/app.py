@@ -133,5 +133,5 @@ def serve(settings: Settings) -> int:
     setup_logging(settings.daemon.log_level)
     t0 = time.perf_counter()
     code = asyncio.run(Daemon(settings).run())
-    logger.debug("ran_for_s=%.1f", time.perf_counter() - t0)
+    logger.debug("daemon_exited ran_for_s=%.1f", time.perf_counter() - t0)
     return code
