@@ -490,6 +490,28 @@ def campaigns(ctx: click.Context) -> None:
 
 
 @main.command()
+@click.option("--dry-run", is_flag=True, help="Only say what would change.")
+@click.pass_context
+def reload(ctx: click.Context, dry_run: bool) -> None:
+    """Re-read campaigns and result codes in the running daemon (admin)."""
+    ans = _call(ctx, "config.reload", dry_run=dry_run)
+    if _emit_json(ctx, ans):
+        return
+    t = Table(title="would change" if dry_run else "changed")
+    for col in ("campaign", "status", "settings", "codes +", "codes -", "eligibility",
+                "order"):
+        t.add_column(col)
+    for c in ans["campaigns"]:
+        t.add_row(c["campaign"], c["status"], ", ".join(c["settings"]),
+                  ", ".join(c["codes_added"]), ", ".join(c["codes_removed"]),
+                  str(c["eligibility_changed"]), str(c["order_changed"]))
+    console.print(t)
+    if ans["restart_required"]:
+        console.print("needs a restart: " + ", ".join(ans["restart_required"]))
+    console.print("applied" if ans["applied"] else "nothing applied (dry run)")
+
+
+@main.command()
 @click.pass_context
 def ping(ctx: click.Context) -> None:
     """Check the daemon answers."""

@@ -154,3 +154,33 @@ def test_sighup_reloads_a_running_daemon(tmp_path: Path) -> None:
         if p.poll() is None:
             p.kill()
             p.wait()
+
+
+def test_cli_reload_dry_run(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path)
+    p = subprocess.Popen([str(BIN), "--config", str(cfg), "serve"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    sock = str(tmp_path / "s.sock")
+    try:
+        for _ in range(200):
+            try:
+                with Client(sock, timeout=2) as c:
+                    c.call("ping")
+                break
+            except (OSError, ClientError):
+                time.sleep(0.05)
+        (tmp_path / "codes.toml").write_text(CODES + EXTRA_CODE)
+        out = subprocess.run([str(BIN), "--socket", sock, "reload", "--dry-run"],
+                             capture_output=True, text=True, timeout=30)
+        assert out.returncode == 0, out.stderr
+        assert "NEW" in out.stdout and "nothing applied (dry run)" in out.stdout
+        out = subprocess.run([str(BIN), "--socket", sock, "reload"], capture_output=True,
+                             text=True, timeout=30)
+        assert out.returncode == 0 and "applied" in out.stdout
+        (tmp_path / "codes.toml").write_text("broken [")
+        out = subprocess.run([str(BIN), "--socket", sock, "reload"], capture_output=True,
+                             text=True, timeout=30)
+        assert out.returncode == 1 and "bad_config" in out.stderr
+    finally:
+        p.terminate()
+        p.wait(30)
