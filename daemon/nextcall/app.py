@@ -128,10 +128,26 @@ class Daemon:
         return self.exit_code
 
 
+def loop_factory(choice: str) -> Any:
+    """The event loop class to run on: uvloop when asked for (or "auto" and installed)."""
+    if choice == "asyncio":
+        return asyncio.new_event_loop
+    try:
+        import uvloop
+    except ImportError:
+        if choice == "uvloop":
+            raise SystemExit("event_loop = \"uvloop\" but uvloop is not installed") from None
+        return asyncio.new_event_loop
+    return uvloop.new_event_loop
+
+
 def serve(settings: Settings) -> int:
     """Run the daemon in the foreground; returns the process exit status."""
     setup_logging(settings.daemon.log_level)
     t0 = time.perf_counter()
-    code = asyncio.run(Daemon(settings).run())
+    factory = loop_factory(settings.daemon.event_loop)
+    logger.info("event_loop_selected loop=%s", factory.__module__.split(".")[0])
+    with asyncio.Runner(loop_factory=factory) as runner:
+        code = runner.run(Daemon(settings).run())
     logger.debug("daemon_exited ran_for_s=%.1f", time.perf_counter() - t0)
     return code
