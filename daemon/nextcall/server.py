@@ -28,6 +28,7 @@ from .service import Peer, Service, role_for
 logger = logging.getLogger(__name__)
 
 WRITE_TIMEOUT_S = 30.0
+DRAIN_AT_BYTES = 256 * 1024
 _ids = itertools.count(1)
 
 
@@ -59,16 +60,21 @@ class Connection:
         self.closing = False
 
     async def send(self, data: bytes) -> None:
-        """Write one line; a peer that does not read within the timeout is dropped."""
-        async with self.lock:
-            if self.writer.is_closing():
-                return
-            self.writer.write(data)
+        """Write one line. Writes are atomic on the loop; only a peer that stops reading
+        (buffer past ``DRAIN_AT_BYTES``) is waited for, and dropped after the timeout."""
+        w = self.writer
+        if w.is_closing():
+            return
+        w.write(data)
+        if w.transport.get_write_buffer_size() <= DRAIN_AT_BYTES:
+            return
+        async with self.lock:  # concurrent drain() calls are not allowed
             try:
-                await asyncio.wait_for(self.writer.drain(), WRITE_TIMEOUT_S)
-            except (asyncio.TimeoutError, ConnectionError):
+                async with asyncio.timeout(WRITE_TIMEOUT_S):
+                    await w.drain()
+            except (TimeoutError, ConnectionError):
                 self.closing = True
-                self.writer.close()
+                w.close()
 
     async def run(self) -> None:
         """Read lines until EOF, an oversize line, or shutdown."""
