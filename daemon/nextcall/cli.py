@@ -450,7 +450,8 @@ def get(ctx: click.Context, record: str) -> None:
 @click.pass_context
 def stats(ctx: click.Context, campaign: str | None) -> None:
     """Counts by campaign and state."""
-    ans = _call(ctx, "stats", **({"campaign": campaign} if campaign else {}))
+    fields: dict[str, Any] = {"campaign": campaign} if campaign else {}
+    ans = _call(ctx, "stats", **fields)
     if _emit_json(ctx, ans):
         return
     t = Table(title=f"{ans['leases']} active leases, {ans['agents_logged_in']} agents "

@@ -209,7 +209,9 @@ def _validate(path: Path, raw: dict[str, Any], problems: list[tuple[str, str]]
     for key in raw:
         if key not in FileCfg.model_fields:
             problems.append((f"{path}: {key}", "unknown key"))
-    for key, model in (("daemon", DaemonCfg), ("auth", AuthCfg)):
+    section_models: tuple[tuple[str, type[BaseModel]], ...] = (
+        ("daemon", DaemonCfg), ("auth", AuthCfg))
+    for key, model in section_models:
         if key in raw:
             try:
                 out[key] = model.model_validate(raw[key])
@@ -221,7 +223,9 @@ def _validate(path: Path, raw: dict[str, Any], problems: list[tuple[str, str]]
             out["include"] = inc
         else:
             problems.append((f"{path}: include", "must be a list of glob patterns"))
-    for key, model in (("resultsets", ResultSetCfg), ("campaigns", CampaignCfg)):
+    entry_models: tuple[tuple[str, type[BaseModel]], ...] = (
+        ("resultsets", ResultSetCfg), ("campaigns", CampaignCfg))
+    for key, model in entry_models:
         section = raw.get(key, {})
         if not isinstance(section, dict):
             problems.append((f"{path}: {key}", "must be a table"))

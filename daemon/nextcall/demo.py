@@ -30,6 +30,7 @@ LAST = ["de Vries", "Jansen", "Smith", "Bakker", "Visser", "Khan", "Tanaka", "Si
 def _number(region: str, zone: str, rng: random.Random) -> str:
     example = phonenumbers.example_number_for_type(region,
                                                    phonenumbers.PhoneNumberType.MOBILE)
+    assert example is not None, region
     nsn = str(example.national_number)
     for _ in range(200):
         if region == "US":

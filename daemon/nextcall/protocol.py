@@ -7,6 +7,7 @@ with unknown fields refused, so a typo is an error naming the field, not a silen
 
 from __future__ import annotations
 
+import builtins
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -113,7 +114,7 @@ class ImportReq(_Req):
 
     campaign: Name
     list: Name
-    records: Annotated[list[Any], Field(max_length=1_000_000)]
+    records: Annotated[builtins.list[Any], Field(max_length=1_000_000)]
     reload: bool = False
     #: refuse the whole request if any record is rejected
     atomic: bool = False

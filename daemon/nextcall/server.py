@@ -113,7 +113,7 @@ class Connection:
             self.writer.close()
             try:
                 await asyncio.wait_for(self.writer.wait_closed(), 2.0)
-            except (asyncio.TimeoutError, ConnectionError, OSError):
+            except (TimeoutError, ConnectionError, OSError):
                 pass
 
     def _done(self, task: asyncio.Task[None]) -> None:

@@ -9,6 +9,7 @@ broken and the daemon stops (fail-stop), so nothing unacknowledged survives in m
 from __future__ import annotations
 
 import asyncio
+import builtins
 import gc
 import logging
 import os
@@ -56,8 +57,8 @@ class Peer:
 @dataclass
 class _Stage:
     campaign: str
-    list: str
-    rows: list[dict[str, Any]] = field(default_factory=list)
+    list_name: str
+    rows: builtins.list[dict[str, Any]] = field(default_factory=builtins.list)
     ids: set[str] = field(default_factory=set)
 
 
@@ -185,7 +186,7 @@ class Service:
         get = intern.setdefault
         lease_rids = {row[2] for row in snap.leases}
         by_rid: dict[int, Record] = {}
-        recs = []
+        recs: list[Record] = []
         append = recs.append
         from_json = CallbackIntent.from_json
         loads = orjson.loads
@@ -208,10 +209,10 @@ class Service:
             self.engine.set_closed_counts(campaign, reason, count)
         restored = 0
         for (lid, secret, rid, agent, uid, issued, expires, phone, pidx, why) in snap.leases:
-            rec = by_rid.get(rid)
-            if rec is None or rec.lease is not None:
+            held = by_rid.get(rid)
+            if held is None or held.lease is not None:
                 continue
-            self.engine.restore_lease(Lease(lid, secret, rec, agent, uid, issued, expires,
+            self.engine.restore_lease(Lease(lid, secret, held, agent, uid, issued, expires,
                                             phone, pidx, why))
             restored += 1
         for agent, campaigns, teams, logged_in in snap.agents:
@@ -561,7 +562,7 @@ class Service:
             stage = self._stages.get(key)
             if stage is None:
                 stage = self._stages[key] = _Stage(req.campaign, req.list)
-            elif (stage.campaign, stage.list) != (req.campaign, req.list):
+            elif (stage.campaign, stage.list_name) != (req.campaign, req.list):
                 raise BadRequest("a stage keeps one campaign and list", field="stage")
         seen = stage.ids if stage is not None else set()
         good, rejected = self._validate_rows(req, camp.timezone, seen)

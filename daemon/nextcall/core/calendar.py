@@ -17,7 +17,7 @@ the wall clock the callee sees.
 from __future__ import annotations
 
 import time
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, UTC
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -29,7 +29,7 @@ _SEARCH_DAYS = 400
 #: offsets are sampled this often between now and a boundary to find DST transitions
 #: (transitions are months apart; two within one day do not occur in the tz database)
 _SAMPLE_S = 86_400.0
-UTC = timezone.utc
+UTC = UTC
 
 
 @lru_cache(maxsize=1024)

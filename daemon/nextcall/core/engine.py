@@ -25,12 +25,13 @@ import heapq
 import secrets
 from collections import OrderedDict, defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
+from collections.abc import Iterable
 
 from . import calendar
 from .errors import BadRequest, NotLoggedIn, UnknownCampaign
 from .model import Campaign
-from .records import CALLBACK, CLOSED, LEASED, READY, Lease, Record
+from .records import CALLBACK, CLOSED, READY, Lease, Record
 from .results import Outcome
 from .scoring import address_score
 
@@ -568,7 +569,7 @@ class Engine:
             for h in heaps:
                 for i in range(1, len(h)):
                     assert not h[i] < h[(i - 1) // 2], "heap order"
-            live = defaultdict(int)
+            live: dict[str, int] = defaultdict(int)
             for slot, hs in ((S_DORMANT, [q.dormant]), (S_DUE, list(q.zones.values())),
                              (S_CB_DORMANT, [q.cb_dormant])):
                 for h in hs:

@@ -7,6 +7,7 @@ database holds, so a rebuild does no parsing and an answer embeds them verbatim.
 
 from __future__ import annotations
 
+import builtins
 import json
 from dataclasses import dataclass
 
@@ -55,7 +56,8 @@ class CallbackIntent:
     def from_json(d: dict[str, object]) -> CallbackIntent:
         """Inverse of ``to_json``."""
         return CallbackIntent(
-            at=float(d["at"]), timezone=str(d["timezone"]), local=str(d.get("local", "")),
+            at=float(d["at"]),  # type: ignore[arg-type]
+            timezone=str(d["timezone"]), local=str(d.get("local", "")),
             scope=str(d["scope"]), owner=d.get("owner"), team=d.get("team"),  # type: ignore[arg-type]
             contact_priority=int(d.get("contact_priority", 1)),  # type: ignore[call-overload]
             reason=str(d.get("reason", "")),
@@ -85,7 +87,7 @@ class Record:
         self.campaign = campaign
         self.list = list
         #: ordered [number, status] pairs (or their JSON text until first use)
-        self.phones: list[list[str]] | str = phones
+        self.phones: builtins.list[builtins.list[str]] | str = phones
         self.timezone = timezone
         self.priority = priority
         self.data = data
@@ -104,7 +106,7 @@ class Record:
         #: which structure holds the live entry (for invariants and stats)
         self.slot = ""
 
-    def phone_list(self) -> list[list[str]]:
+    def phone_list(self) -> builtins.list[builtins.list[str]]:
         """The numbers as ``[[e164, status], ...]``; a rebuild leaves them as raw JSON
         text, parsed here on first use so a million-record start does no parsing."""
         phones = self.phones

@@ -78,9 +78,10 @@ def plan(engine: Engine, new: dict[str, Campaign], now: float) -> list[CampaignC
     cache_old: dict[tuple[int, str, bool], bool] = {}
     cache_new: dict[tuple[int, str, bool], bool] = {}
     for rec in engine.records.values():
-        ch = out.get(rec.campaign)
-        if ch is None or ch.status == "unchanged":
+        got = out.get(rec.campaign)
+        if got is None or got.status == "unchanged":
             continue
+        ch = got
         a, b = old.get(rec.campaign), new.get(rec.campaign)
         moved = False
         if rec.slot in (S_DUE, S_CB_DUE):

@@ -313,6 +313,7 @@ class SqlStore:
         if self._sync_conn is None:
             self._sync_conn = self._sync_writer.connect()
         raw = self._sync_conn.connection.driver_connection
+        assert raw is not None
         try:
             raw.execute("BEGIN IMMEDIATE")
             i = 0
@@ -433,7 +434,7 @@ class SqlStore:
                     records.c.campaign, records.c.reason, func.count()).where(
                     records.c.state == "closed").group_by(records.c.campaign,
                                                           records.c.reason))).all()
-                closed = [(c, r or "final", n) for c, r, n in closed]
+                closed = [(c, r or "final", n) for c, r, n in closed]  # type: ignore[misc]
                 ls = (await conn.execute(select(
                     leases.c.lid, leases.c.secret, leases.c.rid, leases.c.agent,
                     leases.c.uid, leases.c.issued_at, leases.c.expires_at, leases.c.phone,

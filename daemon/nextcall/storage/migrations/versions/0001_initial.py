@@ -13,7 +13,7 @@ branch_labels = None
 depends_on = None
 
 
-def _pk(name: str) -> sa.Column:
+def _pk(name: str) -> sa.Column:  # type: ignore[type-arg]
     return sa.Column(name, sa.BigInteger().with_variant(sa.Integer, "sqlite"),
                      primary_key=True, autoincrement=False)
 
