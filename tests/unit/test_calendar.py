@@ -11,7 +11,7 @@ clock directly is an exhaustive check that ``until`` is never later than the rea
 from __future__ import annotations
 
 import math
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -21,7 +21,6 @@ from nextcall.core import calendar
 from nextcall.core.errors import BadRequest, InvalidTime
 from nextcall.core.model import WEEKDAYS, Campaign, Interval
 
-UTC = timezone.utc
 INF = float("inf")
 ALL_DAY = Interval(0, 24 * 60)
 
@@ -355,15 +354,12 @@ def test_window_state_is_sound_near_transitions(c: Campaign, tz: str, base: floa
     sound_state(c, tz, now, override, horizon_s=3 * 86400)
 
 
-# CORE BUG (left failing on purpose, reported): see the docstring.
 def test_until_with_two_transitions_before_the_boundary() -> None:
-    """CORE BUG (calendar.py, window_state, the ``utcoffset() != local.utcoffset()`` check).
-
-    The transition check compares only the offsets at ``now`` and at ``until``. When the
-    next opening lies beyond *two* transitions (here: fall back today, spring forward in
-    March, the Sundays between are holidays) the offsets are equal, no transition is
-    found, and ``until`` skips the moment the fold brings the wall clock back into
-    today's window (01:00 EST, 06:00 UTC). The window really reopens 5 months earlier.
+    """Regression: the first ``window_state`` compared only the offsets at ``now`` and at
+    ``until``. When the next opening lies beyond *two* transitions (here: fall back today,
+    spring forward in March, the Sundays between are holidays) the offsets are equal, and
+    ``until`` skipped the moment the fold brings the wall clock back into today's window
+    (01:00 EST, 06:00 UTC), five months too late.
     """
     sundays = []
     d = date(2026, 11, 8)
@@ -401,8 +397,8 @@ def test_resolve_local_wall_time(text: str, tz: str, expected: float) -> None:
 ])
 def test_resolve_local_fold_is_first_occurrence(text: str, tz: str, expected: float) -> None:
     assert calendar.resolve_local(text, tz) == expected
-    assert expected == at(*map(int, text.replace("T", "-").replace(":", "-").split("-")),
-                          tz=tz, fold=0)  # type: ignore[misc]
+    wall = datetime.fromisoformat(text).replace(tzinfo=calendar.zone(tz))
+    assert expected == wall.replace(fold=0).timestamp() < wall.replace(fold=1).timestamp()
 
 
 @pytest.mark.parametrize(("text", "tz"), [
@@ -461,6 +457,13 @@ def test_resolve_local_bad_zone(tz: str) -> None:
         calendar.resolve_local("2026-06-01T10:00", tz)
     assert exc.value.code == "bad_request"
     assert exc.value.field == "timezone"
+    # the zone's field sits beside the time's field in the request
+    with pytest.raises(BadRequest) as exc:
+        calendar.resolve_local("2026-06-01T10:00", tz, field="callback.at")
+    assert exc.value.field == "callback.timezone"
+    with pytest.raises(BadRequest) as exc:
+        calendar.zone(tz, field="records[3].timezone")
+    assert exc.value.field == "records[3].timezone"
 
 
 def test_zone_is_cached_and_valid() -> None:

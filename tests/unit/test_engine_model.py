@@ -15,31 +15,39 @@ ties broken by import order (rid). Each ``next`` must hand out exactly the model
 and when it comes back short, nothing may become possible before ``next_wake``.
 Dispositions are decided on a copy of the model's record (``decide`` has its own tests);
 after every step the engine's records, leases and closed counts must match the model and
-``check_invariants`` must pass.
+``check_invariants`` must pass. Some records have no callable number (never handed out)
+and some carry their numbers as JSON text, as a rebuild from the database does.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, replace
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import (RuleBasedStateMachine, initialize, invariant, precondition,
-                                 rule)
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from nextcall.core import calendar
 from nextcall.core.engine import Engine
 from nextcall.core.errors import NextcallError, NotLoggedIn
 from nextcall.core.model import Campaign, Interval, ResultCode, Scoring
-from nextcall.core.records import (CALLBACK, CLOSED, PHONE_ACTIVE, PHONE_DNC, PHONE_REMOVED,
-                                   READY, CallbackIntent, Record)
+from nextcall.core.records import (
+    CALLBACK,
+    CLOSED,
+    PHONE_ACTIVE,
+    PHONE_DNC,
+    PHONE_REMOVED,
+    READY,
+    CallbackIntent,
+    Record,
+)
 from nextcall.core.results import CallbackRequest, Disposition, decide
 from nextcall.core.scoring import address_score
 
-UTC = timezone.utc
 ZONES = ("UTC", "America/New_York", "Europe/Amsterdam", "Europe/Dublin",
          "Australia/Lord_Howe", "Asia/Kolkata")
 AGENTS = ("ann", "bob", "cy")
@@ -80,13 +88,13 @@ CAMPAIGNS = {
 CAMPAIGN_NAMES = tuple(CAMPAIGNS)
 # Fridays before DST changes and a quiet Wednesday, at hours when different zones are open
 STARTS = st.builds(
-    lambda d, h: datetime(*d, h, tzinfo=UTC).timestamp(),
-    st.sampled_from(((2026, 3, 6), (2026, 3, 27), (2026, 4, 3), (2026, 10, 2), (2026, 10, 23),
-                     (2026, 10, 30), (2026, 6, 10))),
+    lambda d, h: datetime.combine(d, time(h), tzinfo=UTC).timestamp(),
+    st.sampled_from(tuple(date(2026, m, d) for m, d in (
+        (3, 6), (3, 27), (4, 3), (10, 2), (10, 23), (10, 30), (6, 10)))),
     st.sampled_from((1, 6, 9, 13, 16, 20)))
 LOGINS = st.fixed_dictionaries({a: st.tuples(
     st.lists(st.sampled_from(("alpha", "beta")), min_size=1, max_size=2, unique=True),
-    st.lists(st.sampled_from(("t1", "t2")), max_size=2, unique=True)) for a in ("ann", "bob")})
+    st.lists(st.sampled_from(("t1", "t2")), max_size=2, unique=True)) for a in AGENTS})
 
 
 @dataclass
@@ -119,7 +127,7 @@ class MRec:
 
     def to_record(self) -> Record:
         return Record(self.rid, self.id, self.campaign, "list", [list(p) for p in self.phones],
-                      self.tz, self.priority, b"{}", state=self.state, reason=self.reason,
+                      self.tz, self.priority, "{}", state=self.state, reason=self.reason,
                       due_at=self.due_at, attempts=self.attempts, owner=self.owner,
                       team=self.team, best_cp=self.best_cp, phone_idx=self.phone_idx,
                       callback=None if self.cb is None else replace(self.cb))
@@ -128,13 +136,13 @@ class MRec:
         camp = CAMPAIGNS[self.campaign]
         return address_score(camp.scoring, self.priority, self.best_cp, self.attempts)
 
-    def phone(self) -> tuple[int, str]:
+    def phone(self) -> tuple[int, str] | None:
         n = len(self.phones)
         for k in range(n):
             i = (self.phone_idx + k) % n
             if self.phones[i][1] == PHONE_ACTIVE:
                 return i, self.phones[i][0]
-        raise AssertionError("the model only makes records with a callable number")
+        return None
 
 
 @dataclass
@@ -184,7 +192,7 @@ class Model:
         cands = [r for r in self.recs.values()
                  if r.state in (READY, CALLBACK) and r.campaign in campaigns
                  and CAMPAIGNS[r.campaign].enabled and r.due_at <= t
-                 and (r.lease is None or r.lease.expires_at <= t)]
+                 and (r.lease is None or r.lease.expires_at <= t) and r.phone() is not None]
         own = [r for r in cands if r.state == CALLBACK and r.cb is not None
                and r.cb.scope in ("personal", "personal_then_team") and r.owner == agent
                and is_open(r)]
@@ -219,30 +227,33 @@ class Model:
 def record_specs(draw: st.DrawFn) -> dict[str, Any]:
     n = draw(st.integers(1, 3))
     alive = draw(st.lists(st.booleans(), min_size=n, max_size=n))
-    if not any(alive):
-        alive[draw(st.integers(0, n - 1))] = True
+    if not any(alive) and draw(st.integers(0, 3)):
+        alive[draw(st.integers(0, n - 1))] = True  # mostly callable; sometimes no number
     dead = draw(st.sampled_from((PHONE_DNC, PHONE_REMOVED)))
+    # small ranges on purpose: ties in score, due time and contact priority are common,
+    # so the tie-breaks (due, then rid) are exercised across zones and campaigns
     spec: dict[str, Any] = {
         "campaign": draw(st.sampled_from(CAMPAIGN_NAMES)),
         "tz": draw(st.sampled_from(ZONES)),
-        "priority": draw(st.integers(0, 3)),
+        "priority": draw(st.integers(0, 2)),
         "due": draw(st.one_of(
-            st.sampled_from((0.0, 0.0, -86400.0, -600.0, 60.0, 900.0, 3600.0, 4 * 3600.0,
-                             86400.0, 3 * 86400.0)),
+            st.sampled_from((0.0, 0.0, -600.0, 900.0, 3600.0)),
+            st.sampled_from((-86400.0, 60.0, 4 * 3600.0, 86400.0, 3 * 86400.0)),
             st.integers(-3600, 2 * 86400).map(float))),
-        "attempts": draw(st.integers(0, 2)),
-        "best_cp": draw(st.sampled_from((0, 1, 3, 4))),
+        "attempts": draw(st.integers(0, 1)),
+        "best_cp": draw(st.sampled_from((0, 4))),
         "statuses": [PHONE_ACTIVE if a else dead for a in alive],
         "phone_idx": draw(st.integers(0, n - 1)),
         "team": draw(st.sampled_from((None, "t1", "t2"))),
         "cb": None,
+        "json_phones": draw(st.booleans()),  # as a rebuild hands them over
     }
-    if draw(st.integers(0, 3)) == 0:
-        scope = draw(st.sampled_from(SCOPES))
+    if draw(st.booleans()):
+        scope = draw(st.sampled_from((*SCOPES, "personal_then_team")))
         team = spec["team"] if scope != "team" else draw(st.sampled_from(TEAMS))
         owner = None if scope == "team" else draw(st.sampled_from(AGENTS))
         spec["team"] = team
-        spec["cb"] = (scope, owner, draw(st.integers(1, 6)), draw(st.booleans()))
+        spec["cb"] = (scope, owner, draw(st.sampled_from((3, 6))), draw(st.booleans()))
     return spec
 
 
@@ -259,7 +270,6 @@ class EngineModel(RuleBasedStateMachine):
         self.model = Model()
         self.now = 0.0
         self.rid = 0
-        self.handed_out = 0
 
     # ----------------------------------------------------------------- building
     def _make(self, spec: dict[str, Any]) -> tuple[MRec, Record]:
@@ -280,7 +290,10 @@ class EngineModel(RuleBasedStateMachine):
                  None, due, spec["attempts"], spec["best_cp"], spec["phone_idx"], owner,
                  spec["team"], cb)
         self.model.recs[m.id] = m
-        return m, m.to_record()
+        r = m.to_record()
+        if spec["json_phones"]:
+            r.phones = json.dumps(r.phones)
+        return m, r
 
     @initialize(start=STARTS, specs=st.lists(record_specs(), max_size=10), logins=LOGINS)
     def start(self, start: float, specs: list[dict[str, Any]],
@@ -352,7 +365,6 @@ class EngineModel(RuleBasedStateMachine):
             assert (x.phone_idx, x.phone) == m.phone()
             assert x.agent == agent
             m.lease.lid = x.lid
-        self.handed_out += len(leases)
         if len(leases) < count:
             self._check_wake(agent, camps, teams)
 
@@ -393,8 +405,8 @@ class EngineModel(RuleBasedStateMachine):
             (None if want is None else (want[0].id, want[1]))
 
     def _explain(self, agent: str, camps: tuple[str, ...], teams: tuple[str, ...]) -> str:
-        rows = [f"now={datetime.fromtimestamp(self.now, UTC)} agent={agent} camps={camps} "
-                f"teams={teams} agents={self.model.agents}"]
+        rows = [(f"now={datetime.fromtimestamp(self.now, UTC)} agent={agent} camps={camps} "
+                 f"teams={teams} agents={self.model.agents}")]
         for r in self.model.recs.values():
             if r.state in (READY, CALLBACK):
                 rows.append(f"  {r.id} {r.campaign} {r.tz} {r.state} due="
@@ -423,7 +435,8 @@ class EngineModel(RuleBasedStateMachine):
             if data.draw(st.integers(0, 4)):
                 self._dispose(m, data)
             else:
-                self.engine.release(self.engine.leases[m.lease.lid], self.now)  # type: ignore[union-attr]
+                assert m.lease is not None
+                self.engine.release(self.engine.leases[m.lease.lid], self.now)
                 m.lease = None
 
     def _dispose(self, m: MRec, data: st.DataObject) -> None:

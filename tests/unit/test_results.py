@@ -7,20 +7,34 @@ is checked to leave the record exactly as it was (the engine applies the outcome
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
 from datetime import date, datetime
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
 from nextcall.core import calendar
-from nextcall.core.errors import (BadRequest, CallbackRequired, CodeDisabled, InvalidTime,
-                                  NextcallError, NoteRequired, OutsideCallingWindow,
-                                  OutsideLegalWindow, RevenueRequired, UnknownCode)
+from nextcall.core.errors import (
+    BadRequest,
+    CallbackRequired,
+    CodeDisabled,
+    InvalidTime,
+    NextcallError,
+    NoteRequired,
+    OutsideCallingWindow,
+    OutsideLegalWindow,
+    RevenueRequired,
+    UnknownCode,
+)
 from nextcall.core.model import Campaign, Interval, ResultCode
-from nextcall.core.records import (CALLBACK, CLOSED, PHONE_ACTIVE, READY, CallbackIntent,
-                                   Record)
-from nextcall.core.results import (CALLBACK_PAST_TOLERANCE_S, CallbackRequest, Disposition,
-                                   Outcome, decide)
+from nextcall.core.records import CALLBACK, CLOSED, PHONE_ACTIVE, READY, CallbackIntent, Record
+from nextcall.core.results import (
+    CALLBACK_PAST_TOLERANCE_S,
+    CallbackRequest,
+    Disposition,
+    Outcome,
+    decide,
+)
 
 AMS = "Europe/Amsterdam"
 
@@ -63,7 +77,7 @@ def record(**kw: Any) -> Record:
         "rid": 7, "id": "r7", "campaign": "donors", "list": "spring",
         "phones": [["+31201111111", PHONE_ACTIVE], ["+31202222222", PHONE_ACTIVE],
                    ["+31203333333", PHONE_ACTIVE]],
-        "timezone": AMS, "priority": 2, "data": b'{"name":"Ans"}', "team": "north",
+        "timezone": AMS, "priority": 2, "data": '{"name":"Ans"}', "team": "north",
     }
     args.update(kw)
     return Record(**args)
@@ -258,8 +272,8 @@ def test_callback_bad_time_text(rec: Record) -> None:
     assert (exc.value.code, exc.value.field) == ("bad_request", "callback.at")
 
 
-# CORE BUG (left failing on purpose, reported): the error names a top-level "timezone"
-# field that a dispose request does not have; the request path is "callback.timezone".
+# Regression: the error named a top-level "timezone" field that a dispose request does
+# not have; the request path is "callback.timezone".
 def test_callback_bad_timezone_names_the_request_field(rec: Record) -> None:
     with pytest.raises(BadRequest) as exc:
         decide(rec, CAMP, disp("CB", callback=cb("2026-03-05T10:00", timezone="Mars/Base")),

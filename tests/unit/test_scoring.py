@@ -9,7 +9,7 @@ from nextcall.core.scoring import address_score
 
 W = Scoring()
 NEVER, NO_CONTACT, WRONG_PERSON, RIGHT_PERSON, SET_TIME = 0, 1, 3, 4, 6
-ATTEMPTS = range(0, 25)
+ATTEMPTS = range(25)
 
 
 def test_default_formula() -> None:
@@ -54,9 +54,10 @@ def test_higher_priority_wins_on_equal_history() -> None:
 
 
 # One step of base priority (100) outweighs the whole history term (at most +40, -10).
+# Regression: with the first default weights (priority 10) a priority-0 record that reached
+# the right person outranked a priority-1 record never reached.
 def test_priority_dominates_history() -> None:
-    histories = [(cp, a) for cp in (NEVER, NO_CONTACT, WRONG_PERSON, RIGHT_PERSON, SET_TIME)
-                 for a in ATTEMPTS]
+    histories = [(cp, a) for cp in range(10) for a in ATTEMPTS]
     for priority in (0, 1, 4):
         worst_higher = min(address_score(W, priority + 1, cp, a) for cp, a in histories)
         best_lower = max(address_score(W, priority, cp, a) for cp, a in histories)
