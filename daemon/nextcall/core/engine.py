@@ -230,7 +230,10 @@ class Engine:
                 rec.score = (w.priority * rec.priority + w.contact * (cp - 1 if cp > 1 else 0)
                              + w.attempt * (a if a < w.max_attempt_penalty
                                             else w.max_attempt_penalty))
-            if rec.state != READY:
+            phones = rec.phones
+            if rec.state != READY or ('"active"' not in phones if isinstance(phones, str)
+                                      else rec.callable_phone() is None):
+                # callbacks and records with no usable number take the general path
                 later.append(rec)
                 continue
             rec.ver = 1
