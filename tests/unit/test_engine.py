@@ -711,3 +711,14 @@ def test_bulk_load_slots_match_add() -> None:
         {r.id: r.slot for r in two.records.values()}
     assert {n: q.counts for n, q in one.queues.items()} == \
         {n: q.counts for n, q in two.queues.items()}
+
+
+def test_window_cache_survives_a_clock_stepped_back() -> None:
+    from nextcall.core.model import Interval
+    nine_to_five = tuple((Interval(9 * 60, 17 * 60),) for _ in range(7))
+    e = engine(campaign(window=nine_to_five))
+    day = 1_800_000_000 - 1_800_000_000 % 86400  # a UTC midnight
+    c = e.campaigns["alpha"]
+    assert e.window_open(c, "UTC", day + 10 * 3600)[0] is True
+    # the clock steps back to 08:00: the cached "open until 17:00" must not be reused
+    assert e.window_open(c, "UTC", day + 8 * 3600)[0] is False

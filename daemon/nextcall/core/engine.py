@@ -104,7 +104,8 @@ class Engine:
         self.agents: dict[str, AgentSession] = {}
         self.next_lid = 1
         self.next_rid = 1
-        self._windows: dict[tuple[str, str, bool], tuple[bool, float]] = {}
+        #: (campaign, zone, override) -> (open, valid from, valid until)
+        self._windows: dict[tuple[str, str, bool], tuple[bool, float, float]] = {}
 
     # ----------------------------------------------------------------- helpers
     def campaign(self, name: str, field_: str = "campaign") -> Campaign:
@@ -126,13 +127,17 @@ class Engine:
 
     def window_open(self, campaign: Campaign, tz_key: str, now: float,
                     override: bool = False) -> tuple[bool, float]:
-        """Cached ``calendar.window_state`` per (campaign, zone, override)."""
+        """Cached ``calendar.window_state`` per (campaign, zone, override).
+
+        An answer is reused only between the instant it was computed and its promise, so
+        a wall clock stepped backwards gets a fresh answer, not one from its future.
+        """
         key = (campaign.name, tz_key, override)
         hit = self._windows.get(key)
-        if hit is not None and now < hit[1]:
-            return hit
+        if hit is not None and hit[1] <= now < hit[2]:
+            return hit[0], hit[2]
         state = calendar.window_state(campaign, calendar.zone(tz_key), now, override)
-        self._windows[key] = state
+        self._windows[key] = (state[0], now, state[1])
         return state
 
     def _set_slot(self, rec: Record, slot: str) -> None:
