@@ -300,14 +300,20 @@ def import_(ctx: click.Context, file: str, campaign: str, list_: str) -> None:
 
 # ---------------------------------------------------------------------- agent commands
 def _lease_table(leases: list[dict[str, Any]]) -> Table:
-    t = Table(title="leases")
-    for col in ("lease", "record", "phone", "timezone", "why", "attempts", "expires", "data"):
-        t.add_column(col)
-    for lz in leases:
+    # one block per lease, label: value, so the token is never truncated on a narrow
+    # terminal (it is what the agent copies into `dispose`)
+    t = Table.grid(padding=(0, 2))
+    t.add_column(style="dim", no_wrap=True)
+    t.add_column(overflow="fold")
+    for k, lz in enumerate(leases):
         r = lz["record"]
-        t.add_row(lz["token"], r["id"], lz["phone"], r["timezone"], lz["reason"],
-                  str(r["attempts"]), lz["expires_at"],
-                  json.dumps(r["data"], ensure_ascii=False)[:60])
+        if k:
+            t.add_row("", "")
+        t.add_row("lease", f"[bold]{lz['token']}[/bold]")
+        t.add_row("record", f"{r['id']}  ({lz['reason']}, attempt {r['attempts'] + 1})")
+        t.add_row("phone", f"{lz['phone']}  {r['timezone']}")
+        t.add_row("expires", lz["expires_at"])
+        t.add_row("data", json.dumps(r["data"], ensure_ascii=False))
     return t
 
 
@@ -457,9 +463,10 @@ def stats(ctx: click.Context, campaign: str | None) -> None:
     t = Table(title=f"{ans['leases']} active leases, {ans['agents_logged_in']} agents "
                     "logged in")
     cols = ("due", "dormant", "callback_due", "callback_upcoming", "leased")
+    heads = ("due", "later", "cb due", "cb later", "leased")
     t.add_column("campaign")
-    for col in cols:
-        t.add_column(col, justify="right")
+    for head in heads:
+        t.add_column(head, justify="right")
     t.add_column("closed", justify="right")
     t.add_column("zones open")
     for name, c in ans["campaigns"].items():
