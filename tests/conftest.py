@@ -181,7 +181,7 @@ async def reset_pg(url: str) -> None:
     import asyncpg
     conn = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
     try:
-        await conn.execute("DROP TABLE IF EXISTS records, leases, history, agents, "
+        await conn.execute("DROP TABLE IF EXISTS records, leases, history, agents, phone_lists, "
                            "alembic_version, bench_queue CASCADE")
     finally:
         await conn.close()

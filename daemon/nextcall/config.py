@@ -1,6 +1,6 @@
 """TOML configuration -> validated settings and core campaign objects.
 
-One main file (``[daemon]``, ``[auth]``, ``include``) plus included files holding
+One main file (``[daemon]``, ``[auth]``, ``[metrics]``, ``include``) plus included files holding
 ``[resultsets.NAME]`` and ``[campaigns.NAME]`` tables. Every problem in every file is
 collected and reported at once, each with its file and key path; unknown keys are errors.
 """
@@ -8,7 +8,9 @@ collected and reported at once, each with its file and key path; unknown keys ar
 from __future__ import annotations
 
 import glob
+import ipaddress
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from datetime import date
@@ -71,6 +73,60 @@ class AuthCfg(_Strict):
     trust_own_uid: bool = True
 
 
+_HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$")
+METRICS_OFF = "off"
+
+
+def listen_address(text: str) -> tuple[str, int]:
+    """Split ``host:port`` (``[v6]:port`` for IPv6) into host and port.
+
+    Raises:
+        ValueError: no host, no port, or either is malformed.
+    """
+    host, sep, port_text = text.strip().rpartition(":")
+    if not sep or not host:
+        raise ValueError("must be 'host:port', such as '127.0.0.1:9464' or '[::1]:9464'")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(f"{host!r} is not an IPv6 address") from None
+    elif ":" in host:
+        raise ValueError("an IPv6 address goes in brackets, such as '[::1]:9464'")
+    elif not _HOSTNAME.match(host):
+        raise ValueError(f"{host!r} is not a host name or IP address")
+    if not port_text.isdigit() or int(port_text) > 65_535:
+        raise ValueError(f"port {port_text!r} must be a number from 0 to 65535")
+    return host, int(port_text)
+
+
+class MetricsCfg(_Strict):
+    """``[metrics]``: the Prometheus HTTP endpoint (docs/metrics.md)."""
+
+    enabled: bool = True
+    #: ``host:port``; the default keeps the endpoint on the loopback interface.
+    #: ``""`` or ``"off"`` disables the endpoint, like ``enabled = false``.
+    address: str = "127.0.0.1:9464"
+    #: how often the engine gauges are recomputed on the event loop
+    refresh_s: Annotated[float, Field(ge=0.1, le=60)] = 1.0
+    #: a due callback still waiting this long after its promised time is overdue
+    callback_overdue_s: Annotated[int, Field(ge=0, le=86_400)] = 60
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, v: str) -> str:
+        if v.strip().lower() in ("", METRICS_OFF):
+            return METRICS_OFF
+        listen_address(v)
+        return v.strip()
+
+    @property
+    def active(self) -> bool:
+        """Whether the daemon serves metrics at all."""
+        return self.enabled and self.address != METRICS_OFF
+
+
 class ResultCodeCfg(_Strict):
     """One ``[[resultsets.X.codes]]`` entry."""
 
@@ -93,6 +149,7 @@ class ResultCodeCfg(_Strict):
     reminder_min: Annotated[int, Field(ge=0, le=1440)] | None = None
     roll_campaign: str | None = None
     roll_list: str | None = None
+    reopen_teams: list[str] = []
 
 
 class ResultSetCfg(_Strict):
@@ -151,6 +208,7 @@ class FileCfg(_Strict):
 
     daemon: DaemonCfg = DaemonCfg()
     auth: AuthCfg = AuthCfg()
+    metrics: MetricsCfg = MetricsCfg()
     include: list[str] = []
     resultsets: dict[str, ResultSetCfg] = {}
     campaigns: dict[str, CampaignCfg] = {}
@@ -166,6 +224,7 @@ class Settings:
     campaigns: dict[str, Campaign]
     files: tuple[str, ...] = ()
     resultsets: dict[str, ResultSetCfg] = field(default_factory=dict)
+    metrics: MetricsCfg = MetricsCfg()
 
 
 def _loc(loc: tuple[Any, ...]) -> str:
@@ -210,7 +269,7 @@ def _validate(path: Path, raw: dict[str, Any], problems: list[tuple[str, str]]
         if key not in FileCfg.model_fields:
             problems.append((f"{path}: {key}", "unknown key"))
     section_models: tuple[tuple[str, type[BaseModel]], ...] = (
-        ("daemon", DaemonCfg), ("auth", AuthCfg))
+        ("daemon", DaemonCfg), ("auth", AuthCfg), ("metrics", MetricsCfg))
     for key, model in section_models:
         if key in raw:
             try:
@@ -260,7 +319,7 @@ def _code(rc: ResultCodeCfg) -> ResultCode:
         presentation=rc.presentation, success=rc.success, revenue=rc.revenue, note=rc.note,
         contact_priority=rc.contact_priority, delay_s=rc.delay_s, delays_s=tuple(rc.delays_s),
         scope=rc.scope, reminder_min=rc.reminder_min, roll_campaign=rc.roll_campaign,
-        roll_list=rc.roll_list)
+        roll_list=rc.roll_list, reopen_teams=tuple(rc.reopen_teams))
 
 
 def load(path: str | os.PathLike[str]) -> Settings:
@@ -289,7 +348,7 @@ def load(path: str | os.PathLike[str]) -> Settings:
             sub = _read(p, problems)
             if sub is None:
                 continue
-            for key in ("daemon", "auth", "include"):
+            for key in ("daemon", "auth", "metrics", "include"):
                 if key in sub:
                     problems.append((f"{p}: {key}", "only the main file may set this"))
                     sub.pop(key)
@@ -322,6 +381,11 @@ def load(path: str | os.PathLike[str]) -> Settings:
                 problems.append((f"{where}.delays_s", "only retry codes take delays"))
             if rc.action == "roll" and not rc.roll_campaign:
                 problems.append((f"{where}.roll_campaign", "a roll code needs a target"))
+            if rc.roll_campaign and rc.roll_campaign not in campaigns:
+                problems.append((f"{where}.roll_campaign",
+                                 f"no campaign {rc.roll_campaign!r} to roll to"))
+            if rc.reopen_teams and rc.action != "special":
+                problems.append((f"{where}.reopen_teams", "only special codes take this"))
             codes[rc.code] = _code(rc)
         if not codes:
             problems.append((f"{origin['resultsets.' + name]}: resultsets.{name}.codes",
@@ -336,4 +400,4 @@ def load(path: str | os.PathLike[str]) -> Settings:
     if problems:
         raise ConfigError(problems)
     return Settings(path=str(main), daemon=top.daemon, auth=top.auth, campaigns=out,
-                    files=tuple(files), resultsets=resultsets)
+                    files=tuple(files), resultsets=resultsets, metrics=top.metrics)

@@ -69,9 +69,11 @@ class CallbackReq(_Req):
 
 
 class AppointmentReq(_Req):
-    """``dispose.appointment``."""
+    """``dispose.appointment``: when the appointment is (wall time in ``timezone``, or the
+    record's), after which the record waits for an admin (resolution)."""
 
     at: Annotated[str, Field(min_length=1, max_length=64)]
+    timezone: Annotated[str, Field(min_length=1, max_length=64)] | None = None
 
 
 class DisposeReq(_Req):
@@ -138,6 +140,39 @@ class ImportRecord(BaseModel):
     data: dict[str, Any] = {}
 
 
+class ReopenReq(_Req):
+    """``record.reopen`` (admin): back into the pool now, at ``at``, or as a callback."""
+
+    record: Annotated[str, Field(min_length=1, max_length=200)]
+    at: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    timezone: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    callback: CallbackReq | None = None
+    note: Annotated[str, Field(max_length=10_000)] | None = None
+
+
+class ScheduleReq(_Req):
+    """``callback.schedule`` (supervisor, or a member of a team allowed to reopen the
+    record's special closure): give the record a callback."""
+
+    record: Annotated[str, Field(min_length=1, max_length=200)]
+    at: Annotated[str, Field(min_length=1, max_length=64)]
+    timezone: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    owner: Name | None = None
+    team: Name | None = None
+    scope: Literal["personal", "personal_then_team", "team", "anyone"] | None = None
+    reason: Annotated[str, Field(max_length=1000)] = ""
+    override_window: bool = False
+    contact_priority: Annotated[int, Field(ge=0, le=9)] = 4
+    #: the acting agent (for special closures: must be logged in to an allowed team)
+    agent: Name | None = None
+
+
+class ResolutionReq(_Req):
+    """``resolution``: records whose appointment has passed, waiting for an admin."""
+
+    campaign: Name | None = None
+
+
 class ReloadReq(_Req):
     """``config.reload``: re-read campaigns and result codes (admin)."""
 
@@ -163,6 +198,9 @@ REQUESTS: dict[str, type[_Req]] = {
     "records.import": ImportReq,
     "stats": StatsReq,
     "config.reload": ReloadReq,
+    "record.reopen": ReopenReq,
+    "callback.schedule": ScheduleReq,
+    "resolution": ResolutionReq,
 }
 
 

@@ -15,6 +15,7 @@ import logging
 import os
 import pwd
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,11 +29,12 @@ from . import config as configlib
 from .config import Settings
 from .core import calendar
 from .core import reload as reloadlib
-from .core.engine import SLOTS, Engine
-from .core.errors import (BadRequest, ConfigError, Forbidden, LeaseEnded, LeaseExpired, NextcallError,
+from .core.engine import S_RESOLUTION, SLOTS, Engine
+from .core.errors import (BadRequest, ConfigError, Conflict, Forbidden, LeaseEnded, LeaseExpired, NextcallError,
                           NotFound, NotLeaseHolder, Unavailable, UnknownCampaign)
 from .core.records import CLOSED, LEASED, CallbackIntent, Lease, Record
-from .core.results import CallbackRequest, Disposition, decide
+from .core.model import ResultCode
+from .core.results import CallbackRequest, Disposition, decide, resolve_callback
 from .storage import sql as S
 
 logger = logging.getLogger(__name__)
@@ -91,6 +93,21 @@ def _json(v: Any) -> str:
     return orjson.dumps(v).decode()
 
 
+class Observer:
+    """What the service reports as it works (metrics.py implements it); this one ignores
+    everything. Called synchronously on the event loop: be quick, never raise."""
+
+    def next_answered(self, seconds: float, leases: list[Lease]) -> None:
+        """A ``next`` was answered with ``leases`` (maybe none) after ``seconds`` of work,
+        long-poll waiting excluded."""
+
+    def disposed(self, campaign: str, code: str) -> None:
+        """A disposition with ``code`` was committed (a retried duplicate is not)."""
+
+    def leases_expired(self, leases: list[Lease]) -> None:
+        """``leases`` ran out without a disposition and were ended."""
+
+
 class Service:
     """Request handlers over one engine and one store."""
 
@@ -111,6 +128,10 @@ class Service:
         self._inflight: dict[int, asyncio.Future[None]] = {}
         self._background: set[asyncio.Future[None]] = set()
         self.rebuild_stats: dict[str, float] = {}
+        #: told about hand-outs, dispositions and expiries (metrics)
+        self.observer = Observer()
+        #: ``next`` long polls waiting now, by campaign they draw from
+        self.waiting: Counter[str] = Counter()
         #: called with the new settings after a reload (the server keeps a reference)
         self.reload_listeners: list[Callable[[Settings], None]] = []
         self.handlers: dict[str, Callable[[Any, Peer], Any]] = {
@@ -119,7 +140,8 @@ class Service:
             "next": self.op_next, "dispose": self.op_dispose, "release": self.op_release,
             "extend": self.op_extend, "record.get": self.op_record_get,
             "records.import": self.op_import, "stats": self.op_stats,
-            "config.reload": self.op_reload,
+            "config.reload": self.op_reload, "record.reopen": self.op_reopen,
+            "callback.schedule": self.op_schedule, "resolution": self.op_resolution,
         }
 
     # ------------------------------------------------------------------ plumbing
@@ -146,6 +168,7 @@ class Service:
                 "b_lid": lz.lid, "ended_at": now, "end": "expired", "code": None,
                 "result": None}) for lz in expired])
             logger.info("leases_expired count=%d", len(expired))
+            self.observer.leases_expired(expired)
             self.notify()
 
     def discard_connection(self, conn_id: int) -> None:
@@ -182,6 +205,7 @@ class Service:
     async def _rebuild(self, now: float, t0: float) -> dict[str, float]:
         snap = await self.store.snapshot(now)
         t1 = time.perf_counter()
+        self.engine.listed = dict(snap.listed)
         intern: dict[Any, Any] = {}
         get = intern.setdefault
         lease_rids = {row[2] for row in snap.leases}
@@ -234,7 +258,8 @@ class Service:
             "phones": [{"number": n, "status": s} for n, s in rec.phone_list()],
             "timezone": rec.timezone, "priority": rec.priority,
             "data": orjson.Fragment(rec.data),
-            "state": LEASED if rec.lease is not None else rec.state, "reason": rec.reason,
+            "state": LEASED if rec.lease is not None else
+            "resolution" if rec.slot == S_RESOLUTION else rec.state, "reason": rec.reason,
             "due_at": calendar.utc_iso(rec.due_at) if rec.due_at else None,
             "attempts": rec.attempts, "owner": rec.owner, "team": rec.team,
             "score": rec.score,
@@ -311,6 +336,8 @@ class Service:
             raise BadRequest(f"wait must be at most {cfg.max_wait_s} s", field="wait")
         campaigns, teams = self.engine.scope_for(req.agent, req.campaigns)
         deadline = self.clock() + req.wait
+        t0 = time.perf_counter()
+        parked_s = 0.0
         first = True
         while True:
             # a client that half-closed still gets its first answer; a long poll whose
@@ -327,10 +354,14 @@ class Service:
             wake = min(self.engine.next_wake(campaigns, now), deadline)
             waits = [asyncio.ensure_future(self._changed.wait()),
                      asyncio.ensure_future(peer.gone.wait())]
+            self.waiting.update(campaigns)
+            t_park = time.perf_counter()
             try:
                 await asyncio.wait(waits, timeout=max(wake - now, 0.0) + 0.001,
                                    return_when=asyncio.FIRST_COMPLETED)
             finally:
+                parked_s += time.perf_counter() - t_park
+                self.waiting.subtract(campaigns)
                 for w in waits:
                     w.cancel()
         if leases:
@@ -340,6 +371,7 @@ class Service:
                 "phone": lz.phone, "phone_idx": lz.phone_idx, "reason": lz.reason,
                 "ended_at": None, "end": None, "code": None, "result": None})
                 for lz in leases])
+        self.observer.next_answered(time.perf_counter() - t0 - parked_s, leases)
         return {"leases": [self._lease_view(lz, now) for lz in leases]}
 
     async def _live_lease(self, token: str, peer: Peer, agent: str | None, now: float,
@@ -408,21 +440,31 @@ class Service:
             cb = CallbackRequest(at=c.at, timezone=c.timezone, scope=c.scope, owner=c.owner,
                                  team=c.team, reason=c.reason,
                                  override_window=c.override_window)
-        if req.appointment is not None:
-            raise BadRequest("appointments (hold codes) are not supported by this version",
-                             field="appointment")
         agent = req.agent or lease.agent
+        appt = req.appointment
         outcome = decide(rec, camp, Disposition(
             code=req.code, agent=agent, phone_idx=phone_idx, note=req.note,
-            revenue=req.revenue, callback=cb, fields=dict(req.fields)), now)
+            revenue=req.revenue, callback=cb, fields=dict(req.fields),
+            appointment_at=appt.at if appt else None,
+            appointment_tz=appt.timezone if appt else None,
+            listed=self.engine.listed), now)
         phone = rec.phone_list()[phone_idx][0] if rec.phone_list() else lease.phone
-        result = {
+        if outcome.campaign is not None and outcome.campaign not in self.engine.campaigns:
+            raise UnknownCampaign(f"roll target {outcome.campaign!r} is not configured",
+                                  field="code")
+        result: dict[str, Any] = {
             "record": rec.id, "code": req.code, "state": outcome.state,
             "reason": outcome.reason, "attempts": outcome.attempts,
             "due_at": calendar.utc_iso(outcome.due_at) if outcome.state != CLOSED else None,
             "owner": outcome.owner, "team": outcome.team,
             "callback": outcome.callback.to_json() if outcome.callback else None,
         }
+        if outcome.phones is not None:
+            result["phones"] = [{"number": n, "status": s} for n, s in outcome.phones]
+        if outcome.campaign is not None:
+            result["campaign"], result["list"] = outcome.campaign, outcome.list_name
+        if outcome.listed:
+            result["listed"] = [{"number": n, "list": w} for n, w in outcome.listed]
         cb_json = _json(outcome.callback.to_json()) if outcome.callback else None
         ops: list[S.Op] = [
             (S.INS_HISTORY, {
@@ -434,15 +476,29 @@ class Service:
                 "attempts": outcome.attempts}),
             (S.END_LEASE, {"b_lid": lease.lid, "ended_at": now, "end": "disposed",
                            "code": req.code, "result": _json(result)}),
-            (S.UPD_RECORD, {
-                "b_rid": rec.rid, "state": outcome.state, "reason": outcome.reason,
-                "due_at": outcome.due_at, "attempts": outcome.attempts,
-                "owner": outcome.owner, "team": outcome.team, "best_cp": outcome.best_cp,
-                "phone_idx": outcome.phone_idx, "callback": cb_json, "updated_at": now}),
         ]
+        upd = {"b_rid": rec.rid, "state": outcome.state, "reason": outcome.reason,
+               "due_at": outcome.due_at, "attempts": outcome.attempts,
+               "owner": outcome.owner, "team": outcome.team, "best_cp": outcome.best_cp,
+               "phone_idx": outcome.phone_idx, "callback": cb_json, "updated_at": now}
+        if outcome.phones is None and outcome.campaign is None:
+            ops.append((S.UPD_RECORD, upd))
+        else:
+            ops.append((S.UPD_RECORD_MOVE, {
+                **upd, "phones": _json(outcome.phones or rec.phone_list()),
+                "campaign": outcome.campaign or rec.campaign,
+                "list": outcome.list_name or rec.list}))
+        for number, which in outcome.listed:
+            ops += [(S.DEL_LISTED, {"b_number": number}),
+                    (S.INS_LISTED, {"number": number, "list": which, "added_at": now,
+                                    "rid": rec.rid, "agent": agent})]
         self.engine.dispose(lease, outcome, now, result, req.code)
         self.notify()
         fut = self._inflight[lease.lid] = self.store.submit(ops)
+        # counted once durable, even if the client left while it was committing
+        campaign, code = rec.campaign, req.code
+        fut.add_done_callback(lambda f: None if f.cancelled() or f.exception() is not None
+                              else self.observer.disposed(campaign, code))
         try:
             await asyncio.shield(fut)
         finally:
@@ -750,3 +806,120 @@ class Service:
         if peer.role != ROLE_ADMIN:
             raise Forbidden("config.reload needs the admin role")
         return self.reload_from_disk(req.dry_run)
+
+    # ------------------------------------------------------------------ admin changes
+    @staticmethod
+    def _record_from_row(r: dict[str, Any]) -> Record:
+        return Record(r["rid"], r["id"], r["campaign"], r["list"], r["phones"], r["timezone"],
+                      r["priority"], r["data"], r["state"], r["reason"], r["due_at"],
+                      r["attempts"], r["owner"], r["team"], r["best_cp"], r["phone_idx"],
+                      CallbackIntent.from_json(orjson.loads(r["callback"]))
+                      if r["callback"] else None)
+
+    async def _load(self, record_id: str) -> tuple[Record, str | None]:
+        """The record, from memory or (closed) from the database, and its last code.
+
+        Raises:
+            NotFound, Conflict (leased).
+        """
+        row = await self.store.get_record(record_id)
+        if row is None:
+            raise NotFound(f"no record {record_id!r}", field="record")
+        last = row["history"][-1]["code"] if row["history"] else None
+        live = self.engine.records.get(record_id)
+        rec = live if live is not None else self._record_from_row(row["record"])
+        if rec.lease is not None:
+            raise Conflict(f"record {record_id!r} is leased; it must be disposed or released "
+                           "first", field="record")
+        return rec, last
+
+    def _change_ops(self, rec: Record, now: float, actor: str, code: str,
+                    note: str | None = None) -> list[S.Op]:
+        cb_json = _json(rec.callback.to_json()) if rec.callback else None
+        return [
+            (S.INS_HISTORY, {
+                "rid": rec.rid, "lid": None, "at": now, "agent": actor,
+                "campaign": rec.campaign, "code": code, "phone": None, "note": note,
+                "revenue": None, "fields": None, "callback": cb_json, "state": rec.state,
+                "reason": rec.reason, "due_at": rec.due_at, "attempts": rec.attempts}),
+            (S.UPD_RECORD, {
+                "b_rid": rec.rid, "state": rec.state, "reason": rec.reason,
+                "due_at": rec.due_at, "attempts": rec.attempts, "owner": rec.owner,
+                "team": rec.team, "best_cp": rec.best_cp, "phone_idx": rec.phone_idx,
+                "callback": cb_json, "updated_at": now}),
+        ]
+
+    def _callback_intent(self, rec: Record, req: Any, agent: str, scope_default: str,
+                         cp: int, now: float) -> CallbackIntent:
+        camp = self.engine.campaign(rec.campaign, "record")
+        rc = ResultCode(code="@callback", description="scheduled callback",
+                        action="callback", scope=scope_default, contact_priority=cp)
+        return resolve_callback(rec, camp, rc, CallbackRequest(
+            at=req.at, timezone=req.timezone, scope=req.scope, owner=req.owner,
+            team=req.team, reason=req.reason, override_window=req.override_window),
+            agent, now)
+
+    async def op_reopen(self, req: P.ReopenReq, peer: Peer) -> dict[str, Any]:
+        if peer.role != ROLE_ADMIN:
+            raise Forbidden("record.reopen needs the admin role")
+        if req.at is not None and req.callback is not None:
+            raise BadRequest("give at or callback, not both", field="callback")
+        now = self.clock()
+        rec, _ = await self._load(req.record)
+        actor = f"admin:{peer.uid}"
+        cb = None
+        due = None
+        if req.callback is not None:
+            c = req.callback
+            cb = self._callback_intent(rec, c, c.owner or "", "team" if c.team else "anyone",
+                                       4, now)
+            if cb.scope == "personal" and not c.owner:
+                raise BadRequest("a personal callback needs callback.owner",
+                                 field="callback.owner")
+        elif req.at is not None:
+            due = calendar.resolve_local(req.at, req.timezone or rec.timezone, field="at")
+        self.engine.reopen(rec, now, due, cb)
+        await self.store.write(self._change_ops(rec, now, actor, "@reopen", req.note))
+        self.notify()
+        logger.info("record_reopened campaign=%s state=%s", rec.campaign, rec.state)
+        return {"record": self._record_view(rec)}
+
+    async def op_schedule(self, req: P.ScheduleReq, peer: Peer) -> dict[str, Any]:
+        now = self.clock()
+        rec, last = await self._load(req.record)
+        camp = self.engine.campaign(rec.campaign, "record")
+        allowed = _RANK[peer.role] >= _RANK[ROLE_SUPERVISOR]
+        if not allowed and rec.state == CLOSED and rec.reason == "special" and req.agent:
+            teams = {t for rc in camp.codes.values() if rc.action == "special"
+                     for t in rc.reopen_teams}
+            s = self.engine.agents.get(req.agent)
+            allowed = bool(s and s.logged_in and rec.campaign in s.campaigns
+                           and teams & set(s.teams))
+        if not allowed:
+            raise Forbidden("callback.schedule needs the supervisor role, or (for a record "
+                            "closed as special) an agent logged in to a team allowed to "
+                            "reopen it", field="agent" if req.agent else None)
+        if rec.state == CLOSED and rec.reason in ("dnc", "no_numbers") \
+                and peer.role != ROLE_ADMIN:
+            raise Forbidden(f"a record closed as {rec.reason!r} is reopened by an admin "
+                            "(record.reopen)", field="record")
+        scope = req.scope or ("personal" if req.owner else "team" if (req.team or rec.team)
+                              else "anyone")
+        cb = self._callback_intent(rec, req, req.owner or req.agent or "", scope,
+                                   req.contact_priority, now)
+        self.engine.reopen(rec, now, None, cb)
+        actor = req.agent or f"uid:{peer.uid}"
+        await self.store.write(self._change_ops(rec, now, actor, "@callback", req.reason))
+        self.notify()
+        logger.info("callback_scheduled campaign=%s scope=%s", rec.campaign, cb.scope)
+        return {"record": self._record_view(rec)}
+
+    async def op_resolution(self, req: P.ResolutionReq, peer: Peer) -> dict[str, Any]:
+        if req.campaign is not None:
+            self.engine.campaign(req.campaign)
+        now = self.clock()
+        recs = self.engine.held_records(req.campaign, now)
+        return {"records": [{**self._record_view(r), "state": "resolution",
+                             "appointment_at": calendar.utc_iso(r.due_at),
+                             "waiting_s": round(now - r.due_at, 3)} for r in recs]}
+

@@ -112,7 +112,6 @@ def test_cross_reference_problems(tmp_path: Path) -> None:
         load(p)
     text = "\n".join(f"{w}: {m}" for w, m in exc.value.problems)
     assert "resultsets.s.codes[1].code: duplicate code 'B'" in text
-    assert "resultsets.s.codes[1].action: action 'hold' is not supported" in text
     assert "resultsets.s.codes[0].delays_s: only retry codes take delays" in text
     assert "campaigns.x.resultset: no result-code set 'nope'" in text
     assert f"{tmp_path / 'd.toml'}: daemon: only the main file may set this" in text

@@ -31,7 +31,7 @@ from collections.abc import Iterable
 from . import calendar
 from .errors import BadRequest, NotLoggedIn, UnknownCampaign
 from .model import Campaign
-from .records import CALLBACK, CLOSED, READY, Lease, Record
+from .records import CALLBACK, CLOSED, HELD, READY, Lease, Record
 from .results import Outcome
 from .scoring import address_score
 
@@ -47,7 +47,11 @@ S_CB_DUE = "callback_due"
 S_LEASED = "leased"
 #: open records with no callable number: in no heap until their numbers change
 S_NO_NUMBER = "no_number"
-SLOTS = (S_DORMANT, S_DUE, S_CB_DORMANT, S_CB_DUE, S_LEASED, S_NO_NUMBER)
+#: held for an appointment; then waiting for an admin once the appointment has passed
+S_HELD = "held"
+S_RESOLUTION = "resolution"
+SLOTS = (S_DORMANT, S_DUE, S_CB_DORMANT, S_CB_DUE, S_LEASED, S_NO_NUMBER, S_HELD,
+         S_RESOLUTION)
 
 Entry = tuple[Any, ...]
 
@@ -72,6 +76,8 @@ class Queues:
     personal: dict[str, list[Entry]] = field(default_factory=dict)
     team: dict[str, list[Entry]] = field(default_factory=dict)
     anyone: list[Entry] = field(default_factory=list)
+    #: held records by appointment time; they move to resolution when it passes
+    held: list[Entry] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SLOTS, 0))
     closed: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
@@ -106,6 +112,8 @@ class Engine:
         self.next_rid = 1
         #: (campaign, zone, override) -> (open, valid from, valid until)
         self._windows: dict[tuple[str, str, bool], tuple[bool, float, float]] = {}
+        #: numbers on the DNC (``"dnc"``) or block (``"block"``) list: never handed out
+        self.listed: dict[str, str] = {}
 
     # ----------------------------------------------------------------- helpers
     def campaign(self, name: str, field_: str = "campaign") -> Campaign:
@@ -159,8 +167,15 @@ class Engine:
         """Put ``rec`` (not leased) where its state says it belongs."""
         rec.ver += 1
         q = self._q(rec.campaign)
-        if rec.state in (READY, CALLBACK) and rec.callable_phone() is None:
+        if rec.state in (READY, CALLBACK) and rec.callable_phone(self.listed) is None:
             self._set_slot(rec, S_NO_NUMBER)
+        elif rec.state == HELD:
+            self.records[rec.id] = rec
+            if rec.due_at <= now:
+                self._set_slot(rec, S_RESOLUTION)
+            else:
+                heapq.heappush(q.held, (rec.due_at, rec.rid, rec.ver, rec))
+                self._set_slot(rec, S_HELD)
         elif rec.state == READY:
             if rec.due_at <= now:
                 heap = q.zones.get(rec.timezone)
@@ -237,7 +252,7 @@ class Engine:
                                             else w.max_attempt_penalty))
             phones = rec.phones
             if rec.state != READY or ('"active"' not in phones if isinstance(phones, str)
-                                      else rec.callable_phone() is None):
+                                      else rec.callable_phone(self.listed) is None):
                 # callbacks and records with no usable number take the general path
                 later.append(rec)
                 continue
@@ -280,6 +295,13 @@ class Engine:
                     heap = q.zones[rec.timezone] = []
                 heapq.heappush(heap, (-rec.score, rec.due_at, rec.rid, rec.ver, rec))
                 self._set_slot(rec, S_DUE)
+        held = q.held
+        while held and held[0][0] <= now:
+            e = heapq.heappop(held)
+            if _live(e, S_HELD):
+                rec = e[-1]
+                rec.ver += 1
+                self._set_slot(rec, S_RESOLUTION)
         cbd = q.cb_dormant
         while cbd and cbd[0][0] <= now:
             e = heapq.heappop(cbd)
@@ -389,7 +411,7 @@ class Engine:
 
     def _park(self, rec: Record) -> bool:
         """Take a record whose numbers are all unusable out of circulation."""
-        if rec.callable_phone() is not None:
+        if rec.callable_phone(self.listed) is not None:
             return False
         rec.ver += 1
         self._set_slot(rec, S_NO_NUMBER)
@@ -466,7 +488,7 @@ class Engine:
     def lease(self, rec: Record, agent: str, uid: int, reason: str, now: float,
               lease_s: float) -> Lease:
         """Hand ``rec`` to ``agent`` until ``now + lease_s``."""
-        picked = rec.callable_phone()
+        picked = rec.callable_phone(self.listed)
         idx, phone = picked if picked is not None else (0, "")
         lid = self.next_lid
         self.next_lid += 1
@@ -551,9 +573,51 @@ class Engine:
         rec.best_cp = outcome.best_cp
         rec.phone_idx = outcome.phone_idx
         rec.callback = outcome.callback
+        if outcome.phones is not None:
+            rec.phones = outcome.phones
+        if outcome.campaign is not None:
+            rec.campaign = outcome.campaign
+            rec.list = outcome.list_name or rec.list
+        for number, which in outcome.listed:
+            self.listed[number] = which
         self.rescore(rec)
         self.place(rec, now)
         return rec
+
+    def reopen(self, rec: Record, now: float, due_at: float | None = None,
+               callback: Any = None) -> None:
+        """Put a closed, held or resolution record (or an open one) back: into the pool at
+        ``due_at`` (now by default), or as a callback."""
+        if rec.lease is not None:
+            raise BadRequest("the record is leased; dispose or release it first",
+                             field="record")
+        self._set_slot(rec, "")
+        if rec.state == CLOSED:
+            closed = self._q(rec.campaign).closed
+            closed[rec.reason or "final"] = max(closed[rec.reason or "final"] - 1, 0)
+        rec.reason = None
+        if callback is not None:
+            rec.state, rec.callback = CALLBACK, callback
+            rec.due_at, rec.owner = callback.at, callback.owner
+            rec.team = callback.team or rec.team
+        else:
+            rec.state, rec.callback, rec.owner = READY, None, None
+            rec.due_at = now if due_at is None else due_at
+        self.records[rec.id] = rec
+        self.rescore(rec)
+        self.place(rec, now)
+
+    def held_records(self, campaign: str | None, now: float) -> list[Record]:
+        """Records waiting for reconciliation (appointment passed), oldest first."""
+        out = []
+        for name, q in self.queues.items():
+            if campaign is None or name == campaign:
+                self.promote(q, now)
+        for rec in self.records.values():
+            if rec.slot == S_RESOLUTION and (campaign is None or rec.campaign == campaign):
+                out.append(rec)
+        out.sort(key=lambda r: (r.due_at, r.rid))
+        return out
 
     # ----------------------------------------------------------------- checks
     def check_invariants(self) -> None:
@@ -563,7 +627,7 @@ class Engine:
         for rec in self.records.values():
             assert rec.rid not in rids, "duplicate rid"
             rids.add(rec.rid)
-            assert rec.state in (READY, CALLBACK), (rec.id, rec.state)
+            assert rec.state in (READY, CALLBACK, HELD), (rec.id, rec.state)
             assert rec.slot in SLOTS, (rec.id, rec.slot)
             counts[rec.campaign][rec.slot] += 1
             if rec.slot == S_LEASED:
@@ -572,7 +636,7 @@ class Engine:
                 assert rec.lease is None
         for name, q in self.queues.items():
             assert q.counts == counts[name], (name, q.counts, dict(counts[name]))
-            heaps = [q.dormant, q.cb_dormant, q.anyone, *q.zones.values(),
+            heaps = [q.dormant, q.cb_dormant, q.anyone, q.held, *q.zones.values(),
                      *q.personal.values(), *q.team.values()]
             for h in heaps:
                 for i in range(1, len(h)):

@@ -104,6 +104,12 @@ class CallbackRequired(NextcallError):
     code = "callback_required"
 
 
+class AppointmentRequired(NextcallError):
+    """This result code needs an appointment date."""
+
+    code = "appointment_required"
+
+
 class RevenueRequired(NextcallError):
     """This result code needs a revenue amount greater than 0."""
 

@@ -21,9 +21,8 @@ ACTIONS = (
     "block_number",
     "roll",
 )
-#: Actions the engine carries out today; the others are accepted by the state machine's
-#: design (see docs/architecture.md) and refused by config validation until implemented.
-IMPLEMENTED_ACTIONS = ("retry", "callback", "close")
+#: Actions the engine carries out (all of SPEC §2).
+IMPLEMENTED_ACTIONS = ACTIONS
 
 CALLBACK_SCOPES = ("personal", "personal_then_team", "team", "anyone")
 REQUIREMENT = ("none", "optional", "required")
@@ -107,6 +106,8 @@ class ResultCode:
     #: roll: target campaign and list.
     roll_campaign: str | None = None
     roll_list: str | None = None
+    #: special: teams whose members may reopen the record (by scheduling a callback)
+    reopen_teams: tuple[str, ...] = ()
 
     def retry_delay_s(self, attempts: int) -> int:
         """Delay after the ``attempts``-th attempt (1-based)."""

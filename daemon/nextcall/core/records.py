@@ -26,6 +26,7 @@ PHONE_ACTIVE = "active"
 PHONE_REMOVED = "removed"
 PHONE_BLOCKED = "blocked"
 PHONE_DNC = "dnc"
+PHONE_STATUSES = (PHONE_ACTIVE, PHONE_REMOVED, PHONE_BLOCKED, PHONE_DNC)
 
 
 @dataclass(slots=True)
@@ -114,14 +115,17 @@ class Record:
             phones = self.phones = json.loads(phones)
         return phones
 
-    def callable_phone(self) -> tuple[int, str] | None:
-        """The number to dial next: the first active one from ``phone_idx`` on, cyclic."""
+    def callable_phone(self, listed: dict[str, str] | None = None,
+                       start: int | None = None) -> tuple[int, str] | None:
+        """The number to dial next: the first active one from ``phone_idx`` (or
+        ``start``) on, cyclic, that is not on the DNC or block list (``listed``)."""
         phones = self.phone_list()
         n = len(phones)
+        first = self.phone_idx if start is None else start
         for k in range(n):
-            i = (self.phone_idx + k) % n
+            i = (first + k) % n
             number, status = phones[i]
-            if status == PHONE_ACTIVE:
+            if status == PHONE_ACTIVE and (not listed or number not in listed):
                 return i, number
         return None
 

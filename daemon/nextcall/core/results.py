@@ -10,10 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from . import calendar
-from .errors import (BadRequest, CallbackRequired, CodeDisabled, NoteRequired,
-                     OutsideCallingWindow, OutsideLegalWindow, RevenueRequired, UnknownCode)
+from .errors import (AppointmentRequired, BadRequest, CallbackRequired, CodeDisabled,
+                     NoteRequired, OutsideCallingWindow, OutsideLegalWindow, RevenueRequired,
+                     UnknownCode)
 from .model import CALLBACK_SCOPES, Campaign, ResultCode
-from .records import CALLBACK, CLOSED, READY, CallbackIntent, Record
+from .records import (CALLBACK, CLOSED, HELD, PHONE_BLOCKED, PHONE_DNC, PHONE_REMOVED, READY,
+                      CallbackIntent, Record)
 
 #: a callback may lie this far in the past (clock skew between agent screens and us)
 CALLBACK_PAST_TOLERANCE_S = 300.0
@@ -43,6 +45,11 @@ class Disposition:
     revenue: float | None = None
     callback: CallbackRequest | None = None
     fields: dict[str, object] = field(default_factory=dict)
+    #: hold: the appointment, ISO text (wall time in ``appointment_tz`` or the record's)
+    appointment_at: str | None = None
+    appointment_tz: str | None = None
+    #: numbers on the DNC or block list, skipped when continuing with the next number
+    listed: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -58,6 +65,13 @@ class Outcome:
     best_cp: int
     phone_idx: int
     callback: CallbackIntent | None
+    #: new per-number statuses, when the disposition changed any
+    phones: list[list[str]] | None = None
+    #: numbers that join a global list: (number, "dnc" | "block")
+    listed: list[tuple[str, str]] = field(default_factory=list)
+    #: roll: the record's new campaign and list
+    campaign: str | None = None
+    list_name: str | None = None
 
 
 def lookup_code(campaign: Campaign, code: str) -> ResultCode:
@@ -142,6 +156,9 @@ def decide(rec: Record, campaign: Campaign, d: Disposition, now: float) -> Outco
     if rc.action != "callback" and d.callback is not None:
         raise BadRequest(f"result code {rc.code!r} does not take a callback",
                          field="callback")
+    if rc.action != "hold" and d.appointment_at is not None:
+        raise BadRequest(f"result code {rc.code!r} does not take an appointment",
+                         field="appointment")
     attempts = rec.attempts + 1
     best_cp = max(rec.best_cp, rc.contact_priority)
     n_phones = max(len(rec.phone_list()), 1)
@@ -163,6 +180,58 @@ def decide(rec: Record, campaign: Campaign, d: Disposition, now: float) -> Outco
         out.owner, out.team = cb.owner, cb.team
     elif rc.action == "close":
         out.state, out.reason = CLOSED, "final"
-    else:  # pragma: no cover - config validation refuses unimplemented actions
+    elif rc.action == "close_until_reload":
+        out.state, out.reason = CLOSED, "until_reload"
+    elif rc.action == "special":
+        out.state, out.reason = CLOSED, "special"
+    elif rc.action == "hold":
+        if d.appointment_at is None:
+            raise AppointmentRequired(f"result code {rc.code!r} needs appointment.at",
+                                      field="appointment")
+        tz_key = d.appointment_tz or rec.timezone
+        at = calendar.resolve_local(d.appointment_at, tz_key, field="appointment.at")
+        if at <= now:
+            raise BadRequest(f"appointment.at {d.appointment_at} is not in the future",
+                             field="appointment.at")
+        out.state, out.due_at = HELD, at
+    elif rc.action == "dnc":
+        number = _number(rec, d.phone_idx)
+        out.phones = _with_status(rec, d.phone_idx, PHONE_DNC)
+        out.listed = [(number, "dnc")]
+        out.state, out.reason = CLOSED, "dnc"
+    elif rc.action in ("remove_number", "block_number"):
+        blocked = rc.action == "block_number"
+        number = _number(rec, d.phone_idx)
+        out.phones = _with_status(rec, d.phone_idx, PHONE_BLOCKED if blocked
+                                  else PHONE_REMOVED)
+        if blocked:
+            out.listed = [(number, "block")]
+        listed = dict(d.listed)
+        listed.update(out.listed)
+        probe = Record(rec.rid, rec.id, rec.campaign, rec.list, out.phones, rec.timezone,
+                       rec.priority, rec.data)
+        nxt = probe.callable_phone(listed, start=(d.phone_idx + 1) % n_phones)
+        if nxt is None:
+            out.state, out.reason = CLOSED, "no_numbers"
+        else:
+            # continue at once with the next callable number
+            out.phone_idx, out.due_at = nxt[0], now
+    elif rc.action == "roll":
+        assert rc.roll_campaign is not None  # config validation guarantees it
+        out.campaign, out.list_name = rc.roll_campaign, rc.roll_list or rec.list
+        out.attempts, out.team = 0, rec.team
+    else:  # pragma: no cover - config validation knows every action
         raise BadRequest(f"action {rc.action!r} is not implemented", field="code")
     return out
+
+
+def _number(rec: Record, idx: int) -> str:
+    phones = rec.phone_list()
+    return phones[idx][0] if 0 <= idx < len(phones) else ""
+
+
+def _with_status(rec: Record, idx: int, status: str) -> list[list[str]]:
+    phones = [list(p) for p in rec.phone_list()]
+    if 0 <= idx < len(phones):
+        phones[idx][1] = status
+    return phones

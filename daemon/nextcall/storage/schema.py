@@ -89,3 +89,13 @@ agents = Table(
     Column("logged_in", Boolean, nullable=False),
     Column("updated_at", Float, nullable=False),
 )
+
+phone_lists = Table(
+    "phone_lists", metadata,
+    # E.164; a number is on at most one list (DNC wins over block)
+    Column("number", String(32), primary_key=True),
+    Column("list", String(8), nullable=False),  # dnc | block
+    Column("added_at", Float, nullable=False),
+    Column("rid", BigInteger),  # the record whose disposition listed it, if any
+    Column("agent", String(100)),
+)

@@ -33,7 +33,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from ..core.errors import StorageError
-from .schema import agents, history, leases, records
+from .schema import agents, history, leases, phone_lists, records
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +53,15 @@ UPD_RECORD = update(records).where(records.c.rid == bindparam("b_rid")).values(
     attempts=bindparam("attempts"), owner=bindparam("owner"), team=bindparam("team"),
     best_cp=bindparam("best_cp"), phone_idx=bindparam("phone_idx"),
     callback=bindparam("callback"), updated_at=bindparam("updated_at"))
+#: a disposition that also changes numbers or moves the record (dnc, remove, block, roll)
+UPD_RECORD_MOVE = update(records).where(records.c.rid == bindparam("b_rid")).values(
+    state=bindparam("state"), reason=bindparam("reason"), due_at=bindparam("due_at"),
+    attempts=bindparam("attempts"), owner=bindparam("owner"), team=bindparam("team"),
+    best_cp=bindparam("best_cp"), phone_idx=bindparam("phone_idx"),
+    callback=bindparam("callback"), updated_at=bindparam("updated_at"),
+    phones=bindparam("phones"), campaign=bindparam("campaign"), list=bindparam("list"))
+DEL_LISTED = delete(phone_lists).where(phone_lists.c.number == bindparam("b_number"))
+INS_LISTED = insert(phone_lists)
 UPD_RECORD_DATA = update(records).where(records.c.rid == bindparam("b_rid")).values(
     list=bindparam("list"), phones=bindparam("phones"), timezone=bindparam("timezone"),
     priority=bindparam("priority"), data=bindparam("data"), updated_at=bindparam("updated_at"),
@@ -66,7 +75,7 @@ Op = tuple[Any, dict[str, Any]]
 REBUILD_COLUMNS = ("rid", "id", "campaign", "list", "phones", "timezone", "priority", "data",
                    "state", "reason", "due_at", "attempts", "owner", "team", "best_cp",
                    "phone_idx", "callback")
-OPEN_STATES = ("ready", "callback")
+OPEN_STATES = ("ready", "callback", "held")
 
 
 @dataclass
@@ -79,6 +88,7 @@ class Snapshot:
     agents: list[tuple[Any, ...]]
     max_rid: int
     max_lid: int
+    listed: list[tuple[str, str]] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -408,7 +418,7 @@ class SqlStore:
             con.execute("BEGIN")
             cols = ", ".join(REBUILD_COLUMNS)
             recs = con.execute(f"SELECT {cols} FROM records WHERE state IN ('ready', "
-                               "'callback') ORDER BY rid").fetchall()
+                               "'callback', 'held') ORDER BY rid").fetchall()
             closed = con.execute("SELECT campaign, COALESCE(reason, 'final'), count(*) FROM "
                                  "records WHERE state = 'closed' GROUP BY 1, 2").fetchall()
             ls = con.execute("SELECT lid, secret, rid, agent, uid, issued_at, expires_at, "
@@ -418,10 +428,11 @@ class SqlStore:
                 .fetchall()
             max_rid = con.execute("SELECT COALESCE(max(rid), 0) FROM records").fetchone()[0]
             max_lid = con.execute("SELECT COALESCE(max(lid), 0) FROM leases").fetchone()[0]
+            listed = con.execute("SELECT number, list FROM phone_lists").fetchall()
             con.execute("COMMIT")
         finally:
             con.close()
-        return Snapshot(recs, closed, ls, ags, max_rid, max_lid)
+        return Snapshot(recs, closed, ls, ags, max_rid, max_lid, listed)
 
     async def _sql_snapshot(self, now: float) -> Snapshot:
         assert self.reader is not None
@@ -446,11 +457,13 @@ class SqlStore:
                                                                    0)))).scalar_one()
                 max_lid = (await conn.execute(select(func.coalesce(func.max(leases.c.lid),
                                                                    0)))).scalar_one()
+                listed = (await conn.execute(select(phone_lists.c.number,
+                                                    phone_lists.c.list))).all()
         except SQLAlchemyError as exc:
             raise StorageError(f"rebuild read failed: {exc}") from exc
         return Snapshot([tuple(r) for r in recs], [tuple(r) for r in closed],
                         [tuple(r) for r in ls], [tuple(r) for r in ags], int(max_rid),
-                        int(max_lid))
+                        int(max_lid), [(str(n), str(x)) for n, x in listed])
 
     async def _read(self, fn: Callable[[AsyncConnection], Any]) -> Any:
         assert self.reader is not None
@@ -506,4 +519,17 @@ class SqlStore:
             return int((await conn.execute(select(func.count()).select_from(history)))
                        .scalar_one())
         result: int = await self._read(fn)
+        return result
+
+    async def records_where(self, campaign: str, list_name: str, state: str,
+                            reason: str | None) -> list[dict[str, Any]]:
+        """Full record rows of one list in one state (list reloads)."""
+        async def fn(conn: AsyncConnection) -> list[dict[str, Any]]:
+            q = select(records).where(records.c.campaign == campaign,
+                                      records.c.list == list_name, records.c.state == state)
+            if reason is not None:
+                q = q.where(records.c.reason == reason)
+            return [dict(r) for r in (await conn.execute(q.order_by(records.c.rid)))
+                    .mappings().all()]
+        result: list[dict[str, Any]] = await self._read(fn)
         return result
