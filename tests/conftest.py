@@ -32,6 +32,10 @@ CODES = textwrap.dedent("""
     code = "NA0"
     action = "retry"
     delay_s = 0
+    [[resultsets.std.codes.fields]]
+    name = "mood"
+    type = "choice"
+    choices = ["ok", "bad"]
     [[resultsets.std.codes]]
     code = "CB"
     action = "callback"

@@ -244,8 +244,10 @@ def _read_csv(path: str) -> tuple[list[tuple[int, dict[str, Any]]], list[str]]:
 @click.argument("file")
 @click.option("--campaign", required=True)
 @click.option("--list", "list_", required=True)
+@click.option("--reload", is_flag=True,
+              help="Also reopen the list's records closed until reload.")
 @click.pass_context
-def import_(ctx: click.Context, file: str, campaign: str, list_: str) -> None:
+def import_(ctx: click.Context, file: str, campaign: str, list_: str, reload: bool) -> None:
     """Import a CSV file: all rows or none.
 
     Columns: id, phone (and phone2, phone3... or phones separated by ';'), optional
@@ -276,7 +278,8 @@ def import_(ctx: click.Context, file: str, campaign: str, list_: str) -> None:
             final = k == len(batches) - 1
             try:
                 ans = c.call("records.import", timeout=600, campaign=campaign, list=list_,
-                             records=[r for _, r in batch], stage=stage, final=final)
+                             records=[r for _, r in batch], stage=stage, final=final,
+                             reload=reload and final)
             except ClientError as exc:
                 err_console.print(f"[red]{exc.code}[/red]: {exc.message}; nothing imported")
                 sys.exit(1)
@@ -292,10 +295,12 @@ def import_(ctx: click.Context, file: str, campaign: str, list_: str) -> None:
                 sys.exit(1)
             bar.advance(task, len(batch))
             if final:
-                total = {"inserted": ans["inserted"], "updated": ans["updated"]}
+                total = {"inserted": ans["inserted"], "updated": ans["updated"],
+                         "reopened": ans.get("reopened", 0)}
     if not _emit_json(ctx, {"ok": True, **total, "rows": len(rows)}):
         console.print(f"imported {len(rows)} rows: {total['inserted']} new, "
-                      f"{total['updated']} updated")
+                      f"{total['updated']} updated"
+                      + (f", {total['reopened']} reopened by the reload" if reload else ""))
 
 
 # ---------------------------------------------------------------------- agent commands

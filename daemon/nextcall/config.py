@@ -23,7 +23,7 @@ from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationEr
 
 from .core.errors import ConfigError
 from .core.model import (CALLBACK_SCOPES, DIAL_STATUSES, IMPLEMENTED_ACTIONS, WEEKDAYS,
-                         Campaign, Interval, ResultCode, Scoring)
+                         Campaign, FieldSpec, Interval, ResultCode, Scoring)
 
 DEFAULT_CONFIG = "config/nextcall.toml"
 
@@ -127,6 +127,18 @@ class MetricsCfg(_Strict):
         return self.enabled and self.address != METRICS_OFF
 
 
+class FieldCfg(_Strict):
+    """``[[resultsets.X.codes.fields]]``: a typed extra field."""
+
+    name: Annotated[str, Field(min_length=1, max_length=40, pattern=r"^[a-z][a-z0-9_]*$")]
+    type: Literal["money", "percent", "date", "choice", "text", "integer"]
+    required: bool = False
+    label: str = ""
+    choices: list[str] = []
+    min: float | None = None
+    max: float | None = None
+
+
 class ResultCodeCfg(_Strict):
     """One ``[[resultsets.X.codes]]`` entry."""
 
@@ -150,6 +162,7 @@ class ResultCodeCfg(_Strict):
     roll_campaign: str | None = None
     roll_list: str | None = None
     reopen_teams: list[str] = []
+    fields: list[FieldCfg] = []
 
 
 class ResultSetCfg(_Strict):
@@ -224,7 +237,7 @@ class Settings:
     campaigns: dict[str, Campaign]
     files: tuple[str, ...] = ()
     resultsets: dict[str, ResultSetCfg] = field(default_factory=dict)
-    metrics: MetricsCfg = MetricsCfg()
+    metrics: MetricsCfg = field(default_factory=MetricsCfg)
 
 
 def _loc(loc: tuple[Any, ...]) -> str:
@@ -319,7 +332,9 @@ def _code(rc: ResultCodeCfg) -> ResultCode:
         presentation=rc.presentation, success=rc.success, revenue=rc.revenue, note=rc.note,
         contact_priority=rc.contact_priority, delay_s=rc.delay_s, delays_s=tuple(rc.delays_s),
         scope=rc.scope, reminder_min=rc.reminder_min, roll_campaign=rc.roll_campaign,
-        roll_list=rc.roll_list, reopen_teams=tuple(rc.reopen_teams))
+        roll_list=rc.roll_list, reopen_teams=tuple(rc.reopen_teams),
+        fields=tuple(FieldSpec(f.name, f.type, f.required, f.label, tuple(f.choices), f.min,
+                               f.max) for f in rc.fields))
 
 
 def load(path: str | os.PathLike[str]) -> Settings:
@@ -384,6 +399,13 @@ def load(path: str | os.PathLike[str]) -> Settings:
             if rc.roll_campaign and rc.roll_campaign not in campaigns:
                 problems.append((f"{where}.roll_campaign",
                                  f"no campaign {rc.roll_campaign!r} to roll to"))
+            names = [f.name for f in rc.fields]
+            for k, f in enumerate(rc.fields):
+                if names.index(f.name) != k:
+                    problems.append((f"{where}.fields[{k}].name", f"duplicate field {f.name!r}"))
+                if (f.type == "choice") != bool(f.choices):
+                    problems.append((f"{where}.fields[{k}].choices",
+                                     "choice fields need choices; other types take none"))
             if rc.reopen_teams and rc.action != "special":
                 problems.append((f"{where}.reopen_teams", "only special codes take this"))
             codes[rc.code] = _code(rc)

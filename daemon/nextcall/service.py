@@ -442,12 +442,13 @@ class Service:
                                  override_window=c.override_window)
         agent = req.agent or lease.agent
         appt = req.appointment
-        outcome = decide(rec, camp, Disposition(
+        disp = Disposition(
             code=req.code, agent=agent, phone_idx=phone_idx, note=req.note,
             revenue=req.revenue, callback=cb, fields=dict(req.fields),
             appointment_at=appt.at if appt else None,
             appointment_tz=appt.timezone if appt else None,
-            listed=self.engine.listed), now)
+            listed=self.engine.listed)
+        outcome = decide(rec, camp, disp, now)
         phone = rec.phone_list()[phone_idx][0] if rec.phone_list() else lease.phone
         if outcome.campaign is not None and outcome.campaign not in self.engine.campaigns:
             raise UnknownCampaign(f"roll target {outcome.campaign!r} is not configured",
@@ -471,7 +472,7 @@ class Service:
                 "rid": rec.rid, "lid": lease.lid, "at": now, "agent": agent,
                 "campaign": rec.campaign, "code": req.code, "phone": phone,
                 "note": req.note, "revenue": req.revenue,
-                "fields": _json(req.fields) if req.fields else None, "callback": cb_json,
+                "fields": _json(disp.fields) if disp.fields else None, "callback": cb_json,
                 "state": outcome.state, "reason": outcome.reason, "due_at": outcome.due_at,
                 "attempts": outcome.attempts}),
             (S.END_LEASE, {"b_lid": lease.lid, "ended_at": now, "end": "disposed",
@@ -602,8 +603,6 @@ class Service:
         if _RANK[peer.role] < _RANK[ROLE_SUPERVISOR]:
             raise Forbidden("records.import needs the supervisor or admin role")
         camp = self.engine.campaign(req.campaign)
-        if req.reload:
-            raise BadRequest("list reload is not supported by this version", field="reload")
         if len(req.records) > self.settings.daemon.max_import_records:
             raise BadRequest(f"at most {self.settings.daemon.max_import_records} records "
                              "per request; use stage/final for more", field="records")
@@ -643,12 +642,29 @@ class Service:
         rejected.extend(more_rejected)
         if all_or_nothing and more_rejected:
             return {"inserted": 0, "updated": 0, "rejected": rejected, "committed": False}
-        if inserted or updated:
+        reopened = await self._reload_list(req.campaign, req.list) if req.reload else 0
+        if inserted or updated or reopened:
             self.notify()
-        logger.info("records_imported campaign=%s list=%s inserted=%d updated=%d rejected=%d",
-                    req.campaign, req.list, inserted, updated, len(rejected))
+        logger.info("records_imported campaign=%s list=%s inserted=%d updated=%d rejected=%d "
+                    "reopened=%d", req.campaign, req.list, inserted, updated, len(rejected),
+                    reopened)
         return {"inserted": inserted, "updated": updated, "rejected": rejected,
-                "committed": True}
+                "reopened": reopened, "committed": True}
+
+    async def _reload_list(self, campaign: str, list_name: str) -> int:
+        """A list reload: every record of the list closed ``until_reload`` is ready again."""
+        now = self.clock()
+        rows = await self.store.records_where(campaign, list_name, CLOSED, "until_reload")
+        ops: list[S.Op] = []
+        for row in rows:
+            if row["id"] in self.engine.records:
+                continue
+            rec = self._record_from_row(row)
+            self.engine.reopen(rec, now)
+            ops += self._change_ops(rec, now, "@reload", "@reload")
+        if ops:
+            await self.store.write(ops)
+        return len(rows)
 
     async def _apply_import(self, req: P.ImportReq, rows: list[dict[str, Any]],
                             all_or_nothing: bool) -> tuple[int, int, list[dict[str, Any]]]:
@@ -675,8 +691,11 @@ class Service:
         new_recs: list[Record] = []
         updates: list[tuple[Record, dict[str, Any]]] = []
         inserted = updated = 0
+        listed = eng.listed
         for r in rows:
-            phones = [[n, "active"] for n in r["phones"]]
+            # numbers already on the DNC or block list show so from the start
+            phones = [[n, "dnc" if listed.get(n) == "dnc" else "blocked" if n in listed
+                       else "active"] for n in r["phones"]]
             live = eng.records.get(r["id"])
             if live is not None or r["id"] in known:
                 rid = live.rid if live is not None else known[r["id"]][0]

@@ -80,6 +80,28 @@ class Scoring:
     max_attempt_penalty: int = 10
 
 
+FIELD_TYPES = ("money", "percent", "date", "choice", "text", "integer")
+
+
+@dataclass(frozen=True, slots=True)
+class FieldSpec:
+    """A typed extra field a result code asks for (quote value, probability, ...)."""
+
+    name: str
+    type: str
+    required: bool = False
+    label: str = ""
+    choices: tuple[str, ...] = ()
+    min: float | None = None
+    max: float | None = None
+
+    def to_json(self) -> dict[str, object]:
+        """What an agent screen needs to draw the input."""
+        return {"name": self.name, "type": self.type, "required": self.required,
+                "label": self.label or self.name, "choices": list(self.choices),
+                "min": self.min, "max": self.max}
+
+
 @dataclass(frozen=True, slots=True)
 class ResultCode:
     """One result code of a campaign's set (SPEC §2)."""
@@ -108,6 +130,8 @@ class ResultCode:
     roll_list: str | None = None
     #: special: teams whose members may reopen the record (by scheduling a callback)
     reopen_teams: tuple[str, ...] = ()
+    #: typed extra fields the agent fills in
+    fields: tuple[FieldSpec, ...] = ()
 
     def retry_delay_s(self, attempts: int) -> int:
         """Delay after the ``attempts``-th attempt (1-based)."""
@@ -122,7 +146,7 @@ class ResultCode:
             "appointment": self.action == "hold",
             "note": self.note,
             "revenue": self.revenue,
-            "fields": [],
+            "fields": [f.to_json() for f in self.fields],
         }
 
 

@@ -8,6 +8,7 @@ disposition is refused, because refusal happens before anything is applied.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import date
 
 from . import calendar
 from .errors import (AppointmentRequired, BadRequest, CallbackRequired, CodeDisabled,
@@ -90,6 +91,59 @@ def lookup_code(campaign: Campaign, code: str) -> ResultCode:
     return rc
 
 
+def check_fields(rc: ResultCode, given: dict[str, object]) -> dict[str, object]:
+    """Validate the typed extra fields of a disposition; returns them normalised.
+
+    Raises:
+        BadRequest: unknown field, missing required field, wrong type or out of range,
+            naming ``fields.<name>``.
+    """
+    specs = {f.name: f for f in rc.fields}
+    for name in given:
+        if name not in specs:
+            raise BadRequest(f"result code {rc.code!r} has no field {name!r}"
+                             + (f" (it has {', '.join(specs)})" if specs else ""),
+                             field=f"fields.{name}")
+    out: dict[str, object] = {}
+    for name, spec in specs.items():
+        path = f"fields.{name}"
+        value = given.get(name)
+        if value is None or value == "":
+            if spec.required:
+                raise BadRequest(f"result code {rc.code!r} needs {spec.label or name}",
+                                 field=path)
+            continue
+        if spec.type in ("money", "percent", "integer"):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                    or value != value or value in (float("inf"), float("-inf")):
+                raise BadRequest(f"{name} must be a number", field=path)
+            if spec.type == "integer" and not float(value).is_integer():
+                raise BadRequest(f"{name} must be a whole number", field=path)
+            lo = spec.min if spec.min is not None else (0.0 if spec.type != "integer"
+                                                        else None)
+            hi = spec.max if spec.max is not None else (100.0 if spec.type == "percent"
+                                                        else None)
+            if (lo is not None and value < lo) or (hi is not None and value > hi):
+                raise BadRequest(f"{name} must be between {lo} and {hi}", field=path)
+            out[name] = round(float(value), 2) if spec.type == "money" else value
+        elif spec.type == "date":
+            try:
+                out[name] = date.fromisoformat(str(value)).isoformat()
+            except ValueError:
+                raise BadRequest(f"{name} must be a date (YYYY-MM-DD)", field=path) from None
+        elif spec.type == "choice":
+            if value not in spec.choices:
+                raise BadRequest(f"{name} must be one of {', '.join(spec.choices)}",
+                                 field=path)
+            out[name] = value
+        else:
+            if not isinstance(value, str) or len(value) > 2000:
+                raise BadRequest(f"{name} must be text of at most 2000 characters",
+                                 field=path)
+            out[name] = value
+    return out
+
+
 def _check_extras(rc: ResultCode, d: Disposition) -> None:
     if rc.revenue == "required" and (d.revenue is None or not d.revenue > 0):
         raise RevenueRequired(f"result code {rc.code!r} needs revenue > 0", field="revenue")
@@ -153,6 +207,7 @@ def decide(rec: Record, campaign: Campaign, d: Disposition, now: float) -> Outco
     """
     rc = lookup_code(campaign, d.code)
     _check_extras(rc, d)
+    d.fields = check_fields(rc, d.fields)
     if rc.action != "callback" and d.callback is not None:
         raise BadRequest(f"result code {rc.code!r} does not take a callback",
                          field="callback")
