@@ -373,6 +373,9 @@ def next_(ctx: click.Context, agent: str, campaigns: tuple[str, ...], count: int
 @click.option("--note")
 @click.option("--revenue", type=float)
 @click.option("--agent")
+@click.option("--appointment-at", help="hold codes: the appointment (ISO, record's time).")
+@click.option("--field", "extra", multiple=True, metavar="NAME=VALUE",
+              help="A typed result-code field (numbers are sent as numbers).")
 @click.option("--callback-at", help="ISO time, local to --callback-tz (or the record's).")
 @click.option("--callback-tz")
 @click.option("--scope", type=click.Choice(["personal", "personal_then_team", "team",
@@ -383,7 +386,8 @@ def next_(ctx: click.Context, agent: str, campaigns: tuple[str, ...], count: int
 @click.option("--override-window", is_flag=True)
 @click.pass_context
 def dispose(ctx: click.Context, lease: str, code: str, phone: str | None, note: str | None,
-            revenue: float | None, agent: str | None, callback_at: str | None,
+            revenue: float | None, agent: str | None, appointment_at: str | None,
+            extra: tuple[str, ...], callback_at: str | None,
             callback_tz: str | None, scope: str | None, owner: str | None,
             team: str | None, reason: str, override_window: bool) -> None:
     """Report how the call on LEASE ended, with result CODE."""
@@ -391,6 +395,19 @@ def dispose(ctx: click.Context, lease: str, code: str, phone: str | None, note: 
     for k, v in (("phone", phone), ("note", note), ("revenue", revenue), ("agent", agent)):
         if v is not None:
             fields[k] = v
+    if appointment_at:
+        fields["appointment"] = {"at": appointment_at}
+    if extra:
+        typed: dict[str, Any] = {}
+        for item in extra:
+            name, sep, value = item.partition("=")
+            if not sep:
+                raise click.BadParameter(f"{item!r} is not NAME=VALUE", param_hint="--field")
+            try:
+                typed[name] = json.loads(value) if value[:1] in "-0123456789" else value
+            except ValueError:
+                typed[name] = value
+        fields["fields"] = typed
     if callback_at:
         cb: dict[str, Any] = {"at": callback_at, "reason": reason,
                               "override_window": override_window}
@@ -401,9 +418,9 @@ def dispose(ctx: click.Context, lease: str, code: str, phone: str | None, note: 
         fields["callback"] = cb
     ans = _call(ctx, "dispose", **fields)
     if not _emit_json(ctx, ans):
-        extra = f" until {ans['due_at']}" if ans.get("due_at") else ""
+        until = f" until {ans['due_at']}" if ans.get("due_at") else ""
         console.print(f"{ans['record']}: {ans['code']} -> {ans['state']}"
-                      f"{' (' + ans['reason'] + ')' if ans.get('reason') else ''}{extra}, "
+                      f"{' (' + ans['reason'] + ')' if ans.get('reason') else ''}{until}, "
                       f"attempt {ans['attempts']}")
 
 
@@ -500,6 +517,75 @@ def campaigns(ctx: click.Context) -> None:
             t.add_row(rc["code"], rc["description"], rc["action"], rc["category"],
                       ", ".join(needs))
         console.print(t)
+
+
+def _record_line(r: dict[str, Any]) -> str:
+    due = f" due {r['due_at']}" if r.get("due_at") else ""
+    owner = f" for {r['owner']}" if r.get("owner") else ""
+    return f"{r['id']}: {r['state']}{due}{owner} ({r['campaign']})"
+
+
+@main.command()
+@click.argument("record")
+@click.option("--at", help="Due time (ISO, the record's local time unless --tz).")
+@click.option("--tz", help="Timezone of --at.")
+@click.option("--note")
+@click.pass_context
+def reopen(ctx: click.Context, record: str, at: str | None, tz: str | None,
+           note: str | None) -> None:
+    """Put a closed, held or resolution record back into the pool (admin)."""
+    fields: dict[str, Any] = {"record": record}
+    for k, v in (("at", at), ("timezone", tz), ("note", note)):
+        if v is not None:
+            fields[k] = v
+    ans = _call(ctx, "record.reopen", **fields)
+    if not _emit_json(ctx, ans):
+        console.print(_record_line(ans["record"]))
+
+
+@main.command("schedule-callback")
+@click.argument("record")
+@click.argument("at")
+@click.option("--tz", help="Timezone of AT (default: the record's).")
+@click.option("--owner")
+@click.option("--team")
+@click.option("--scope", type=click.Choice(["personal", "personal_then_team", "team",
+                                            "anyone"]))
+@click.option("--agent", help="Acting agent (special closures).")
+@click.option("--reason", default="")
+@click.option("--override-window", is_flag=True)
+@click.pass_context
+def schedule_callback(ctx: click.Context, record: str, at: str, tz: str | None,
+                      owner: str | None, team: str | None, scope: str | None,
+                      agent: str | None, reason: str, override_window: bool) -> None:
+    """Give RECORD a callback at AT (supervisor, or a special team's agent)."""
+    fields: dict[str, Any] = {"record": record, "at": at, "reason": reason,
+                              "override_window": override_window}
+    for k, v in (("timezone", tz), ("owner", owner), ("team", team), ("scope", scope),
+                 ("agent", agent)):
+        if v is not None:
+            fields[k] = v
+    ans = _call(ctx, "callback.schedule", **fields)
+    if not _emit_json(ctx, ans):
+        console.print(_record_line(ans["record"]))
+
+
+@main.command()
+@click.option("--campaign")
+@click.pass_context
+def resolution(ctx: click.Context, campaign: str | None) -> None:
+    """Records whose appointment has passed, waiting for an admin."""
+    fields: dict[str, Any] = {"campaign": campaign} if campaign else {}
+    ans = _call(ctx, "resolution", **fields)
+    if _emit_json(ctx, ans):
+        return
+    t = Table(title=f"{len(ans['records'])} records waiting for resolution")
+    for col in ("record", "campaign", "appointment", "waiting", "data"):
+        t.add_column(col)
+    for r in ans["records"]:
+        t.add_row(r["id"], r["campaign"], r["appointment_at"],
+                  f"{r['waiting_s'] / 3600:.1f} h", json.dumps(r["data"], ensure_ascii=False))
+    console.print(t)
 
 
 @main.command()
