@@ -28,6 +28,27 @@ def test_shipped_config_loads_every_file() -> None:
     assert demo.window[0] == (Interval(540, 750), Interval(780, 1260))
     assert demo.legal_window == Interval(480, 1260)
     assert s.daemon.max_line_bytes == 65536
+    # one result-code set per seed system, each used by its campaign(s)
+    # (tests/integration/test_seed_scenarios.py drives every action of each over the socket)
+    assert set(s.campaigns) == {"demo", "softrecruit", "ic-preview", "ic-retention",
+                                "evergiving-welcome", "tegsoft-sales",
+                                "callmonkey-telemarketing", "callmonkey-sales"}
+    assert set(s.resultsets) == {"standard", "softrecruit", "intelligentcontacts",
+                                 "evergiving", "tegsoft", "callmonkey"}
+    actions = {name: {rc.action for rc in c.codes.values()} for name, c in s.campaigns.items()}
+    assert actions["softrecruit"] == {"retry", "callback", "close", "hold", "special", "dnc"}
+    assert actions["ic-preview"] == {"retry", "close_until_reload", "dnc", "roll"}
+    assert actions["evergiving-welcome"] == {"retry", "callback", "close"}
+    assert actions["tegsoft-sales"] == {"close", "callback", "remove_number", "block_number"}
+    assert actions["callmonkey-sales"] == {"retry", "callback", "close", "remove_number",
+                                           "hold", "roll"}
+    cm = s.campaigns["callmonkey-sales"].codes
+    assert {rc.category for rc in cm.values()} == {"open", "discard", "negative", "callback",
+                                                   "lead", "quote", "order/lost"}
+    assert {rc.contact_priority for rc in cm.values()
+            if rc.category == "callback"} == {1, 3, 4, 6}
+    assert [(f.name, f.type) for f in cm["OFFERTE"].fields] == [
+        ("offerte_waarde", "money"), ("kans", "percent"), ("verwachte_orderdatum", "date")]
 
 
 def _write(tmp: Path, main: str, **files: str) -> Path:
@@ -132,7 +153,7 @@ def test_unreadable_files(tmp_path: Path) -> None:
 def test_check_config_command(tmp_path: Path) -> None:
     ok = subprocess.run([str(BIN), "check-config", str(ROOT / "config" / "nextcall.toml")],
                         capture_output=True, text=True)
-    assert ok.returncode == 0 and ok.stdout.startswith("ok (1 campaigns")
+    assert ok.returncode == 0 and ok.stdout.startswith("ok (8 campaigns, 13 files)"), ok.stdout
     p = _write(tmp_path, """
         [daemon]
         lease_s = "long"
