@@ -924,8 +924,15 @@ class Service:
                             "(record.reopen)", field="record")
         scope = req.scope or ("personal" if req.owner else "team" if (req.team or rec.team)
                               else "anyone")
-        cb = self._callback_intent(rec, req, req.owner or req.agent or "", scope,
-                                   req.contact_priority, now)
+        try:
+            cb = self._callback_intent(rec, req, req.owner or req.agent or "", scope,
+                                       req.contact_priority, now)
+        except NextcallError as err:
+            # this op's fields are top-level (at, timezone, owner, ...), not under
+            # "callback." as in dispose and record.reopen: name the field sent
+            if err.field is not None:
+                err.field = err.field.removeprefix("callback.")
+            raise
         self.engine.reopen(rec, now, None, cb)
         actor = req.agent or f"uid:{peer.uid}"
         await self.store.write(self._change_ops(rec, now, actor, "@callback", req.reason))
