@@ -19,6 +19,7 @@ from typing import Any
 from . import __version__, systemd
 from .config import Settings
 from .core.errors import ConfigError
+from .metrics import Exporter
 from .server import Server
 from .service import Service
 from .storage.sql import SqlStore
@@ -50,6 +51,9 @@ class Daemon:
         self.server = Server(settings, self.service)
         self.service.reload_listeners.append(self._apply_settings)
         self._tasks: set[asyncio.Task[Any]] = set()
+        #: the Prometheus endpoint and its hooks; None when ``[metrics]`` is off
+        self.exporter = Exporter(settings.metrics, self.service, self.store, self.server) \
+            if settings.metrics.active else None
 
     def reload(self) -> None:
         """SIGHUP: re-read campaigns and result codes; a bad config is refused and logged,
@@ -83,6 +87,8 @@ class Daemon:
             logger.info("schema_migrated step=%s", step)
         systemd.notify("STATUS=rebuilding heap", "EXTEND_TIMEOUT_USEC=120000000")
         stats = await self.service.rebuild()
+        if self.exporter is not None:
+            await self.exporter.start()
         socks = systemd.listen_sockets()
         await self.server.start(socks[0] if socks else None)
         interval = systemd.watchdog_interval_s()
@@ -109,6 +115,8 @@ class Daemon:
         await self.server.stop()
         for t in self._tasks:
             t.cancel()
+        if self.exporter is not None:
+            await self.exporter.stop()
         await self.store.close()
         logger.info("daemon_stopped exit=%d", self.exit_code)
 
@@ -121,6 +129,8 @@ class Daemon:
         try:
             await self.start()
         except BaseException:
+            if self.exporter is not None:
+                await self.exporter.stop()
             await self.store.close()
             raise
         await self.stop_event.wait()

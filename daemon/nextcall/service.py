@@ -767,14 +767,17 @@ class Service:
         """Plan, and unless ``dry_run`` apply, a new configuration in one synchronous step.
 
         Campaigns, result codes and ``[auth]`` take effect at once (roles for new
-        connections); ``[daemon]`` keys other than ``log_level`` need a restart and are
-        reported, not applied. Leases and in-flight requests are untouched.
+        connections); ``[daemon]`` keys other than ``log_level``, and ``[metrics]``, need a
+        restart and are reported, not applied. Leases and in-flight requests are untouched.
         """
         now = self.clock()
         changes = reloadlib.plan(self.engine, new.campaigns, now)
         old_d, new_d = self.settings.daemon, new.daemon
         restart = sorted(k for k in type(old_d).model_fields
                          if k != "log_level" and getattr(old_d, k) != getattr(new_d, k))
+        old_m, new_m = self.settings.metrics, new.metrics
+        restart += sorted(f"metrics.{k}" for k in type(old_m).model_fields
+                          if getattr(old_m, k) != getattr(new_m, k))
         answer: dict[str, Any] = {
             "dry_run": dry_run, "applied": False,
             "campaigns": [c.to_json() for c in changes if c.status != "unchanged"],
@@ -788,7 +791,7 @@ class Service:
         daemon_cfg = old_d.model_copy(update={"log_level": new_d.log_level})
         self.settings = Settings(path=self.settings.path, daemon=daemon_cfg, auth=new.auth,
                                  campaigns=new.campaigns, files=new.files,
-                                 resultsets=new.resultsets)
+                                 resultsets=new.resultsets, metrics=old_m)
         logging.getLogger().setLevel(new_d.log_level.upper())
         for listener in self.reload_listeners:
             listener(self.settings)
