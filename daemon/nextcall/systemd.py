@@ -27,19 +27,23 @@ def notify(*lines: str) -> bool:
 def listen_sockets() -> list[socket.socket]:
     """Sockets passed by systemd socket activation (LISTEN_FDS), for this process only.
 
-    The variables are removed so children do not inherit them (sd_listen_fds(3)).
+    The variables are removed, even when they are not for us or malformed, and the
+    descriptors marked close-on-exec, so children inherit neither (sd_listen_fds(3)).
     """
+    env = {key: os.environ.pop(key, "")
+           for key in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "LISTEN_PIDFDID")}
     try:
-        pid = int(os.environ.get("LISTEN_PID", "0"))
-        n = int(os.environ.get("LISTEN_FDS", "0"))
+        pid = int(env["LISTEN_PID"] or "0")
+        n = int(env["LISTEN_FDS"] or "0")
     except ValueError:
         return []
-    for key in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "LISTEN_PIDFDID"):
-        os.environ.pop(key, None)
     if pid != os.getpid() or n <= 0:
         return []
-    return [socket.socket(fileno=fd) for fd in range(SD_LISTEN_FDS_START,
-                                                      SD_LISTEN_FDS_START + n)]
+    socks = []
+    for fd in range(SD_LISTEN_FDS_START, SD_LISTEN_FDS_START + n):
+        os.set_inheritable(fd, False)
+        socks.append(socket.socket(fileno=fd))
+    return socks
 
 
 def watchdog_interval_s() -> float | None:
