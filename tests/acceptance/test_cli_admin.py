@@ -54,6 +54,8 @@ def sock(tmp_path: Path) -> Iterator[str]:
             time.sleep(0.05)
     with Client(path) as c:
         c.call("records.import", campaign="t", list="l", records=make_records(3))
+        # callback owners must be agents of the campaign
+        c.call("agent.login", agent="a", campaigns=["t"])
     yield path
     p.terminate()
     p.wait(30)
