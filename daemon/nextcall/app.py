@@ -20,6 +20,7 @@ from . import __version__, systemd
 from .config import Settings
 from .core.errors import ConfigError
 from .metrics import Exporter
+from .notify.reminders import Reminders
 from .server import Server
 from .service import Service
 from .storage.sql import SqlStore
@@ -49,6 +50,8 @@ class Daemon:
                               on_failure=self._storage_failed)
         self.service = Service(settings, self.store)
         self.server = Server(settings, self.service)
+        #: callback reminders (APScheduler); started after the rebuild
+        self.reminders = Reminders(self.service)
         self.service.reload_listeners.append(self._apply_settings)
         self._tasks: set[asyncio.Task[Any]] = set()
         #: the Prometheus endpoint and its hooks; None when ``[metrics]`` is off
@@ -87,6 +90,7 @@ class Daemon:
             logger.info("schema_migrated step=%s", step)
         systemd.notify("STATUS=rebuilding heap", "EXTEND_TIMEOUT_USEC=120000000")
         stats = await self.service.rebuild()
+        await self.reminders.start()
         if self.exporter is not None:
             await self.exporter.start()
         socks = systemd.listen_sockets()
@@ -113,6 +117,8 @@ class Daemon:
         self.service.stopping = True
         self.service.notify()
         await self.server.stop()
+        # after the server (no new callbacks), before the store (sent rows committed)
+        await self.reminders.stop()
         for t in self._tasks:
             t.cancel()
         if self.exporter is not None:
@@ -129,6 +135,7 @@ class Daemon:
         try:
             await self.start()
         except BaseException:
+            await self.reminders.stop()
             if self.exporter is not None:
                 await self.exporter.stop()
             await self.store.close()

@@ -588,6 +588,65 @@ def resolution(ctx: click.Context, campaign: str | None) -> None:
     console.print(t)
 
 
+def _span(seconds: float) -> str:
+    """A duration people read at a glance: 45s, 12m, 3h05m, 2d04h."""
+    s = int(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m"
+    if s < 86_400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86_400}d{s % 86_400 // 3600:02d}h"
+
+
+@main.command("callbacks")
+@click.option("--agent", help="The callbacks AGENT may get: its own, its teams', its "
+                               "campaigns' anyone-callbacks (agents must give this).")
+@click.option("--team")
+@click.option("--campaign")
+@click.option("--from", "from_", metavar="ISO", help="Due at or after (UTC unless offset).")
+@click.option("--to", metavar="ISO", help="Due at or before (UTC unless offset).")
+@click.option("--state", "states", multiple=True,
+              type=click.Choice(["upcoming", "due", "overdue"]),
+              help="Only these (repeatable); default all.")
+@click.option("--limit", default=1000, show_default=True)
+@click.pass_context
+def callbacks_(ctx: click.Context, agent: str | None, team: str | None,
+               campaign: str | None, from_: str | None, to: str | None,
+               states: tuple[str, ...], limit: int) -> None:
+    """The callback queue: upcoming, due and overdue callbacks, earliest first."""
+    fields: dict[str, Any] = {"limit": limit}
+    for k, v in (("agent", agent), ("team", team), ("campaign", campaign), ("from", from_),
+                 ("to", to)):
+        if v is not None:
+            fields[k] = v
+    if states:
+        fields["states"] = list(states)
+    ans = _call(ctx, "callbacks", **fields)
+    if _emit_json(ctx, ans):
+        return
+    c = ans["counts"]
+    t = Table(title=f"{ans['count']} callbacks at {ans['now']}: {c['overdue']} overdue, "
+                    f"{c['due']} due, {c['upcoming']} upcoming"
+                    + (f" (first {len(ans['callbacks'])} shown)" if ans["truncated"] else ""))
+    for col in ("due (UTC)", "state", "late", "record", "campaign", "for", "scope",
+                "local time", "prio", "code", "leased", "reminder", "reason"):
+        t.add_column(col, justify="right" if col in ("late", "prio") else "left")
+    style = {"overdue": "red", "due": "yellow", "upcoming": ""}
+    for e in ans["callbacks"]:
+        who = e["owner"] if e["scope"] != "team" and e["owner"] else f"team {e['team']}"
+        rem = e["reminder"]
+        reminder = "" if rem is None else f"sent {rem['sent_at']}" if rem["sent_at"] \
+            else f"{rem['minutes']}m before"
+        t.add_row(e["due_at"], e["state"],
+                  _span(e["late_s"]) if e["state"] != "upcoming" else f"in {_span(e['in_s'])}",
+                  e["record"], e["campaign"], who, e["scope"],
+                  f"{e['local']} {e['timezone']}", str(e["contact_priority"]), e["code"],
+                  e["leased_to"] or "", reminder, e["reason"], style=style[e["state"]])
+    console.print(t)
+
+
 @main.command()
 @click.option("--dry-run", is_flag=True, help="Only say what would change.")
 @click.pass_context

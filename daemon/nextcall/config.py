@@ -19,11 +19,12 @@ from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError,
-                      field_validator)
+                      field_validator, model_validator)
 
 from .core.errors import ConfigError
-from .core.model import (CALLBACK_SCOPES, DIAL_STATUSES, IMPLEMENTED_ACTIONS, WEEKDAYS,
-                         Campaign, FieldSpec, Interval, ResultCode, Scoring)
+from .core.model import (CALLBACK_SCOPES, DEFAULT_REMINDER_MIN, DIAL_STATUSES,
+                         IMPLEMENTED_ACTIONS, WEEKDAYS, Campaign, FieldSpec, Interval,
+                         ResultCode, Scoring)
 
 DEFAULT_CONFIG = "config/nextcall.toml"
 
@@ -127,6 +128,58 @@ class MetricsCfg(_Strict):
         return self.enabled and self.address != METRICS_OFF
 
 
+_EMAIL = re.compile(r"^[^@\s<>,;]+@[^@\s<>,;]+\.[^@\s<>,;]+$")
+
+
+def _email(v: str) -> str:
+    if not _EMAIL.match(v):
+        raise ValueError(f"{v!r} is not an e-mail address (name@example.com)")
+    return v
+
+
+EmailText = Annotated[str, AfterValidator(_email)]
+
+
+class SmtpCfg(_Strict):
+    """``[smtp]``: where callback reminders are e-mailed (docs/configuration.md). Without
+    ``host`` no e-mail is sent; reminders still reach subscribed connections."""
+
+    host: str = ""
+    port: Annotated[int, Field(ge=1, le=65_535)] = 25
+    #: the From address (``from`` in TOML)
+    sender: EmailText | None = Field(default=None, alias="from")
+    #: upgrade the connection with STARTTLS (submission on port 587)
+    starttls: bool = False
+    #: implicit TLS from the first byte (SMTPS on port 465)
+    ssl: bool = False
+    username: str | None = None
+    password: str | None = None
+    timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
+
+    @model_validator(mode="after")
+    def _complete(self) -> SmtpCfg:
+        if self.host and self.sender is None:
+            raise ValueError("from: an [smtp] host needs a From address")
+        if self.starttls and self.ssl:
+            raise ValueError("starttls and ssl exclude each other (ssl is TLS from the "
+                             "start, starttls upgrades a plain connection)")
+        if (self.username is None) != (self.password is None):
+            raise ValueError("username and password go together")
+        return self
+
+    @property
+    def active(self) -> bool:
+        """Whether reminders are e-mailed."""
+        return bool(self.host)
+
+
+class AgentCfg(_Strict):
+    """``[agents.NAME]``: what the daemon knows about an agent beyond its logins."""
+
+    #: where this agent's callback reminders are e-mailed (when ``[smtp]`` is set)
+    email: EmailText | None = None
+
+
 class FieldCfg(_Strict):
     """``[[resultsets.X.codes.fields]]``: a typed extra field."""
 
@@ -159,6 +212,9 @@ class ResultCodeCfg(_Strict):
     delays_s: list[Annotated[int, Field(ge=0, le=366 * 86_400)]] = []
     scope: Literal[CALLBACK_SCOPES] = "personal_then_team"  # type: ignore[valid-type]
     reminder_min: Annotated[int, Field(ge=0, le=1440)] | None = None
+    #: callback codes: ``true`` reminds ``DEFAULT_REMINDER_MIN`` (15) minutes before unless
+    #: ``reminder_min`` says otherwise; setting ``reminder_min`` alone also asks for one
+    reminder: bool | None = None
     roll_campaign: str | None = None
     roll_list: str | None = None
     reopen_teams: list[str] = []
@@ -222,9 +278,11 @@ class FileCfg(_Strict):
     daemon: DaemonCfg = DaemonCfg()
     auth: AuthCfg = AuthCfg()
     metrics: MetricsCfg = MetricsCfg()
+    smtp: SmtpCfg = SmtpCfg()
     include: list[str] = []
     resultsets: dict[str, ResultSetCfg] = {}
     campaigns: dict[str, CampaignCfg] = {}
+    agents: dict[str, AgentCfg] = {}
 
 
 @dataclass(frozen=True)
@@ -238,6 +296,8 @@ class Settings:
     files: tuple[str, ...] = ()
     resultsets: dict[str, ResultSetCfg] = field(default_factory=dict)
     metrics: MetricsCfg = field(default_factory=MetricsCfg)
+    smtp: SmtpCfg = field(default_factory=SmtpCfg)
+    agents: dict[str, AgentCfg] = field(default_factory=dict)
 
 
 def _loc(loc: tuple[Any, ...]) -> str:
@@ -282,7 +342,7 @@ def _validate(path: Path, raw: dict[str, Any], problems: list[tuple[str, str]]
         if key not in FileCfg.model_fields:
             problems.append((f"{path}: {key}", "unknown key"))
     section_models: tuple[tuple[str, type[BaseModel]], ...] = (
-        ("daemon", DaemonCfg), ("auth", AuthCfg), ("metrics", MetricsCfg))
+        ("daemon", DaemonCfg), ("auth", AuthCfg), ("metrics", MetricsCfg), ("smtp", SmtpCfg))
     for key, model in section_models:
         if key in raw:
             try:
@@ -296,7 +356,7 @@ def _validate(path: Path, raw: dict[str, Any], problems: list[tuple[str, str]]
         else:
             problems.append((f"{path}: include", "must be a list of glob patterns"))
     entry_models: tuple[tuple[str, type[BaseModel]], ...] = (
-        ("resultsets", ResultSetCfg), ("campaigns", CampaignCfg))
+        ("resultsets", ResultSetCfg), ("campaigns", CampaignCfg), ("agents", AgentCfg))
     for key, model in entry_models:
         section = raw.get(key, {})
         if not isinstance(section, dict):
@@ -325,13 +385,23 @@ def _campaign(name: str, c: CampaignCfg, codes: dict[str, ResultCode], default_l
         enabled=c.enabled, description=c.description)
 
 
+def _reminder_min(rc: ResultCodeCfg) -> int | None:
+    """The effective reminder lead: ``reminder_min`` when set (unless ``reminder =
+    false``), ``DEFAULT_REMINDER_MIN`` for ``reminder = true``, else no reminder."""
+    if rc.reminder is False:
+        return None
+    if rc.reminder_min is not None:
+        return rc.reminder_min
+    return DEFAULT_REMINDER_MIN if rc.reminder else None
+
+
 def _code(rc: ResultCodeCfg) -> ResultCode:
     return ResultCode(
         code=rc.code, description=rc.description, action=rc.action, enabled=rc.enabled,
         category=rc.category, dial_status=rc.dial_status, contact=rc.contact,
         presentation=rc.presentation, success=rc.success, revenue=rc.revenue, note=rc.note,
         contact_priority=rc.contact_priority, delay_s=rc.delay_s, delays_s=tuple(rc.delays_s),
-        scope=rc.scope, reminder_min=rc.reminder_min, roll_campaign=rc.roll_campaign,
+        scope=rc.scope, reminder_min=_reminder_min(rc), roll_campaign=rc.roll_campaign,
         roll_list=rc.roll_list, reopen_teams=tuple(rc.reopen_teams),
         fields=tuple(FieldSpec(f.name, f.type, f.required, f.label, tuple(f.choices), f.min,
                                f.max) for f in rc.fields))
@@ -352,6 +422,7 @@ def load(path: str | os.PathLike[str]) -> Settings:
     files = [str(main)]
     resultsets: dict[str, ResultSetCfg] = {}
     campaigns: dict[str, CampaignCfg] = {}
+    agents: dict[str, AgentCfg] = {}
     origin: dict[str, str] = {}
     parts: list[tuple[Path, FileCfg]] = [(main, top)]
     for i, pattern in enumerate(top.include):
@@ -363,7 +434,7 @@ def load(path: str | os.PathLike[str]) -> Settings:
             sub = _read(p, problems)
             if sub is None:
                 continue
-            for key in ("daemon", "auth", "metrics", "include"):
+            for key in ("daemon", "auth", "metrics", "smtp", "include"):
                 if key in sub:
                     problems.append((f"{p}: {key}", "only the main file may set this"))
                     sub.pop(key)
@@ -372,7 +443,8 @@ def load(path: str | os.PathLike[str]) -> Settings:
             parts.append((p, cfg))
     for p, cfg in parts:
         for kind, src, dst in (("resultsets", cfg.resultsets, resultsets),
-                               ("campaigns", cfg.campaigns, campaigns)):
+                               ("campaigns", cfg.campaigns, campaigns),
+                               ("agents", cfg.agents, agents)):
             for name, value in src.items():
                 key = f"{kind}.{name}"
                 if key in origin:
@@ -408,6 +480,12 @@ def load(path: str | os.PathLike[str]) -> Settings:
                                      "choice fields need choices; other types take none"))
             if rc.reopen_teams and rc.action != "special":
                 problems.append((f"{where}.reopen_teams", "only special codes take this"))
+            for key in ("reminder", "reminder_min"):
+                if getattr(rc, key) is not None and rc.action != "callback":
+                    problems.append((f"{where}.{key}", "only callback codes take reminders"))
+            if rc.reminder is False and rc.reminder_min is not None:
+                problems.append((f"{where}.reminder_min",
+                                 "reminder = false asks for no reminder; drop reminder_min"))
             codes[rc.code] = _code(rc)
         if not codes:
             problems.append((f"{origin['resultsets.' + name]}: resultsets.{name}.codes",
@@ -422,4 +500,5 @@ def load(path: str | os.PathLike[str]) -> Settings:
     if problems:
         raise ConfigError(problems)
     return Settings(path=str(main), daemon=top.daemon, auth=top.auth, campaigns=out,
-                    files=tuple(files), resultsets=resultsets, metrics=top.metrics)
+                    files=tuple(files), resultsets=resultsets, metrics=top.metrics,
+                    smtp=top.smtp, agents=agents)

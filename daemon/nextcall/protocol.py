@@ -165,12 +165,40 @@ class ScheduleReq(_Req):
     contact_priority: Annotated[int, Field(ge=0, le=9)] = 4
     #: the acting agent (for special closures: must be logged in to an allowed team)
     agent: Name | None = None
+    #: remind the recipients this many minutes before (no reminder when absent)
+    reminder_min: Annotated[int, Field(ge=0, le=1440)] | None = None
 
 
 class ResolutionReq(_Req):
     """``resolution``: records whose appointment has passed, waiting for an admin."""
 
     campaign: Name | None = None
+
+
+CALLBACK_STATES = ("upcoming", "due", "overdue")
+
+
+class CallbacksReq(_Req):
+    """``callbacks``: the callback queue. ``agent``: the callbacks that agent may get (its
+    own, its teams', its campaigns' ``anyone`` ones); an agent-role peer must name
+    itself. ``from``/``to`` bound the due time (ISO instants; no offset means UTC)."""
+
+    agent: Name | None = None
+    team: Name | None = None
+    campaign: Name | None = None
+    from_: Annotated[str, Field(min_length=1, max_length=64)] | None = Field(
+        default=None, alias="from")
+    to: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    states: Annotated[list[Literal["upcoming", "due", "overdue"]],
+                      Field(min_length=1, max_length=3)] | None = None
+    limit: Annotated[int, Field(ge=1, le=100_000)] = 1000
+
+
+class SubscribeReq(_Req):
+    """``subscribe``: send ``agent``'s reminder events on this connection until it
+    closes (a connection may subscribe for several agents)."""
+
+    agent: Name
 
 
 class ReloadReq(_Req):
@@ -201,6 +229,8 @@ REQUESTS: dict[str, type[_Req]] = {
     "record.reopen": ReopenReq,
     "callback.schedule": ScheduleReq,
     "resolution": ResolutionReq,
+    "callbacks": CallbacksReq,
+    "subscribe": SubscribeReq,
 }
 
 

@@ -54,6 +54,8 @@ class Connection:
         pid, uid, gid = peer_credentials(writer)
         self.peer = Peer(next(_ids), pid, uid, gid,
                          role_for(server.settings, uid, gid))
+        # event lines (subscribe) go through the same atomic line writer as answers
+        self.peer.send = self.send
         self.tasks: set[asyncio.Task[None]] = set()
         self.sem = asyncio.Semaphore(server.settings.daemon.max_inflight)
         self.lock = asyncio.Lock()

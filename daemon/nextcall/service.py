@@ -16,7 +16,7 @@ import os
 import pwd
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,12 +29,13 @@ from . import config as configlib
 from .config import Settings
 from .core import calendar
 from .core import reload as reloadlib
-from .core.engine import S_RESOLUTION, SLOTS, Engine
+from .core.engine import S_RESOLUTION, SLOTS, Engine, callback_standing
 from .core.errors import (BadRequest, ConfigError, Conflict, Forbidden, LeaseEnded, LeaseExpired, NextcallError,
                           NotFound, NotLeaseHolder, Unavailable, UnknownCampaign)
 from .core.records import CLOSED, LEASED, CallbackIntent, Lease, Record
 from .core.model import ResultCode
 from .core.results import CallbackRequest, Disposition, decide, resolve_callback
+from .notify.events import Subscriptions
 from .storage import sql as S
 
 logger = logging.getLogger(__name__)
@@ -54,6 +55,8 @@ class Peer:
     role: str = ROLE_AGENT
     #: set when the connection closes; long polls stop waiting
     gone: asyncio.Event = field(default_factory=asyncio.Event)
+    #: writes one line to the connection (the server sets it; ``subscribe`` needs it)
+    send: Callable[[bytes], Awaitable[None]] | None = None
 
 
 @dataclass
@@ -107,6 +110,14 @@ class Observer:
     def leases_expired(self, leases: list[Lease]) -> None:
         """``leases`` ran out without a disposition and were ended."""
 
+    def reminder_sent(self, channel: str) -> None:
+        """A callback reminder went out on ``channel`` (``event``: to at least one
+        subscribed connection; ``email``: accepted by the SMTP server)."""
+
+    def reminder_failed(self, channel: str) -> None:
+        """A callback reminder could not be delivered on ``channel`` (``email``: the SMTP
+        server was unreachable or refused it; ``scheduler``: its job failed)."""
+
 
 class Service:
     """Request handlers over one engine and one store."""
@@ -134,6 +145,13 @@ class Service:
         self.waiting: Counter[str] = Counter()
         #: called with the new settings after a reload (the server keeps a reference)
         self.reload_listeners: list[Callable[[Settings], None]] = []
+        #: connections that asked for agents' events (``subscribe``)
+        self.subscriptions = Subscriptions()
+        #: called with a record once a change that may have set, moved or ended its
+        #: callback is committed (reminders reschedule from it)
+        self.callback_listeners: list[Callable[[Record], None]] = []
+        #: a callback's reminder as the ``callbacks`` view shows it (set by reminders)
+        self.reminder_status: Callable[[Record], dict[str, Any] | None] | None = None
         self.handlers: dict[str, Callable[[Any, Peer], Any]] = {
             "ping": self.op_ping, "campaigns": self.op_campaigns,
             "agent.login": self.op_login, "agent.logout": self.op_logout,
@@ -142,6 +160,7 @@ class Service:
             "records.import": self.op_import, "stats": self.op_stats,
             "config.reload": self.op_reload, "record.reopen": self.op_reopen,
             "callback.schedule": self.op_schedule, "resolution": self.op_resolution,
+            "callbacks": self.op_callbacks, "subscribe": self.op_subscribe,
         }
 
     # ------------------------------------------------------------------ plumbing
@@ -172,10 +191,28 @@ class Service:
             self.notify()
 
     def discard_connection(self, conn_id: int) -> None:
-        """Forget staged imports of a closed connection (nothing was committed)."""
+        """Forget staged imports (nothing was committed) and event subscriptions of a
+        closed connection."""
         for key in [k for k in self._stages if k[0] == conn_id]:
             del self._stages[key]
         self._void = {k for k in self._void if k[0] != conn_id}
+        self.subscriptions.discard(conn_id)
+
+    def _callback_changed(self, rec: Record) -> None:
+        """Tell the listeners (reminders) that ``rec``'s callback change is durable."""
+        for listener in self.callback_listeners:
+            try:
+                listener(rec)
+            except Exception:  # a listener bug must not fail a committed request
+                logger.exception("callback_listener_failed record=%s", rec.id)
+
+    def _owner_check(self, campaign: str) -> Callable[[str], bool]:
+        """Whether a name may own a callback of ``campaign``: an agent whose (last) login
+        included it, logged in now or not (SPEC §2: "another agent of the campaign")."""
+        def allowed(name: str) -> bool:
+            s = self.engine.agents.get(name)
+            return s is not None and campaign in s.campaigns
+        return allowed
 
     async def dispatch(self, op: str, req: Any, peer: Peer) -> dict[str, Any]:
         """Run one decoded request.
@@ -447,7 +484,7 @@ class Service:
             revenue=req.revenue, callback=cb, fields=dict(req.fields),
             appointment_at=appt.at if appt else None,
             appointment_tz=appt.timezone if appt else None,
-            listed=self.engine.listed)
+            listed=self.engine.listed, owner_allowed=self._owner_check(rec.campaign))
         outcome = decide(rec, camp, disp, now)
         phone = rec.phone_list()[phone_idx][0] if rec.phone_list() else lease.phone
         if outcome.campaign is not None and outcome.campaign not in self.engine.campaigns:
@@ -500,6 +537,9 @@ class Service:
         campaign, code = rec.campaign, req.code
         fut.add_done_callback(lambda f: None if f.cancelled() or f.exception() is not None
                               else self.observer.disposed(campaign, code))
+        # reminders follow the record once the new state is durable (client gone or not)
+        fut.add_done_callback(lambda f: None if f.cancelled() or f.exception() is not None
+                              else self._callback_changed(rec))
         try:
             await asyncio.shield(fut)
         finally:
@@ -791,7 +831,8 @@ class Service:
         daemon_cfg = old_d.model_copy(update={"log_level": new_d.log_level})
         self.settings = Settings(path=self.settings.path, daemon=daemon_cfg, auth=new.auth,
                                  campaigns=new.campaigns, files=new.files,
-                                 resultsets=new.resultsets, metrics=old_m)
+                                 resultsets=new.resultsets, metrics=old_m,
+                                 smtp=new.smtp, agents=new.agents)
         logging.getLogger().setLevel(new_d.log_level.upper())
         for listener in self.reload_listeners:
             listener(self.settings)
@@ -875,11 +916,12 @@ class Service:
                          cp: int, now: float) -> CallbackIntent:
         camp = self.engine.campaign(rec.campaign, "record")
         rc = ResultCode(code="@callback", description="scheduled callback",
-                        action="callback", scope=scope_default, contact_priority=cp)
+                        action="callback", scope=scope_default, contact_priority=cp,
+                        reminder_min=getattr(req, "reminder_min", None))
         return resolve_callback(rec, camp, rc, CallbackRequest(
             at=req.at, timezone=req.timezone, scope=req.scope, owner=req.owner,
             team=req.team, reason=req.reason, override_window=req.override_window),
-            agent, now)
+            agent, now, self._owner_check(rec.campaign))
 
     async def op_reopen(self, req: P.ReopenReq, peer: Peer) -> dict[str, Any]:
         if peer.role != ROLE_ADMIN:
@@ -893,8 +935,8 @@ class Service:
         due = None
         if req.callback is not None:
             c = req.callback
-            cb = self._callback_intent(rec, c, c.owner or "", "team" if c.team else "anyone",
-                                       4, now)
+            # an owner named here must be an agent of the campaign (agent "" checks it)
+            cb = self._callback_intent(rec, c, "", "team" if c.team else "anyone", 4, now)
             if cb.scope == "personal" and not c.owner:
                 raise BadRequest("a personal callback needs callback.owner",
                                  field="callback.owner")
@@ -902,6 +944,7 @@ class Service:
             due = calendar.resolve_local(req.at, req.timezone or rec.timezone, field="at")
         self.engine.reopen(rec, now, due, cb)
         await self.store.write(self._change_ops(rec, now, actor, "@reopen", req.note))
+        self._callback_changed(rec)
         self.notify()
         logger.info("record_reopened campaign=%s state=%s", rec.campaign, rec.state)
         return {"record": self._record_view(rec)}
@@ -928,7 +971,7 @@ class Service:
         scope = req.scope or ("personal" if req.owner else "team" if (req.team or rec.team)
                               else "anyone")
         try:
-            cb = self._callback_intent(rec, req, req.owner or req.agent or "", scope,
+            cb = self._callback_intent(rec, req, req.agent or "", scope,
                                        req.contact_priority, now)
         except NextcallError as err:
             # this op's fields are top-level (at, timezone, owner, ...), not under
@@ -939,6 +982,7 @@ class Service:
         self.engine.reopen(rec, now, None, cb)
         actor = req.agent or f"uid:{peer.uid}"
         await self.store.write(self._change_ops(rec, now, actor, "@callback", req.reason))
+        self._callback_changed(rec)
         self.notify()
         logger.info("callback_scheduled campaign=%s scope=%s", rec.campaign, cb.scope)
         return {"record": self._record_view(rec)}
@@ -952,3 +996,83 @@ class Service:
                              "appointment_at": calendar.utc_iso(r.due_at),
                              "waiting_s": round(now - r.due_at, 3)} for r in recs]}
 
+
+    # ------------------------------------------------------------------ callbacks
+    def _sees_callback(self, agent: str, rec: Record) -> bool:
+        """Whether ``rec``'s callback is in ``agent``'s queue: its own, one of its teams'
+        (scopes ``team`` and ``personal_then_team``), or an ``anyone`` callback of a
+        campaign it works."""
+        if rec.owner == agent:
+            return True
+        s = self.engine.agents.get(agent)
+        cb = rec.callback
+        if s is None or cb is None or rec.campaign not in s.campaigns:
+            return False
+        if cb.scope == "anyone":
+            return True
+        return cb.scope in ("team", "personal_then_team") and rec.team in s.teams
+
+    def _callback_entry(self, rec: Record, now: float) -> dict[str, Any]:
+        cb = rec.callback
+        assert cb is not None
+        camp = self.engine.campaigns.get(rec.campaign)
+        standing, late_s = callback_standing(rec.due_at, camp.grace_s if camp else 0, now)
+        status = self.reminder_status
+        return {
+            "record": rec.id, "campaign": rec.campaign, "owner": rec.owner or None,
+            "team": rec.team, "scope": cb.scope, "due_at": calendar.utc_iso(rec.due_at),
+            "local": cb.local, "timezone": cb.timezone,
+            "callee_local": calendar.local_iso(rec.due_at, rec.timezone),
+            "callee_timezone": rec.timezone, "contact_priority": cb.contact_priority,
+            "reason": cb.reason, "code": cb.code, "state": standing,
+            "late_s": round(late_s, 3), "in_s": round(max(rec.due_at - now, 0.0), 3),
+            "leased": rec.lease is not None,
+            "leased_to": rec.lease.agent if rec.lease is not None else None,
+            "reminder": status(rec) if status is not None else None,
+        }
+
+    async def op_callbacks(self, req: P.CallbacksReq, peer: Peer) -> dict[str, Any]:
+        if peer.role == ROLE_AGENT and req.agent is None:
+            raise Forbidden("an agent sees its own and its teams' callbacks: give agent "
+                            "(supervisors may list every callback)", field="agent")
+        if req.campaign is not None:
+            self.engine.campaign(req.campaign)
+        lo = calendar.resolve_local(req.from_, "UTC", field="from") \
+            if req.from_ is not None else float("-inf")
+        hi = calendar.resolve_local(req.to, "UTC", field="to") \
+            if req.to is not None else float("inf")
+        if lo > hi:
+            raise BadRequest("from must not be after to", field="to")
+        states = set(req.states or P.CALLBACK_STATES)
+        now = self.clock()
+        self._expire(now)
+        picked: list[tuple[float, int, Record, str]] = []
+        counts = dict.fromkeys(P.CALLBACK_STATES, 0)
+        for rec in self.engine.callbacks.values():
+            if rec.callback is None or not lo <= rec.due_at <= hi:
+                continue
+            if req.campaign is not None and rec.campaign != req.campaign:
+                continue
+            if req.team is not None and rec.team != req.team:
+                continue
+            if req.agent is not None and not self._sees_callback(req.agent, rec):
+                continue
+            camp = self.engine.campaigns.get(rec.campaign)
+            standing = callback_standing(rec.due_at, camp.grace_s if camp else 0, now)[0]
+            if standing not in states:
+                continue
+            counts[standing] += 1
+            picked.append((rec.due_at, rec.rid, rec, standing))
+        picked.sort(key=lambda t: (t[0], t[1]))
+        shown = picked[:req.limit]
+        return {"now": calendar.utc_iso(now), "count": len(picked), "counts": counts,
+                "truncated": len(picked) > len(shown),
+                "callbacks": [self._callback_entry(rec, now) for _, _, rec, _ in shown]}
+
+    async def op_subscribe(self, req: P.SubscribeReq, peer: Peer) -> dict[str, Any]:
+        if peer.send is None:
+            raise Unavailable("this connection cannot carry events")
+        n = self.subscriptions.add(peer.conn_id, req.agent, peer.send)
+        logger.info("events_subscribed conn=%d agent_connections=%d", peer.conn_id, n)
+        return {"agent": req.agent, "subscribed": True, "connections": n,
+                "events": ["reminder"]}

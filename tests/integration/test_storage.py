@@ -43,7 +43,7 @@ async def test_migrate_is_idempotent(db_url: str) -> None:
         second = await store.migrate()
     finally:
         await store.close()
-    assert first == ["empty -> 0002"]
+    assert first == ["empty -> 0003"]
     assert second == []
 
 

@@ -92,6 +92,19 @@ class EndedLease:
     code: str | None = None
 
 
+def callback_standing(due_at: float, grace_s: float, now: float) -> tuple[str, float]:
+    """Where a callback stands at ``now``, and how many seconds late it is.
+
+    ``upcoming``: not due yet (0 s late). ``due``: due and waiting for at most the
+    campaign's grace period (the time a personal-then-team callback waits for its owner).
+    ``overdue``: waiting longer than that.
+    """
+    if due_at > now:
+        return "upcoming", 0.0
+    late_s = now - due_at
+    return ("overdue" if late_s > grace_s else "due"), late_s
+
+
 def _live(e: Entry, slot: str) -> bool:
     rec: Record = e[-1]
     return rec.ver == e[-2] and rec.slot == slot
@@ -114,6 +127,9 @@ class Engine:
         self._windows: dict[tuple[str, str, bool], tuple[bool, float, float]] = {}
         #: numbers on the DNC (``"dnc"``) or block (``"block"``) list: never handed out
         self.listed: dict[str, str] = {}
+        #: every record in the callback state (leased or not, due or not), by rid: the
+        #: callback queue and reminders read it without walking all records
+        self.callbacks: dict[int, Record] = {}
 
     # ----------------------------------------------------------------- helpers
     def campaign(self, name: str, field_: str = "campaign") -> Campaign:
@@ -167,6 +183,10 @@ class Engine:
         """Put ``rec`` (not leased) where its state says it belongs."""
         rec.ver += 1
         q = self._q(rec.campaign)
+        if rec.state == CALLBACK:
+            self.callbacks[rec.rid] = rec
+        else:
+            self.callbacks.pop(rec.rid, None)
         if rec.state in (READY, CALLBACK) and rec.callable_phone(self.listed) is None:
             self._set_slot(rec, S_NO_NUMBER)
         elif rec.state == HELD:
@@ -651,6 +671,8 @@ class Engine:
                             assert e[-1].campaign == name
             for slot in (S_DORMANT, S_DUE, S_CB_DORMANT):
                 assert live[slot] == counts[name][slot], (name, slot, live[slot])
+        assert self.callbacks == {r.rid: r for r in self.records.values()
+                                  if r.state == CALLBACK}, "callback index"
         holders = set()
         for lid, lease in self.leases.items():
             assert lease.lid == lid

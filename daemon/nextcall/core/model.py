@@ -28,6 +28,8 @@ CALLBACK_SCOPES = ("personal", "personal_then_team", "team", "anyone")
 REQUIREMENT = ("none", "optional", "required")
 DIAL_STATUSES = ("person", "no_answer", "busy", "intercept", "drop", "machine", "fax")
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+#: reminder lead of a callback code that asks for a reminder without saying when (SPEC §2)
+DEFAULT_REMINDER_MIN = 15
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +124,9 @@ class ResultCode:
     #: k+1 (the last entry repeats), falling back to ``delay_s``.
     delay_s: int = 0
     delays_s: tuple[int, ...] = ()
-    #: callback: default scope and reminder lead time.
+    #: callback: default scope, and how many minutes before the callback its recipients
+    #: are reminded (None: no reminder; config ``reminder = true`` means
+    #: ``DEFAULT_REMINDER_MIN``).
     scope: str = "personal_then_team"
     reminder_min: int | None = None
     #: roll: target campaign and list.

@@ -43,6 +43,10 @@ class CallbackIntent:
     reason: str = ""
     override_window: bool = False
     code: str = ""
+    #: remind the recipients this many minutes before ``at``; None: no reminder. Fixed
+    #: when the callback is set (from its result code), so a config reload does not move
+    #: reminders of callbacks already promised.
+    reminder_min: int | None = None
 
     def to_json(self) -> dict[str, object]:
         """The stored and wire form."""
@@ -51,6 +55,7 @@ class CallbackIntent:
             "scope": self.scope, "owner": self.owner, "team": self.team,
             "contact_priority": self.contact_priority, "reason": self.reason,
             "override_window": self.override_window, "code": self.code,
+            "reminder_min": self.reminder_min,
         }
 
     @staticmethod
@@ -64,6 +69,8 @@ class CallbackIntent:
             reason=str(d.get("reason", "")),
             override_window=bool(d.get("override_window", False)),
             code=str(d.get("code", "")),
+            reminder_min=None if d.get("reminder_min") is None
+            else int(d["reminder_min"]),  # type: ignore[call-overload]
         )
 
 

@@ -7,6 +7,7 @@ disposition is refused, because refusal happens before anything is applied.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
 
@@ -51,6 +52,9 @@ class Disposition:
     appointment_tz: str | None = None
     #: numbers on the DNC or block list, skipped when continuing with the next number
     listed: dict[str, str] = field(default_factory=dict)
+    #: whether a name may own this record's callbacks (an agent of its campaign); None
+    #: accepts any owner
+    owner_allowed: Callable[[str], bool] | None = None
 
 
 @dataclass(slots=True)
@@ -158,11 +162,14 @@ def _check_extras(rc: ResultCode, d: Disposition) -> None:
 
 
 def resolve_callback(rec: Record, campaign: Campaign, rc: ResultCode, req: CallbackRequest,
-                     agent: str, now: float) -> CallbackIntent:
+                     agent: str, now: float,
+                     owner_allowed: Callable[[str], bool] | None = None) -> CallbackIntent:
     """Validate a callback request and fix its instant.
 
     The legal window and holidays are checked in the record's own timezone (where the
-    callee is); the campaign window too unless ``override_window``.
+    callee is); the campaign window too unless ``override_window``. An owner other than
+    ``agent`` must pass ``owner_allowed`` (the service accepts agents known to work the
+    record's campaign); the reminder lead comes from ``rc``.
 
     Raises:
         BadRequest, InvalidTime, OutsideLegalWindow, OutsideCallingWindow.
@@ -180,6 +187,11 @@ def resolve_callback(rec: Record, campaign: Campaign, rc: ResultCode, req: Callb
     if scope == "team" and not team:
         raise BadRequest("a team callback needs callback.team (the record has no team)",
                          field="callback.team")
+    if scope != "team" and req.owner and req.owner != agent and owner_allowed is not None \
+            and not owner_allowed(req.owner):
+        raise BadRequest(f"{req.owner!r} is not an agent of campaign {campaign.name!r}; "
+                         "a callback's owner must be an agent who logged in to it",
+                         field="callback.owner")
     callee_tz = calendar.zone(rec.timezone)
     if not calendar.legal_at(campaign, callee_tz, at):
         raise OutsideLegalWindow(
@@ -195,7 +207,7 @@ def resolve_callback(rec: Record, campaign: Campaign, rc: ResultCode, req: Callb
                           scope=scope, owner=owner if scope != "team" else None,
                           team=team, contact_priority=rc.contact_priority,
                           reason=req.reason, override_window=req.override_window,
-                          code=rc.code)
+                          code=rc.code, reminder_min=rc.reminder_min)
 
 
 def decide(rec: Record, campaign: Campaign, d: Disposition, now: float) -> Outcome:
@@ -230,7 +242,7 @@ def decide(rec: Record, campaign: Campaign, d: Disposition, now: float) -> Outco
         if d.callback is None:
             raise CallbackRequired(f"result code {rc.code!r} needs callback.at",
                                    field="callback")
-        cb = resolve_callback(rec, campaign, rc, d.callback, d.agent, now)
+        cb = resolve_callback(rec, campaign, rc, d.callback, d.agent, now, d.owner_allowed)
         out.state, out.due_at, out.callback = CALLBACK, cb.at, cb
         out.owner, out.team = cb.owner, cb.team
     elif rc.action == "close":

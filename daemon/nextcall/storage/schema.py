@@ -99,3 +99,16 @@ phone_lists = Table(
     Column("rid", BigInteger),  # the record whose disposition listed it, if any
     Column("agent", String(100)),
 )
+
+reminders = Table(
+    "reminders", metadata,
+    # one row per reminder sent: the callback of record ``rid`` due at ``at`` (a new
+    # callback time is a new reminder); written in the commit that records the sending,
+    # so a restart neither loses a pending reminder nor sends one twice
+    Column("rid", BigInteger, primary_key=True, autoincrement=False),
+    Column("at", Float, primary_key=True),
+    Column("remind_at", Float, nullable=False),
+    Column("sent_at", Float, nullable=False),
+    Column("recipients", Text, nullable=False),  # JSON list of agents
+    Column("channels", Text, nullable=False),  # JSON {"event": n, "email": [...], ...}
+)

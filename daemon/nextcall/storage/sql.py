@@ -33,7 +33,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from ..core.errors import StorageError
-from .schema import agents, history, leases, phone_lists, records
+from .schema import agents, history, leases, phone_lists, records, reminders
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +69,11 @@ UPD_RECORD_DATA = update(records).where(records.c.rid == bindparam("b_rid")).val
 INS_RECORD = insert(records)
 DEL_AGENT = delete(agents).where(agents.c.agent == bindparam("b_agent"))
 INS_AGENT = insert(agents)
+#: a callback reminder was sent (one row per record and callback instant); DEL first, as
+#: a callback moved away and back to an instant is reminded again
+DEL_REMINDER = delete(reminders).where(reminders.c.rid == bindparam("b_rid"),
+                                       reminders.c.at == bindparam("b_at"))
+INS_REMINDER = insert(reminders)
 
 Op = tuple[Any, dict[str, Any]]
 
@@ -531,5 +536,26 @@ class SqlStore:
                 q = q.where(records.c.reason == reason)
             return [dict(r) for r in (await conn.execute(q.order_by(records.c.rid)))
                     .mappings().all()]
+        result: list[dict[str, Any]] = await self._read(fn)
+        return result
+
+    async def reminders_of_callbacks(self) -> list[tuple[int, float, float]]:
+        """(rid, callback instant, sent_at) of every reminder sent for a record that is
+        in the callback state now (older rows are history)."""
+        async def fn(conn: AsyncConnection) -> list[tuple[int, float, float]]:
+            q = select(reminders.c.rid, reminders.c.at, reminders.c.sent_at).join(
+                records, records.c.rid == reminders.c.rid).where(
+                records.c.state == "callback")
+            return [(int(r), float(a), float(t)) for r, a, t in
+                    (await conn.execute(q)).all()]
+        result: list[tuple[int, float, float]] = await self._read(fn)
+        return result
+
+    async def reminders_of(self, rid: int) -> list[dict[str, Any]]:
+        """Every reminder sent for record ``rid``, oldest first."""
+        async def fn(conn: AsyncConnection) -> list[dict[str, Any]]:
+            q = select(reminders).where(reminders.c.rid == rid).order_by(
+                reminders.c.sent_at)
+            return [dict(r) for r in (await conn.execute(q)).mappings().all()]
         result: list[dict[str, Any]] = await self._read(fn)
         return result

@@ -1,0 +1,6 @@
+"""Callback reminders and the channels that carry them.
+
+``events``: subscriptions of connections to agents' event lines (``subscribe``);
+``email``: SMTP delivery; ``reminders``: the APScheduler jobs that fire a reminder N
+minutes before a callback and record that it was sent.
+"""

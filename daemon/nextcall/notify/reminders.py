@@ -1,0 +1,360 @@
+"""Callback reminders: N minutes before a callback, tell its recipients (SPEC §2, §4).
+
+A callback whose intent carries ``reminder_min`` (from its result code, or from
+``callback.schedule``) gets one reminder at ``at - reminder_min`` minutes: an ``event``
+line to every connection subscribed to a recipient, and an e-mail to each recipient with
+an address when ``[smtp]`` is configured. Recipients are the owner, or for a ``team``
+callback the team's logged-in agents in the record's campaign.
+
+Timing runs on APScheduler 3 (``AsyncIOScheduler``, ``MemoryJobStore``, UTC), one
+``date`` job per reminder with the record id as job id, replaced when the callback moves
+and removed when it ends. Job stores are not trusted with state (PITFALLS §1.7): the
+database is. A reminder sent is a ``reminders`` row (record, callback instant), written in
+the commit that records the sending; at start every pending reminder is rebuilt from the
+callbacks in the engine minus those rows, so a restart loses none and repeats none.
+
+Rules, in order:
+
+- a callback that is already due when its reminder would be scheduled (set late, or
+  reached while the daemon was down) gets no reminder: the agent is calling it now;
+- a reminder whose time passed while the daemon was down, for a callback still in the
+  future, is sent at once at start;
+- a reminder is sent once per callback: moving the callback to another time earns a new
+  reminder, re-setting the time it already has does not (moving it away and back again
+  does: that is a new promise).
+
+The crash window: the row is committed after delivery, so a ``kill -9`` between the two
+repeats that one reminder at the next start (at least once); an orderly stop waits for
+deliveries in flight (bounded) before the store closes, so it never repeats one.
+
+Scale: an APScheduler job costs ~80 µs to add and its memory store is a sorted list
+(PITFALLS §0.1, §1.7), so only reminders due within ``SCHEDULE_AHEAD_S`` are jobs; later
+ones wait in a heap that the fixed-id ``reminders-refill`` job moves into the scheduler
+every ``REFILL_EVERY_S``. A rebuild with 100 000 callbacks a week ahead adds none.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+# APScheduler 3 ships no type information
+from apscheduler import events as aps_events  # type: ignore[import-untyped]
+from apscheduler.jobstores.base import JobLookupError  # type: ignore[import-untyped]
+from apscheduler.jobstores.memory import MemoryJobStore  # type: ignore[import-untyped]
+from apscheduler.schedulers import SchedulerNotRunningError  # type: ignore[import-untyped]
+from apscheduler.schedulers.asyncio import AsyncIOScheduler  # type: ignore[import-untyped]
+
+from ..core import calendar
+from ..core.records import CALLBACK, Record
+from ..storage import sql as S
+from .email import Mailer, MailError, reminder_message
+
+if TYPE_CHECKING:
+    from ..service import Service
+
+logger = logging.getLogger(__name__)
+
+#: reminders due within this horizon are APScheduler jobs; later ones wait in a heap
+SCHEDULE_AHEAD_S = 3600.0
+#: how often the heap is moved into the scheduler (well inside the horizon)
+REFILL_EVERY_S = 600.0
+REFILL_JOB_ID = "reminders-refill"
+#: an orderly stop waits this long for deliveries in flight (SMTP) before the store closes
+STOP_TIMEOUT_S = 15.0
+JOB_PROBLEMS = (aps_events.EVENT_JOB_ERROR | aps_events.EVENT_JOB_MISSED
+                | aps_events.EVENT_JOB_MAX_INSTANCES)
+
+
+class Reminders:
+    """Schedules, sends and records callback reminders for one service.
+
+    Constructing it does nothing; ``start`` (inside the running loop, after the rebuild)
+    loads what was sent and schedules what is pending; ``stop`` shuts the scheduler down
+    and drains deliveries.
+    """
+
+    def __init__(self, service: Service, stop_timeout_s: float = STOP_TIMEOUT_S) -> None:
+        self.service = service
+        self.stop_timeout_s = stop_timeout_s
+        self.scheduler: AsyncIOScheduler | None = None
+        #: rid -> (callback instant reminded, sent_at): the current callback's reminder
+        #: went out; older callbacks of the record are forgotten
+        self._sent: dict[int, tuple[float, float]] = {}
+        #: record id -> callback instant of the pending reminder (job or heap)
+        self._want: dict[str, float] = {}
+        #: record id -> callback instant of the APScheduler job now scheduled
+        self._jobs: dict[str, float] = {}
+        #: (remind_at, record id, callback instant) beyond the horizon; lazily deleted
+        self._later: list[tuple[float, str, float]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        """Load sent reminders, start the scheduler, schedule every pending reminder.
+
+        Must run inside the event loop (APScheduler 3.11 binds to the running loop).
+
+        Raises:
+            StorageError: the sent reminders cannot be read.
+        """
+        engine = self.service.engine
+        for rid, at, sent_at in await self.service.store.reminders_of_callbacks():
+            rec = engine.callbacks.get(rid)
+            if rec is not None and rec.callback is not None and rec.callback.at == at:
+                self._sent[rid] = (at, sent_at)
+        self.scheduler = AsyncIOScheduler(
+            timezone=UTC, jobstores={"default": MemoryJobStore()},
+            # None: a late job still runs (a busy loop must not drop a reminder);
+            # coalesce: never a burst of catch-up runs (PITFALLS §1.3, §1.4)
+            job_defaults={"misfire_grace_time": None, "coalesce": True,
+                          "max_instances": 1})
+        self.scheduler.add_listener(self._job_event, JOB_PROBLEMS)
+        self.scheduler.start()
+        self.scheduler.add_job(self._refill, "interval", seconds=REFILL_EVERY_S,
+                               id=REFILL_JOB_ID, name="move reminders into the horizon",
+                               replace_existing=True)
+        now = self.service.clock()
+        for rec in list(engine.callbacks.values()):
+            self._plan(rec, now, rebuild=True)
+        heapq.heapify(self._later)
+        self.service.callback_listeners.append(self.sync)
+        self.service.reminder_status = self.status
+        logger.info("reminders_started pending=%d scheduled=%d sent=%d", len(self._want),
+                    len(self._jobs), len(self._sent))
+
+    async def stop(self) -> None:
+        """Stop scheduling, then wait (bounded) for deliveries in flight so their
+        ``reminders`` rows are committed before the store closes."""
+        if self.sync in self.service.callback_listeners:
+            self.service.callback_listeners.remove(self.sync)
+        if self.scheduler is not None:
+            try:
+                self.scheduler.shutdown(wait=False)
+            except SchedulerNotRunningError:
+                pass
+            self.scheduler = None
+        if self._tasks:
+            _, pending = await asyncio.wait(list(self._tasks),
+                                               timeout=self.stop_timeout_s)
+            for t in pending:
+                logger.warning("reminder_abandoned task=%s", t.get_name())
+                t.cancel()
+
+    # ------------------------------------------------------------------ planning
+    def sync(self, rec: Record) -> None:
+        """``rec``'s callback was set, moved or ended (committed): schedule, replace or
+        drop its reminder."""
+        if self.scheduler is None:
+            return
+        self._plan(rec, self.service.clock(), rebuild=False)
+
+    def _plan(self, rec: Record, now: float, rebuild: bool) -> None:
+        cb = rec.callback
+        if rec.state != CALLBACK or cb is None:
+            self._sent.pop(rec.rid, None)
+            self._drop(rec.id)
+            return
+        sent = self._sent.get(rec.rid)
+        if sent is not None and sent[0] != cb.at:
+            del self._sent[rec.rid]  # an older callback's reminder
+            sent = None
+        if sent is not None or cb.reminder_min is None or cb.at <= now:
+            # sent already, not asked for, or the callback is due: nothing to remind
+            self._drop(rec.id)
+            return
+        remind_at = cb.at - cb.reminder_min * 60.0
+        if self._want.get(rec.id) == cb.at:
+            return  # pending already (a job, or in the heap)
+        self._want[rec.id] = cb.at
+        if remind_at <= now + SCHEDULE_AHEAD_S:
+            self._schedule(rec.id, remind_at, cb.at, now)
+        else:
+            self._unschedule(rec.id)
+            entry = (remind_at, rec.id, cb.at)
+            if rebuild:
+                self._later.append(entry)  # heapified once at the end of start()
+            else:
+                heapq.heappush(self._later, entry)
+
+    def _drop(self, record_id: str) -> None:
+        self._want.pop(record_id, None)
+        self._unschedule(record_id)
+
+    def _unschedule(self, record_id: str) -> None:
+        if self._jobs.pop(record_id, None) is not None and self.scheduler is not None:
+            try:
+                self.scheduler.remove_job(record_id)
+            except JobLookupError:
+                pass
+
+    def _schedule(self, record_id: str, remind_at: float, at: float, now: float) -> None:
+        assert self.scheduler is not None
+        run = datetime.fromtimestamp(max(remind_at, now), UTC)
+        self.scheduler.add_job(self._fire, "date", run_date=run, args=[record_id, at],
+                               id=record_id, name=f"reminder {record_id}",
+                               replace_existing=True)
+        self._jobs[record_id] = at
+
+    async def _refill(self) -> None:
+        """Housekeeping job: move reminders entering the horizon into the scheduler."""
+        now = self.service.clock()
+        later = self._later
+        moved = 0
+        while later and later[0][0] <= now + SCHEDULE_AHEAD_S:
+            remind_at, record_id, at = heapq.heappop(later)
+            if self._want.get(record_id) == at and self._jobs.get(record_id) != at:
+                self._schedule(record_id, remind_at, at, now)
+                moved += 1
+        if len(later) > 2 * len(self._want) + 1024:
+            # stale entries of moved or ended callbacks: compact
+            self._later = [e for e in later if self._want.get(e[1]) == e[2]
+                           and self._jobs.get(e[1]) != e[2]]
+            heapq.heapify(self._later)
+        if moved:
+            logger.debug("reminders_refilled moved=%d waiting=%d", moved, len(self._later))
+
+    # ------------------------------------------------------------------ firing
+    async def _fire(self, record_id: str, at: float) -> None:
+        """The job: hand the delivery to a task of our own, so that a scheduler shutdown
+        (which cancels running jobs, PITFALLS §1.6) cannot cut it between sending and
+        recording."""
+        if self._jobs.get(record_id) == at:
+            del self._jobs[record_id]
+        if self._want.get(record_id) != at:
+            return  # moved or ended after the job was due: the new state rules
+        del self._want[record_id]
+        task = asyncio.create_task(self._deliver(record_id, at),
+                                   name=f"reminder-{record_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._delivered)
+
+    def _delivered(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("reminder_failed error=%r", task.exception())
+
+    def recipients(self, rec: Record) -> list[str]:
+        """Who is reminded: the owner; for a ``team`` callback, the team's agents
+        logged in to the record's campaign now."""
+        cb = rec.callback
+        if cb is not None and cb.scope == "team":
+            team = cb.team or rec.team
+            return sorted(a for a, s in self.service.engine.agents.items()
+                          if s.logged_in and rec.campaign in s.campaigns and team in s.teams)
+        owner = (cb.owner if cb is not None else None) or rec.owner
+        return [owner] if owner else []
+
+    def _body(self, rec: Record, at: float, now: float) -> dict[str, Any]:
+        cb = rec.callback
+        assert cb is not None
+        return {
+            "record": rec.id, "campaign": rec.campaign, "owner": rec.owner or None,
+            "team": rec.team, "scope": cb.scope, "due_at": calendar.utc_iso(at),
+            "local": cb.local, "timezone": cb.timezone,
+            "callee_local": calendar.local_iso(at, rec.timezone),
+            "callee_timezone": rec.timezone, "in_s": round(at - now, 3),
+            "reminder_min": cb.reminder_min, "contact_priority": cb.contact_priority,
+            "reason": cb.reason, "code": cb.code, "data": orjson.Fragment(rec.data),
+        }
+
+    async def _deliver(self, record_id: str, at: float) -> None:
+        svc = self.service
+        rec = svc.engine.records.get(record_id)
+        cb = rec.callback if rec is not None else None
+        if rec is None or cb is None or rec.state != CALLBACK or cb.at != at:
+            return
+        if self._sent.get(rec.rid, (None,))[0] == at:
+            return
+        now = svc.clock()
+        # marked before the first await: nothing can send this reminder twice
+        self._sent[rec.rid] = (at, now)
+        remind_at = at - (cb.reminder_min or 0) * 60.0
+        recipients = self.recipients(rec)
+        body = self._body(rec, at, now)
+        connections = await svc.subscriptions.publish("reminder", body, recipients)
+        channels: dict[str, Any] = {"event": connections}
+        if connections:
+            svc.observer.reminder_sent("event")
+        settings = svc.settings
+        if settings.smtp.active:
+            channels.update(await self._email(rec, body, recipients))
+        await svc.store.write([
+            (S.DEL_REMINDER, {"b_rid": rec.rid, "b_at": at}),
+            (S.INS_REMINDER, {"rid": rec.rid, "at": at, "remind_at": remind_at,
+                              "sent_at": now, "recipients": orjson.dumps(recipients).decode(),
+                              "channels": orjson.dumps(channels).decode()})])
+        logger.info("reminder_sent campaign=%s scope=%s recipients=%d connections=%d "
+                    "emails=%d late_s=%.1f", rec.campaign, cb.scope, len(recipients),
+                    connections, len(channels.get("email", [])), max(now - remind_at, 0.0))
+
+    async def _email(self, rec: Record, body: dict[str, Any], recipients: list[str]
+                     ) -> dict[str, Any]:
+        settings = self.service.settings
+        smtp = settings.smtp
+        assert smtp.sender is not None  # config validation guarantees it
+        addressed = [(a, cfg.email) for a in recipients
+                     if (cfg := settings.agents.get(a)) is not None and cfg.email]
+        if not addressed:
+            return {"email": []}
+        subject = f"Callback reminder: {rec.id} at {body['local']}"
+        messages = [reminder_message(smtp.sender, addr, subject, _text(agent, body))
+                    for agent, addr in addressed]
+        try:
+            await Mailer(smtp).send(messages)
+        except MailError as exc:
+            self.service.observer.reminder_failed("email")
+            logger.warning("reminder_email_failed host=%s port=%d error=%s", smtp.host,
+                           smtp.port, exc)
+            return {"email": [], "email_error": str(exc)}
+        self.service.observer.reminder_sent("email")
+        return {"email": [a for a, _ in addressed]}
+
+    # ------------------------------------------------------------------ views
+    def status(self, rec: Record) -> dict[str, Any] | None:
+        """The reminder of ``rec``'s current callback: when, and whether it was sent."""
+        cb = rec.callback
+        if cb is None or cb.reminder_min is None:
+            return None
+        sent = self._sent.get(rec.rid)
+        sent_at = sent[1] if sent is not None and sent[0] == cb.at else None
+        return {"at": calendar.utc_iso(cb.at - cb.reminder_min * 60.0),
+                "minutes": cb.reminder_min,
+                "sent_at": calendar.utc_iso(sent_at) if sent_at is not None else None,
+                "pending": rec.id in self._want}
+
+    def _job_event(self, event: aps_events.JobEvent) -> None:
+        # job exceptions are only logged by APScheduler (PITFALLS §1.5): count them;
+        # a max-instances event has no exception attribute
+        kind = {aps_events.EVENT_JOB_ERROR: "error", aps_events.EVENT_JOB_MISSED: "missed",
+                aps_events.EVENT_JOB_MAX_INSTANCES: "max_instances"}.get(event.code,
+                                                                         str(event.code))
+        logger.error("scheduler_job_problem job=%s kind=%s error=%r", event.job_id, kind,
+                     getattr(event, "exception", None))
+        if event.job_id != REFILL_JOB_ID:
+            self.service.observer.reminder_failed("scheduler")
+
+
+def _text(agent: str, body: dict[str, Any]) -> str:
+    """The e-mail body: what an agent needs to prepare the call."""
+    lines = [
+        f"Hello {agent},",
+        "",
+        f"you have a callback in {round(body['in_s'] / 60)} minutes.",
+        "",
+        f"Record:    {body['record']} (campaign {body['campaign']})",
+        f"When:      {body['local']} ({body['timezone']})",
+    ]
+    if body["callee_timezone"] != body["timezone"]:
+        lines.append(f"Callee:    {body['callee_local']} ({body['callee_timezone']})")
+    who = body["owner"] or f"team {body['team']}"
+    lines += [f"UTC:       {body['due_at']}", f"For:       {who} ({body['scope']})"]
+    if body["reason"]:
+        lines.append(f"Reason:    {body['reason']}")
+    lines += ["", "-- nextcall"]
+    return "\n".join(lines) + "\n"
