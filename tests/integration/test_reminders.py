@@ -476,6 +476,36 @@ async def test_moved_away_and_back_is_a_new_promise(tmp_path: Path) -> None:
         await d.stop()
 
 
+async def test_reminders_beyond_the_horizon_wait_in_the_heap(tmp_path: Path) -> None:
+    # the service's clock runs an hour behind: a reminder two seconds away in real time
+    # is an hour and two seconds away for the daemon, beyond SCHEDULE_AHEAD_S
+    offset = [-3600.0]
+    d = Daemon(load(config(tmp_path, None)))
+    d.service.clock = lambda: time.time() + offset[0]
+    await d.start()
+    c = await connect(d)
+    sub = await subscriber(d, "alice")
+    try:
+        tokens = await setup_agents(c, "r1")
+        await callback(c, tokens["r1"])
+        scheduler = d.reminders.scheduler
+        assert scheduler is not None
+        assert [j.id for j in scheduler.get_jobs()] == ["reminders-refill"]
+        assert (await view(c, "r1"))["reminder"]["pending"] is True
+        # an hour later (for the daemon) the refill job moves it into the scheduler
+        offset[0] = 0.0
+        await d.reminders._refill()
+        assert sorted(j.id for j in scheduler.get_jobs()) == ["r1", "reminders-refill"]
+        ev = await sub.read(timeout=20)
+        assert (ev["event"], ev["record"]) == ("reminder", "r1")
+        await next_line_is_answer(sub)
+        assert [j.id for j in scheduler.get_jobs()] == ["reminders-refill"]
+    finally:
+        for s in (c, sub):
+            await s.close()
+        await d.stop()
+
+
 class Recorder(Observer):
     def __init__(self) -> None:
         self.calls: list[tuple[str, str]] = []
