@@ -8,6 +8,7 @@ import itertools
 import json
 import os
 import textwrap
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -156,6 +157,21 @@ async def client(daemon: Daemon) -> AsyncIterator[AsyncClient]:
     c = await AsyncClient.connect(daemon.settings.daemon.socket)
     yield c
     await c.close()
+
+
+def wait_until_serving(path: str, timeout_s: float = 30.0) -> None:
+    """Block until a daemon answers ``ping`` on ``path`` (subprocess tests)."""
+    from nextcall.client import Client, ClientError
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with Client(path, timeout=2) as c:
+                c.call("ping")
+            return
+        except (OSError, ClientError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def make_records(n: int, prefix: str = "r", **extra: Any) -> list[dict[str, Any]]:

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from nextcall.client import Client, ClientError
-from tests.conftest import CODES, make_records, write_config
+from nextcall.client import Client
+from tests.conftest import CODES, make_records, wait_until_serving, write_config
 
 BIN = Path(sys.executable).parent / "nextcall"
 EXTRA = textwrap.dedent("""
@@ -45,13 +45,7 @@ def sock(tmp_path: Path) -> Iterator[str]:
     p = subprocess.Popen([str(BIN), "--config", str(cfg), "serve"],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     path = str(tmp_path / "s.sock")
-    for _ in range(200):
-        try:
-            with Client(path, timeout=2) as c:
-                c.call("ping")
-            break
-        except (OSError, ClientError):
-            time.sleep(0.05)
+    wait_until_serving(path)
     with Client(path) as c:
         c.call("records.import", campaign="t", list="l", records=make_records(3))
         # callback owners must be agents of the campaign

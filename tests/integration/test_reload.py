@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 
 from nextcall.app import Daemon
-from nextcall.client import Client, ClientError
+from nextcall.client import Client
 from nextcall.config import load
-from tests.conftest import CODES, AsyncClient, make_records, write_config
+from tests.conftest import (CODES, AsyncClient, make_records, wait_until_serving,
+                            write_config)
 
 BIN = Path(sys.executable).parent / "nextcall"
 EXTRA_CODE = '''
@@ -121,13 +122,7 @@ def test_sighup_reloads_a_running_daemon(tmp_path: Path) -> None:
                              stderr=subprocess.STDOUT)
     sock = str(tmp_path / "s.sock")
     try:
-        for _ in range(200):
-            try:
-                with Client(sock, timeout=2) as c:
-                    c.call("ping")
-                break
-            except (OSError, ClientError):
-                time.sleep(0.05)
+        wait_until_serving(sock)
         (tmp_path / "codes.toml").write_text(CODES + EXTRA_CODE)
         os.kill(p.pid, signal.SIGHUP)
 
@@ -162,13 +157,7 @@ def test_cli_reload_dry_run(tmp_path: Path) -> None:
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     sock = str(tmp_path / "s.sock")
     try:
-        for _ in range(200):
-            try:
-                with Client(sock, timeout=2) as c:
-                    c.call("ping")
-                break
-            except (OSError, ClientError):
-                time.sleep(0.05)
+        wait_until_serving(sock)
         (tmp_path / "codes.toml").write_text(CODES + EXTRA_CODE)
         out = subprocess.run([str(BIN), "--socket", sock, "reload", "--dry-run"],
                              capture_output=True, text=True, timeout=30)
