@@ -36,6 +36,9 @@ def setup_logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), format=fmt, stream=sys.stderr, force=True)
     # alembic narrates every context it opens at INFO; keep its warnings only
     logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLogger().level))
+    # APScheduler narrates every job it adds and runs; nextcall logs its own events
+    logging.getLogger("apscheduler").setLevel(max(logging.WARNING,
+                                                   logging.getLogger().level))
 
 
 class Daemon:

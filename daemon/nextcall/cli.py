@@ -486,7 +486,7 @@ def stats(ctx: click.Context, campaign: str | None) -> None:
                     "logged in")
     cols = ("due", "dormant", "callback_due", "callback_upcoming", "leased")
     heads = ("due", "later", "cb due", "cb later", "leased")
-    t.add_column("campaign")
+    t.add_column("campaign", no_wrap=True)
     for head in heads:
         t.add_column(head, justify="right")
     t.add_column("closed", justify="right")
@@ -630,20 +630,28 @@ def callbacks_(ctx: click.Context, agent: str | None, team: str | None,
     t = Table(title=f"{ans['count']} callbacks at {ans['now']}: {c['overdue']} overdue, "
                     f"{c['due']} due, {c['upcoming']} upcoming"
                     + (f" (first {len(ans['callbacks'])} shown)" if ans["truncated"] else ""))
-    for col in ("due (UTC)", "state", "late", "record", "campaign", "for", "scope",
-                "local time", "prio", "code", "leased", "reminder", "reason"):
-        t.add_column(col, justify="right" if col in ("late", "prio") else "left")
+    # few columns, so the table stays readable in an 80-column terminal; --json has all
+    for col in ("state", "late", "record", "for", "local time", "campaign", "notes"):
+        t.add_column(col, justify="right" if col == "late" else "left",
+                     no_wrap=col in ("state", "late", "record"))
     style = {"overdue": "red", "due": "yellow", "upcoming": ""}
     for e in ans["callbacks"]:
         who = e["owner"] if e["scope"] != "team" and e["owner"] else f"team {e['team']}"
+        if e["scope"] == "personal_then_team" and e["team"]:
+            who += f" then {e['team']}"
         rem = e["reminder"]
-        reminder = "" if rem is None else f"sent {rem['sent_at']}" if rem["sent_at"] \
-            else f"{rem['minutes']}m before"
-        t.add_row(e["due_at"], e["state"],
+        notes = [f"{e['code']} p{e['contact_priority']}"]
+        if e["leased_to"]:
+            notes.append(f"leased to {e['leased_to']}")
+        if rem is not None:
+            notes.append(f"reminded {rem['sent_at']}" if rem["sent_at"]
+                         else f"reminder {rem['minutes']}m before")
+        if e["reason"]:
+            notes.append(e["reason"])
+        t.add_row(e["state"],
                   _span(e["late_s"]) if e["state"] != "upcoming" else f"in {_span(e['in_s'])}",
-                  e["record"], e["campaign"], who, e["scope"],
-                  f"{e['local']} {e['timezone']}", str(e["contact_priority"]), e["code"],
-                  e["leased_to"] or "", reminder, e["reason"], style=style[e["state"]])
+                  e["record"], who, f"{e['local']} {e['timezone']}", e["campaign"],
+                  "; ".join(notes), style=style[e["state"]])
     console.print(t)
 
 
