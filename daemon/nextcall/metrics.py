@@ -125,6 +125,7 @@ class Metrics(Observer):
         self._ops = frozenset(P.REQUESTS)
         self._codes = _error_codes() | {"ok"}
         self._labelled: set[str] = set()
+        self._request_children: dict[tuple[str, str], tuple[Any, Any]] = {}
         r = registry
         self.build_info = Info(
             "nextcall_build", "The running nextcall version and Python version (value 1).",
@@ -202,10 +203,19 @@ class Metrics(Observer):
 
     # ------------------------------------------------------------------ hooks
     def request_done(self, op: str, code: str, seconds: float) -> None:
-        """The server answered one request (``Server(metrics=...)``)."""
-        op = op if op in self._ops else OTHER
-        self.requests.labels(op, code if code in self._codes else OTHER).inc()
-        self.request_latency.labels(op).observe(seconds)
+        """The server answered one request (``Server(metrics=...)``).
+
+        On every request, so the labelled children are looked up once and cached
+        (``labels()`` costs more than the increment itself).
+        """
+        children = self._request_children.get((op, code))
+        if children is None:
+            lop = op if op in self._ops else OTHER
+            children = (self.requests.labels(lop, code if code in self._codes else OTHER),
+                        self.request_latency.labels(lop))
+            self._request_children[(op, code)] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def commit_done(self, seconds: float, batch_size: int) -> None:
         """The store committed one group (``SqlStore.commit_observer``)."""
