@@ -796,7 +796,10 @@ class Service:
                                  if until != float("inf") else None}
             out[name] = {"configured": camp is not None,
                          "enabled": bool(camp and camp.enabled),
-                         **q.counts, "closed": dict(q.closed), "zones": zones}
+                         **q.counts, "zones": zones,
+                         # reasons whose records were all reopened read as absent, as after
+                         # a restart
+                         "closed": {k: v for k, v in q.closed.items() if v}}
         agents = [a for a, s in self.engine.agents.items() if s.logged_in]
         return {"campaigns": out, "leases": len(self.engine.leases),
                 "agents_logged_in": len(agents), "records_in_memory":
