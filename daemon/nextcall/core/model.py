@@ -25,7 +25,6 @@ ACTIONS = (
 IMPLEMENTED_ACTIONS = ACTIONS
 
 CALLBACK_SCOPES = ("personal", "personal_then_team", "team", "anyone")
-REQUIREMENT = ("none", "optional", "required")
 DIAL_STATUSES = ("person", "no_answer", "busy", "intercept", "drop", "machine", "fax")
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 #: reminder lead of a callback code that asks for a reminder without saying when (SPEC §2)

@@ -137,16 +137,10 @@ class Record:
         return None
 
     def snapshot(self) -> tuple[object, ...]:
-        """The durable fields, to undo a change whose commit failed."""
+        """The durable fields as one tuple (state comparisons in tests and checks)."""
         return (self.state, self.reason, self.due_at, self.attempts, self.owner, self.team,
                 self.best_cp, self.phone_idx, self.callback, self.campaign, self.list,
                 [list(p) for p in self.phone_list()])
-
-    def restore(self, snap: tuple[object, ...]) -> None:
-        """Inverse of ``snapshot``."""
-        (self.state, self.reason, self.due_at, self.attempts, self.owner, self.team,
-         self.best_cp, self.phone_idx, self.callback, self.campaign, self.list,
-         self.phones) = snap  # type: ignore[assignment]
 
 
 class Lease:

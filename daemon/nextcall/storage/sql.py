@@ -518,14 +518,6 @@ class SqlStore:
         result: dict[str, tuple[int, str, str]] = await self._read(fn)
         return result
 
-    async def count_history(self) -> int:
-        """Number of dispositions ever stored (tests, stats)."""
-        async def fn(conn: AsyncConnection) -> int:
-            return int((await conn.execute(select(func.count()).select_from(history)))
-                       .scalar_one())
-        result: int = await self._read(fn)
-        return result
-
     async def records_where(self, campaign: str, list_name: str, state: str,
                             reason: str | None) -> list[dict[str, Any]]:
         """Full record rows of one list in one state (list reloads)."""
