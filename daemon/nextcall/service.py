@@ -578,17 +578,8 @@ class Service:
         if live is not None and live.rid == r["rid"]:
             view = self._record_view(live)
         else:
-            view = {
-                "id": r["id"], "campaign": r["campaign"], "list": r["list"],
-                "phones": [{"number": n, "status": s} for n, s in orjson.loads(r["phones"])],
-                "timezone": r["timezone"], "priority": r["priority"],
-                "data": orjson.Fragment(r["data"]), "state": r["state"],
-                "reason": r["reason"],
-                "due_at": calendar.utc_iso(r["due_at"]) if r["due_at"] else None,
-                "attempts": r["attempts"], "owner": r["owner"], "team": r["team"],
-                "score": None,
-                "callback": orjson.loads(r["callback"]) if r["callback"] else None,
-            }
+            # not in memory (closed): the same view, from the row; it has no pool score
+            view = {**self._record_view(self._record_from_row(r)), "score": None}
         view["history"] = [{
             "at": calendar.utc_iso(h["at"]), "agent": h["agent"], "code": h["code"],
             "phone": h["phone"], "note": h["note"], "revenue": h["revenue"],

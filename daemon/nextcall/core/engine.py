@@ -24,9 +24,9 @@ from __future__ import annotations
 import heapq
 import secrets
 from collections import OrderedDict, defaultdict
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
-from collections.abc import Iterable
 
 from . import calendar
 from .errors import BadRequest, NotLoggedIn, UnknownCampaign
@@ -108,6 +108,17 @@ def callback_standing(due_at: float, grace_s: float, now: float) -> tuple[str, f
 def _live(e: Entry, slot: str) -> bool:
     rec: Record = e[-1]
     return rec.ver == e[-2] and rec.slot == slot
+
+
+def _pop_due(heap: list[Entry], slot: str, now: float) -> Iterator[Record]:
+    """Pop the entries of a by-due-time heap that are due, yielding the live records
+    (version already bumped, so their old entries elsewhere are stale)."""
+    while heap and heap[0][0] <= now:
+        e = heapq.heappop(heap)
+        if _live(e, slot):
+            rec: Record = e[-1]
+            rec.ver += 1
+            yield rec
 
 
 class Engine:
@@ -304,31 +315,16 @@ class Engine:
     # ----------------------------------------------------------------- time
     def promote(self, q: Queues, now: float) -> None:
         """Move records that became due from the dormant heaps to the due structures."""
-        dormant = q.dormant
-        while dormant and dormant[0][0] <= now:
-            e = heapq.heappop(dormant)
-            if _live(e, S_DORMANT):
-                rec = e[-1]
-                rec.ver += 1
-                heap = q.zones.get(rec.timezone)
-                if heap is None:
-                    heap = q.zones[rec.timezone] = []
-                heapq.heappush(heap, (-rec.score, rec.due_at, rec.rid, rec.ver, rec))
-                self._set_slot(rec, S_DUE)
-        held = q.held
-        while held and held[0][0] <= now:
-            e = heapq.heappop(held)
-            if _live(e, S_HELD):
-                rec = e[-1]
-                rec.ver += 1
-                self._set_slot(rec, S_RESOLUTION)
-        cbd = q.cb_dormant
-        while cbd and cbd[0][0] <= now:
-            e = heapq.heappop(cbd)
-            if _live(e, S_CB_DORMANT):
-                rec = e[-1]
-                rec.ver += 1
-                self._push_due_callback(q, rec)
+        for rec in _pop_due(q.dormant, S_DORMANT, now):
+            heap = q.zones.get(rec.timezone)
+            if heap is None:
+                heap = q.zones[rec.timezone] = []
+            heapq.heappush(heap, (-rec.score, rec.due_at, rec.rid, rec.ver, rec))
+            self._set_slot(rec, S_DUE)
+        for rec in _pop_due(q.held, S_HELD, now):
+            self._set_slot(rec, S_RESOLUTION)
+        for rec in _pop_due(q.cb_dormant, S_CB_DORMANT, now):
+            self._push_due_callback(q, rec)
 
     def expire(self, now: float) -> list[Lease]:
         """End every lease whose time is up; their records go back unchanged."""
