@@ -515,22 +515,13 @@ class Service:
             (S.END_LEASE, {"b_lid": lease.lid, "ended_at": now, "end": "disposed",
                            "code": req.code, "result": _json(result)}),
         ]
-        upd = {"b_rid": rec.rid, "state": outcome.state, "reason": outcome.reason,
-               "due_at": outcome.due_at, "attempts": outcome.attempts,
-               "owner": outcome.owner, "team": outcome.team, "best_cp": outcome.best_cp,
-               "phone_idx": outcome.phone_idx, "callback": cb_json, "updated_at": now}
-        if outcome.phones is None and outcome.campaign is None:
-            ops.append((S.UPD_RECORD, upd))
-        else:
-            ops.append((S.UPD_RECORD_MOVE, {
-                **upd, "phones": _json(outcome.phones or rec.phone_list()),
-                "campaign": outcome.campaign or rec.campaign,
-                "list": outcome.list_name or rec.list}))
         for number, which in outcome.listed:
             ops += [(S.DEL_LISTED, {"b_number": number}),
                     (S.INS_LISTED, {"number": number, "list": which, "added_at": now,
                                     "rid": rec.rid, "agent": agent})]
         self.engine.dispose(lease, outcome, now, result, req.code)
+        ops.append(self._record_update(rec, now, moved=outcome.phones is not None
+                                       or outcome.campaign is not None))
         self.notify()
         fut = self._inflight[lease.lid] = self.store.submit(ops)
         # counted once durable, even if the client left while it was committing
@@ -890,6 +881,20 @@ class Service:
                            "first", field="record")
         return rec, last
 
+    @staticmethod
+    def _record_update(rec: Record, now: float, moved: bool = False) -> S.Op:
+        """The row update that stores ``rec``'s current state (with its numbers, campaign
+        and list too when a disposition ``moved`` them)."""
+        row = {"b_rid": rec.rid, "state": rec.state, "reason": rec.reason,
+               "due_at": rec.due_at, "attempts": rec.attempts, "owner": rec.owner,
+               "team": rec.team, "best_cp": rec.best_cp, "phone_idx": rec.phone_idx,
+               "callback": _json(rec.callback.to_json()) if rec.callback else None,
+               "updated_at": now}
+        if not moved:
+            return (S.UPD_RECORD, row)
+        return (S.UPD_RECORD_MOVE, {**row, "phones": _json(rec.phone_list()),
+                                    "campaign": rec.campaign, "list": rec.list})
+
     def _change_ops(self, rec: Record, now: float, actor: str, code: str,
                     note: str | None = None) -> list[S.Op]:
         cb_json = _json(rec.callback.to_json()) if rec.callback else None
@@ -899,11 +904,7 @@ class Service:
                 "campaign": rec.campaign, "code": code, "phone": None, "note": note,
                 "revenue": None, "fields": None, "callback": cb_json, "state": rec.state,
                 "reason": rec.reason, "due_at": rec.due_at, "attempts": rec.attempts}),
-            (S.UPD_RECORD, {
-                "b_rid": rec.rid, "state": rec.state, "reason": rec.reason,
-                "due_at": rec.due_at, "attempts": rec.attempts, "owner": rec.owner,
-                "team": rec.team, "best_cp": rec.best_cp, "phone_idx": rec.phone_idx,
-                "callback": cb_json, "updated_at": now}),
+            self._record_update(rec, now),
         ]
 
     def _callback_intent(self, rec: Record, req: Any, agent: str, scope_default: str,
