@@ -53,6 +53,7 @@ class Daemon:
                               on_failure=self._storage_failed)
         self.service = Service(settings, self.store)
         self.server = Server(settings, self.service)
+        self.store.after_batch = self.server.flush
         #: callback reminders (APScheduler); started after the rebuild
         self.reminders = Reminders(self.service)
         self.service.reload_listeners.append(self._apply_settings)
@@ -93,6 +94,7 @@ class Daemon:
             logger.info("schema_migrated step=%s", step)
         systemd.notify("STATUS=rebuilding heap", "EXTEND_TIMEOUT_USEC=120000000")
         stats = await self.service.rebuild()
+        await self.service.fill_leases()
         await self.reminders.start()
         if self.exporter is not None:
             await self.exporter.start()
@@ -117,8 +119,8 @@ class Daemon:
         """Shutdown phase, in reverse order of startup."""
         systemd.notify("STOPPING=1", "STATUS=draining")
         logger.info("daemon_stopping")
-        self.service.stopping = True
-        self.service.notify()
+        self.service.stop_waiting()
+        self.server.flush()
         await self.server.stop()
         # after the server (no new callbacks), before the store (sent rows committed)
         await self.reminders.stop()

@@ -14,6 +14,7 @@ from rich.progress import Progress
 
 from .config import Settings
 from .storage import sql as S
+from .storage.statements import INS_RECORD, RECORD_COLS
 
 #: (region, IANA zone) pairs about two hours apart
 REGIONS = [("US", "Pacific/Honolulu"), ("US", "America/Los_Angeles"),
@@ -75,13 +76,13 @@ async def load_demo(settings: Settings, campaign: str, count: int,
         await store.migrate()
         if await store.existing_ids([f"{campaign}-000001"]):
             return 0
-        snap = await store.snapshot(time.time())
-        rows = demo_rows(campaign, count, snap.max_rid + 1)
+        rows = demo_rows(campaign, count, await store.max_rid() + 1)
         with Progress(console=console, transient=False) as bar:
             task = bar.add_task(f"loading demo campaign {campaign!r}", total=len(rows))
             for k in range(0, len(rows), 1000):
                 chunk = rows[k:k + 1000]
-                await store.write([(S.INS_RECORD, r) for r in chunk])
+                await store.write([(INS_RECORD, tuple(r[c] for c in RECORD_COLS))
+                                   for r in chunk])
                 bar.advance(task, len(chunk))
         return len(rows)
     finally:

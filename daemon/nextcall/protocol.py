@@ -307,6 +307,12 @@ def encode_ok(req_id: RequestId, body: dict[str, Any]) -> bytes:
                         option=orjson.OPT_APPEND_NEWLINE, default=_default)
 
 
+def encode_ok_raw(req_id: RequestId, body: bytes) -> bytes:
+    """A success line around a body already encoded as a JSON object."""
+    head = b'{"id":' + orjson.dumps(req_id) + b',"ok":true'
+    return head + (b"," + body[1:] if len(body) > 2 else b"}") + b"\n"
+
+
 def encode_error(req_id: RequestId, err: NextcallError) -> bytes:
     """A failure line."""
     return orjson.dumps({"id": req_id, "ok": False, "error": err.to_wire()},

@@ -1,11 +1,17 @@
 """The asyncio Unix-socket server: accept, frame, dispatch, answer.
 
+A connection is an ``asyncio.Protocol``, not a stream: lines are cut from the bytes as
+they arrive and dispatched at once, in arrival order, so every change is applied to the
+core in the order the client sent it. A request whose answer waits for a commit (or a
+database read, or a long poll) leaves a ``Reply`` behind and the next line is read
+meanwhile; no task is made for a request unless its handler is a coroutine. Answers are
+queued per connection and written together: after each line batch, after each group
+commit, and otherwise once per loop iteration.
+
 Framing is newline-delimited JSON with a hard line limit. A well-framed bad request gets
-an error and the connection stays; an oversize line loses the framing (asyncio drops the
-buffer), so it gets ``too_large`` and the connection is closed. Requests on one
-connection run concurrently (a long-polling ``next`` does not block a ``dispose`` behind
-it), up to ``max_inflight``; they start in arrival order, and every change is applied to
-the core before its first await, so pipelined requests take effect in order.
+an error and the connection stays; a line over the limit cannot be resynchronised, so it
+gets ``too_large`` and the connection is closed. A client that stops reading is paused
+(flow control) and dropped after ``WRITE_TIMEOUT_S``.
 """
 
 from __future__ import annotations
@@ -17,24 +23,23 @@ import os
 import socket
 import struct
 import sys
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Coroutine
+from typing import Any, cast
 
 from . import protocol as P
 from .config import Settings
-from .core.errors import NextcallError, TooLarge
-from .service import Peer, Service, role_for
+from .core.errors import NextcallError, TooLarge, Unavailable
+from .service import Body, Peer, Service, role_for
 
 logger = logging.getLogger(__name__)
 
 WRITE_TIMEOUT_S = 30.0
-DRAIN_AT_BYTES = 256 * 1024
 _ids = itertools.count(1)
 
 
-def peer_credentials(writer: asyncio.StreamWriter) -> tuple[int, int, int]:
+def peer_credentials(transport: asyncio.BaseTransport) -> tuple[int, int, int]:
     """(pid, uid, gid) of the connected peer via SO_PEERCRED."""
-    sock = writer.get_extra_info("socket")
+    sock = transport.get_extra_info("socket")
     try:
         raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
         pid, uid, gid = struct.unpack("=iII", raw)
@@ -43,109 +48,249 @@ def peer_credentials(writer: asyncio.StreamWriter) -> tuple[int, int, int]:
         return 0, -1, -1
 
 
-class Connection:
-    """One client connection: its reader loop, in-flight requests and a write lock."""
+class Reply:
+    """Answers one request, exactly once."""
 
-    def __init__(self, server: Server, reader: asyncio.StreamReader,
-                 writer: asyncio.StreamWriter) -> None:
+    __slots__ = ("conn", "req_id", "op", "t0", "sent")
+
+    def __init__(self, conn: Connection, req_id: P.RequestId, op: str, t0: float) -> None:
+        self.conn = conn
+        self.req_id = req_id
+        self.op = op
+        self.t0 = t0
+        self.sent = False
+
+    def __call__(self, result: Body | bytes | NextcallError) -> None:
+        if self.sent:
+            return
+        self.sent = True
+        if isinstance(result, NextcallError):
+            data, code = P.encode_error(self.req_id, result), result.code
+        else:
+            try:
+                data = P.encode_ok_raw(self.req_id, result) if isinstance(result, bytes) \
+                    else P.encode_ok(self.req_id, result)
+                code = "ok"
+            except (TypeError, ValueError):
+                logger.exception("answer_unencodable op=%s", self.op)
+                data = P.encode_error(self.req_id, NextcallError(
+                    "internal error; see the daemon log"))
+                code = "internal"
+        conn = self.conn
+        server = conn.server
+        if server.metrics is not None:
+            server.metrics(self.op, code, server.loop.time() - self.t0)
+        conn.done_one(data)
+
+
+class Connection(asyncio.Protocol):
+    """One client connection: framing, in-flight accounting, queued answers."""
+
+    def __init__(self, server: Server) -> None:
         self.server = server
-        self.reader = reader
-        self.writer = writer
-        pid, uid, gid = peer_credentials(writer)
-        self.peer = Peer(next(_ids), pid, uid, gid,
-                         role_for(server.settings, uid, gid))
-        # event lines (subscribe) go through the same atomic line writer as answers
-        self.peer.send = self.send
+        self.transport: asyncio.Transport | None = None
+        self.peer = Peer(next(_ids), 0, -1, -1)
+        self._buf = bytearray()
+        self._out: list[bytes] = []
+        self._dirty = False
+        self.inflight = 0
         self.tasks: set[asyncio.Task[None]] = set()
-        self.sem = asyncio.Semaphore(server.settings.daemon.max_inflight)
-        self.lock = asyncio.Lock()
         self.closing = False
+        self._eof = False
+        self._read_paused = False
+        self._write_paused = False
+        self._write_timer: asyncio.TimerHandle | None = None
+        self._processing = False
+        self.closed = asyncio.Event()
+
+    # ------------------------------------------------------------------ asyncio callbacks
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not asyncio.Transport subclasses, but behave as one
+        self.transport = cast(asyncio.Transport, transport)
+        pid, uid, gid = peer_credentials(self.transport)
+        p = self.peer
+        p.pid, p.uid, p.gid = pid, uid, gid
+        p.role = role_for(self.server.settings, uid, gid)
+        # event lines (subscribe) go through the same queue as answers
+        p.send = self.send
+        self.server.conns.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self.closing:
+            return
+        self._buf += data
+        self._process()
+        self.flush()
+
+    def eof_received(self) -> bool:
+        if self._buf.strip():
+            # EOF inside a line: the client is gone and the request incomplete
+            logger.info("request_truncated conn=%d bytes=%d", self.peer.conn_id,
+                        len(self._buf))
+        self._buf.clear()
+        self._eof = True
+        # a half-closed client still gets the answers of what it sent, but a long poll
+        # must not lease a record to a client that has left
+        self.peer.gone = True
+        self.server.service.end_waits(self.peer.conn_id)
+        if self.inflight == 0:
+            self.flush()
+            return False
+        return True  # keep writing; closed once the last answer is out
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.peer.gone = True
+        self.closing = True
+        if self._write_timer is not None:
+            self._write_timer.cancel()
+        self.server.conns.discard(self)
+        self.server.service.discard_connection(self.peer.conn_id)
+        self.closed.set()
+
+    def pause_writing(self) -> None:
+        # the client does not read: stop reading its requests, and give up on it if it
+        # does not catch up
+        self._write_paused = True
+        self._set_reading()
+        self._write_timer = self.server.loop.call_later(WRITE_TIMEOUT_S, self._write_stuck)
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        if self._write_timer is not None:
+            self._write_timer.cancel()
+            self._write_timer = None
+        self._set_reading()
+
+    def _write_stuck(self) -> None:
+        logger.warning("client_not_reading conn=%d action=closing", self.peer.conn_id)
+        self.abort()
+
+    # ------------------------------------------------------------------ requests
+    def _process(self) -> None:
+        self._processing = True
+        try:
+            self._process_lines()
+        finally:
+            self._processing = False
+
+    def _process_lines(self) -> None:
+        buf = self._buf
+        limit = self.server.settings.daemon.max_line_bytes
+        max_inflight = self.server.settings.daemon.max_inflight
+        start = 0
+        while self.inflight < max_inflight and not self.closing:
+            i = buf.find(b"\n", start)
+            if i < 0:
+                break
+            if i + 1 - start > limit:
+                start = len(buf)
+                self._too_large(limit)
+                break
+            line = bytes(buf[start:i + 1])
+            start = i + 1
+            if line.strip():
+                self.inflight += 1
+                self.server.handle(self, line)
+        if start:
+            del buf[:start]
+        if len(buf) >= limit and not self.closing:
+            buf.clear()
+            self._too_large(limit)
+        self._set_reading()
+
+    def _too_large(self, limit: int) -> None:
+        self.queue(P.encode_error(None, TooLarge(
+            f"request lines are limited to {limit} bytes; closing the connection",
+            field=None)))
+        self.close()
+
+    def _set_reading(self) -> None:
+        t = self.transport
+        if t is None or self.closing:
+            return
+        want_pause = self._write_paused or \
+            self.inflight >= self.server.settings.daemon.max_inflight
+        if want_pause and not self._read_paused:
+            self._read_paused = True
+            t.pause_reading()
+        elif not want_pause and self._read_paused:
+            self._read_paused = False
+            t.resume_reading()
+
+    def run_task(self, coro: Coroutine[Any, Any, Body], reply: Reply) -> None:
+        """Run an async handler; its result (or error) answers ``reply``."""
+        task = self.server.loop.create_task(_answer(coro, reply),
+                                            name=f"req-{self.peer.conn_id}-{reply.op}")
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def done_one(self, data: bytes) -> None:
+        """One request answered: queue its line, read on if we had paused."""
+        self.inflight -= 1
+        self.queue(data)
+        if self._processing:
+            return  # answered while its line was being dispatched: _process reads on
+        if self._buf and not self.closing:
+            self._process()
+        else:
+            self._set_reading()
+        if self._eof and self.inflight == 0:
+            self.flush()
+            self.close()
+
+    # ------------------------------------------------------------------ writing
+    def queue(self, data: bytes) -> None:
+        """Queue one line; it is written with the others of this loop iteration."""
+        self._out.append(data)
+        if not self._dirty:
+            self._dirty = True
+            self.server.dirty(self)
+
+    def flush(self) -> None:
+        """Write what is queued, in one write."""
+        self._dirty = False
+        out = self._out
+        if not out:
+            return
+        self._out = []
+        t = self.transport
+        if t is None or t.is_closing():
+            return
+        t.write(out[0] if len(out) == 1 else b"".join(out))
 
     async def send(self, data: bytes) -> None:
-        """Write one line. Writes are atomic on the loop; only a peer that stops reading
-        (buffer past ``DRAIN_AT_BYTES``) is waited for, and dropped after the timeout."""
-        w = self.writer
-        if w.is_closing():
-            return
-        w.write(data)
-        if w.transport.get_write_buffer_size() <= DRAIN_AT_BYTES:
-            return
-        async with self.lock:  # concurrent drain() calls are not allowed
-            try:
-                async with asyncio.timeout(WRITE_TIMEOUT_S):
-                    await w.drain()
-            except (TimeoutError, ConnectionError):
-                self.closing = True
-                w.close()
+        """Write one event line (``subscribe``)."""
+        self.queue(data)
+        self.flush()
 
-    async def run(self) -> None:
-        """Read lines until EOF, an oversize line, or shutdown."""
-        service = self.server.service
-        try:
-            while not self.closing and not self.server.stopping:
-                try:
-                    line = await self.reader.readline()
-                except ValueError:
-                    # asyncio.LimitOverrunError surfaces as ValueError; the buffer is gone
-                    await self.send(P.encode_error(None, TooLarge(
-                        f"request lines are limited to {self.server.settings.daemon.max_line_bytes}"
-                        " bytes; closing the connection", field=None)))
-                    break
-                except ConnectionError:
-                    break
-                if not line:
-                    break
-                if not line.endswith(b"\n"):
-                    # EOF inside a line: the client is gone and the request incomplete
-                    logger.info("request_truncated conn=%d bytes=%d", self.peer.conn_id,
-                                len(line))
-                    break
-                if not line.strip():
-                    continue
-                await self.sem.acquire()
-                task = asyncio.create_task(self.handle(line), name=f"req-{self.peer.conn_id}")
-                self.tasks.add(task)
-                task.add_done_callback(self._done)
-        finally:
-            # a long-polling next must not lease a record to a client that has left
-            self.peer.gone.set()
-            if self.tasks:
-                await asyncio.wait(list(self.tasks), timeout=self.server.drain_timeout_s)
-            service.discard_connection(self.peer.conn_id)
-            self.writer.close()
-            try:
-                await asyncio.wait_for(self.writer.wait_closed(), 2.0)
-            except (TimeoutError, ConnectionError, OSError):
-                pass
+    def close(self) -> None:
+        """Close after writing what is queued."""
+        self.closing = True
+        self.flush()
+        if self.transport is not None:
+            self.transport.close()
 
-    def _done(self, task: asyncio.Task[None]) -> None:
-        self.tasks.discard(task)
-        self.sem.release()
+    def abort(self) -> None:
+        """Drop the connection now."""
+        self.closing = True
+        if self.transport is not None:
+            self.transport.abort()
 
-    async def handle(self, line: bytes) -> None:
-        """Decode, dispatch and answer one request; nothing escapes."""
-        req_id: P.RequestId = None
-        op = "?"
-        metrics = self.server.metrics
-        t0 = asyncio.get_running_loop().time()
-        try:
-            req_id, op, req = P.decode(line)
-            body = await self.server.service.dispatch(op, req, self.peer)
-            out = P.encode_ok(req_id, body)
-            code = "ok"
-        except NextcallError as err:
-            req_id = getattr(err, "req_id", req_id)
-            out = P.encode_error(req_id, err)
-            code = err.code
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # noqa: BLE001 - a bug must not take the connection down
-            logger.exception("request_failed op=%s", op)
-            out = P.encode_error(req_id, NextcallError("internal error; see the daemon log"))
-            code = "internal"
-        if metrics is not None:
-            metrics(op, code, asyncio.get_running_loop().time() - t0)
-        await self.send(out)
+
+async def _answer(coro: Coroutine[Any, Any, Body], reply: Reply) -> None:
+    try:
+        body = await coro
+    except NextcallError as err:
+        reply(err)
+    except asyncio.CancelledError:
+        reply(Unavailable("the daemon is stopping"))
+        raise
+    except Exception:  # noqa: BLE001 - a bug must not take the connection down
+        logger.exception("request_failed op=%s", reply.op)
+        reply(NextcallError("internal error; see the daemon log"))
+    else:
+        reply(body)
+    reply.conn.flush()
 
 
 class Server:
@@ -159,23 +304,75 @@ class Server:
         self.stopping = False
         self.drain_timeout_s = settings.daemon.drain_timeout_s
         self._server: asyncio.AbstractServer | None = None
-        self._conns: set[Connection] = set()
-        self._conn_tasks: set[asyncio.Task[Any]] = set()
+        self.conns: set[Connection] = set()
+        self._dirty: list[Connection] = []
+        self._flush_handle: asyncio.Handle | None = None
         self.path: str | None = None
         self._own_socket = False
+        self._loop: asyncio.AbstractEventLoop | None = None
 
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop the server runs on."""
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        return self._loop
+
+    # ------------------------------------------------------------------ dispatch
+    def handle(self, conn: Connection, line: bytes) -> None:
+        """Decode and dispatch one request line; exactly one answer follows."""
+        t0 = self.loop.time()
+        try:
+            req_id, op, req = P.decode(line)
+        except NextcallError as err:
+            reply = Reply(conn, getattr(err, "req_id", None), "?", t0)
+            reply(err)
+            return
+        reply = Reply(conn, req_id, op, t0)
+        service = self.service
+        try:
+            if not service.ready:
+                raise Unavailable("the daemon is starting")
+            kind, fn = service.handlers[op]
+            if kind == "sync":
+                reply(fn(req, conn.peer))
+            elif kind == "deferred":
+                pending = fn(req, conn.peer, reply)
+                if pending is not None:
+                    conn.run_task(pending, reply)
+            else:
+                conn.run_task(fn(req, conn.peer), reply)
+        except NextcallError as err:
+            reply(err)
+        except Exception:  # noqa: BLE001 - a bug must not take the connection down
+            logger.exception("request_failed op=%s", op)
+            reply(NextcallError("internal error; see the daemon log"))
+
+    def dirty(self, conn: Connection) -> None:
+        """``conn`` has answers queued: write them before this loop iteration ends."""
+        self._dirty.append(conn)
+        if self._flush_handle is None:
+            self._flush_handle = self.loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Write every connection's queued answers (one write each)."""
+        self._flush_handle = None
+        dirty, self._dirty = self._dirty, []
+        for conn in dirty:
+            conn.flush()
+
+    # ------------------------------------------------------------------ lifecycle
     async def start(self, sock: socket.socket | None = None) -> None:
         """Listen on ``sock`` (socket activation) or on the configured path."""
-        # asyncio's limit counts the bytes before the newline: max_line_bytes includes it
-        limit = self.settings.daemon.max_line_bytes - 1
+        loop = self.loop
         if sock is not None:
             sock.setblocking(False)
             extra: dict[str, Any] = {}
             if sys.version_info >= (3, 13):
                 # never unlink a socket systemd owns (python/cpython#133354)
                 extra["cleanup_socket"] = False
-            self._server = await asyncio.start_unix_server(self._accept, sock=sock,
-                                                           limit=limit, **extra)
+            self._server = await loop.create_unix_server(lambda: Connection(self),
+                                                         sock=sock, **extra)
             self.path = sock.getsockname() or "(inherited)"
             return
         path = self.settings.daemon.socket
@@ -194,43 +391,36 @@ class Server:
                 probe.close()
         old = os.umask(0o777 & ~int(self.settings.daemon.socket_mode, 8))
         try:
-            self._server = await asyncio.start_unix_server(self._accept, path=path,
-                                                           limit=limit)
+            self._server = await loop.create_unix_server(lambda: Connection(self), path=path,
+                                                         backlog=1024)
         finally:
             os.umask(old)
         os.chmod(path, int(self.settings.daemon.socket_mode, 8))
         self.path = path
         self._own_socket = True
 
-    async def _accept(self, reader: asyncio.StreamReader,
-                      writer: asyncio.StreamWriter) -> None:
-        conn = Connection(self, reader, writer)
-        self._conns.add(conn)
-        task = asyncio.current_task()
-        if task is not None:
-            self._conn_tasks.add(task)
-        try:
-            await conn.run()
-        finally:
-            self._conns.discard(conn)
-            if task is not None:
-                self._conn_tasks.discard(task)
-
     async def stop(self) -> None:
         """Stop accepting, let in-flight requests finish (bounded), close connections."""
         self.stopping = True
         if self._server is not None:
             self._server.close()
-        for conn in list(self._conns):
+        conns = list(self.conns)
+        for conn in conns:
             conn.closing = True
-        pending = [t for c in self._conns for t in c.tasks]
-        if pending:
-            await asyncio.wait(pending, timeout=self.drain_timeout_s)
-        for conn in list(self._conns):
-            conn.writer.close()
-        if self._conn_tasks:
-            await asyncio.wait(list(self._conn_tasks), timeout=self.drain_timeout_s)
-        for t in list(self._conn_tasks):
-            t.cancel()
+            if conn.transport is not None and not conn._read_paused:
+                conn.transport.pause_reading()
+        loop = self.loop
+        deadline = loop.time() + self.drain_timeout_s
+        while any(c.inflight for c in conns) and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        for conn in conns:
+            for t in list(conn.tasks):
+                t.cancel()
+            conn.flush()
+            if conn.transport is not None:
+                conn.transport.close()
+        if conns:
+            await asyncio.wait([loop.create_task(c.closed.wait()) for c in conns],
+                               timeout=self.drain_timeout_s)
         if self._own_socket and self.path and os.path.exists(self.path):
             os.unlink(self.path)

@@ -4,6 +4,11 @@ The only module that touches both the core and storage. Every state change is ap
 the engine synchronously (so two concurrent requests can never both take one record) and
 then committed; the answer is sent only after the commit. If a commit fails the store is
 broken and the daemon stops (fail-stop), so nothing unacknowledged survives in memory.
+
+Handlers come in three kinds (``HANDLERS``): ``sync`` ones answer at once from memory;
+``deferred`` ones change the engine at once and answer from the commit's callback (the
+hot ops: ``next``, ``dispose``, ``release``, ``extend``, logins), so a request costs no
+task and no future; ``async`` ones read the database first and run as a task.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import os
 import pwd
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,22 +31,33 @@ from pydantic import ValidationError
 from . import __version__, phones as phonelib
 from . import protocol as P
 from . import config as configlib
+from . import views
 from .config import Settings
 from .core import calendar
 from .core import reload as reloadlib
-from .core.engine import S_RESOLUTION, SLOTS, Engine, callback_standing
+from .core.engine import SLOTS, Engine, ReadyGroup, callback_standing
 from .core.errors import (BadRequest, ConfigError, Conflict, Forbidden, LeaseEnded, LeaseExpired, NextcallError,
-                          NotFound, NotLeaseHolder, Unavailable, UnknownCampaign)
-from .core.records import CLOSED, LEASED, CallbackIntent, Lease, Record
+                          NotFound, NotLeaseHolder, StorageError, Unavailable, UnknownCampaign)
+from .core.records import CLOSED, CallbackIntent, Lease, Record
 from .core.model import ResultCode
 from .core.results import CallbackRequest, Disposition, decide, resolve_callback
 from .notify.events import Subscriptions
-from .storage import sql as S
+from .storage import statements as S
+from .storage.snapshot import OTHER_COLUMNS, record_from_row
+from .storage.sql import SqlStore
+from .storage.writer import Fetched
 
 logger = logging.getLogger(__name__)
 
 ROLE_AGENT, ROLE_SUPERVISOR, ROLE_ADMIN = "agent", "supervisor", "admin"
 _RANK = {ROLE_AGENT: 0, ROLE_SUPERVISOR: 1, ROLE_ADMIN: 2}
+#: a long poll's wake-up timer is armed this much early, then the loop spins to the
+#: instant (timers on both event loops have millisecond granularity)
+SPIN_S = 0.002
+
+Body = dict[str, Any]
+#: answers a request: a body, an error, or a body already encoded as JSON bytes
+Reply = Callable[[Body | bytes | NextcallError], None]
 
 
 @dataclass(slots=True)
@@ -54,7 +70,7 @@ class Peer:
     gid: int
     role: str = ROLE_AGENT
     #: set when the connection closes; long polls stop waiting
-    gone: asyncio.Event = field(default_factory=asyncio.Event)
+    gone: bool = False
     #: writes one line to the connection (the server sets it; ``subscribe`` needs it)
     send: Callable[[bytes], Awaitable[None]] | None = None
 
@@ -65,6 +81,19 @@ class _Stage:
     list_name: str
     rows: builtins.list[dict[str, Any]] = field(default_factory=builtins.list)
     ids: set[str] = field(default_factory=set)
+
+
+@dataclass(slots=True, eq=False)
+class _Waiter:
+    """A long-polling ``next``."""
+
+    req: P.NextReq
+    peer: Peer
+    reply: Reply
+    campaigns: tuple[str, ...]
+    teams: tuple[str, ...]
+    deadline: float
+    t0: float
 
 
 def peer_groups(uid: int, gid: int) -> set[int]:
@@ -78,7 +107,7 @@ def peer_groups(uid: int, gid: int) -> set[int]:
 
 
 def role_for(settings: Settings, uid: int, gid: int) -> str:
-    """The role SPEC §5 grants a peer: admin, supervisor or agent."""
+    """The role a peer has: admin, supervisor or agent (docs/protocol.md)."""
     a = settings.auth
     if a.trust_own_uid and uid in (0, os.getuid()):
         return ROLE_ADMIN
@@ -90,10 +119,6 @@ def role_for(settings: Settings, uid: int, gid: int) -> str:
     if uid in a.supervisor_uids or groups & set(a.supervisor_gids):
         return ROLE_SUPERVISOR
     return ROLE_AGENT
-
-
-def _json(v: Any) -> str:
-    return orjson.dumps(v).decode()
 
 
 class Observer:
@@ -119,10 +144,18 @@ class Observer:
         server was unreachable or refused it; ``scheduler``: its job failed)."""
 
 
+def _fill(rec: Record, payload: tuple[str, str, str, str | None] | None) -> None:
+    """Complete a record value with the fields kept only in the database."""
+    if payload is not None:
+        rec.id, rec.list, rec.data = payload[0], payload[1], payload[2]
+        if rec.team is None:
+            rec.team = payload[3]
+
+
 class Service:
     """Request handlers over one engine and one store."""
 
-    def __init__(self, settings: Settings, store: S.SqlStore,
+    def __init__(self, settings: Settings, store: SqlStore,
                  clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
         self.store = store
@@ -130,19 +163,24 @@ class Service:
         self.engine = Engine(settings.campaigns)
         self.ready = False
         self.stopping = False
-        self._changed = asyncio.Event()
         self._stages: dict[tuple[int, str], _Stage] = {}
         #: stages voided by a rejected row: later batches of them are refused, not restarted
         self._void: set[tuple[int, str]] = set()
-        #: commits of dispositions not yet durable, by lease id: a retried identical
-        #: disposition is answered only once the original is committed
-        self._inflight: dict[int, asyncio.Future[None]] = {}
-        self._background: set[asyncio.Future[None]] = set()
+        #: dispositions not yet durable, by lease id: retried identical dispositions wait
+        #: here for the original's commit
+        self._inflight: dict[int, list[Callable[[], None]]] = {}
+        #: record ids inserted by an import whose commit is still running
+        self._importing: set[str] = set()
         self.rebuild_stats: dict[str, float] = {}
         #: told about hand-outs, dispositions and expiries (metrics)
         self.observer = Observer()
-        #: ``next`` long polls waiting now, by campaign they draw from
-        self.waiting: Counter[str] = Counter()
+        #: long polls waiting now, in arrival order
+        self._waiters: list[_Waiter] = []
+        self._serve_scheduled = False
+        self._timer: asyncio.TimerHandle | asyncio.Handle | None = None
+        self._timer_at = float("inf")
+        self._expiry_timer: asyncio.TimerHandle | None = None
+        self._expiry_at = float("inf")
         #: called with the new settings after a reload (the server keeps a reference)
         self.reload_listeners: list[Callable[[Settings], None]] = []
         #: connections that asked for agents' events (``subscribe``)
@@ -152,51 +190,74 @@ class Service:
         self.callback_listeners: list[Callable[[Record], None]] = []
         #: a callback's reminder as the ``callbacks`` view shows it (set by reminders)
         self.reminder_status: Callable[[Record], dict[str, Any] | None] | None = None
-        self.handlers: dict[str, Callable[[Any, Peer], Any]] = {
-            "ping": self.op_ping, "campaigns": self.op_campaigns,
-            "agent.login": self.op_login, "agent.logout": self.op_logout,
-            "next": self.op_next, "dispose": self.op_dispose, "release": self.op_release,
-            "extend": self.op_extend, "record.get": self.op_record_get,
-            "records.import": self.op_import, "stats": self.op_stats,
-            "config.reload": self.op_reload, "record.reopen": self.op_reopen,
-            "callback.schedule": self.op_schedule, "resolution": self.op_resolution,
-            "callbacks": self.op_callbacks, "subscribe": self.op_subscribe,
+        s, d, a = "sync", "deferred", "async"
+        self.handlers: dict[str, tuple[str, Callable[..., Any]]] = {
+            "ping": (s, self.op_ping), "campaigns": (s, self.op_campaigns),
+            "agent.login": (d, self.op_login), "agent.logout": (d, self.op_logout),
+            "next": (d, self.op_next), "dispose": (d, self.op_dispose),
+            "release": (d, self.op_release), "extend": (d, self.op_extend),
+            "record.get": (a, self.op_record_get), "records.import": (a, self.op_import),
+            "stats": (s, self.op_stats), "config.reload": (s, self.op_reload),
+            "record.reopen": (a, self.op_reopen), "callback.schedule": (a, self.op_schedule),
+            "resolution": (a, self.op_resolution), "callbacks": (s, self.op_callbacks),
+            "subscribe": (s, self.op_subscribe),
         }
+
+    @property
+    def waiting(self) -> Counter[str]:
+        """``next`` long polls waiting now, by campaign they draw from."""
+        c: Counter[str] = Counter()
+        for w in self._waiters:
+            c.update(w.campaigns)
+        return c
 
     # ------------------------------------------------------------------ plumbing
     def notify(self) -> None:
-        """Wake every long-polling ``next``: something may have become available."""
-        self._changed.set()
-        self._changed = asyncio.Event()
-
-    def _background_write(self, ops: list[S.Op]) -> None:
-        """Persist something nobody waits for (lease expiry marks)."""
-        fut = self.store.submit(ops)
-        self._background.add(fut)
-        fut.add_done_callback(self._background_done)
-
-    def _background_done(self, fut: asyncio.Future[None]) -> None:
-        self._background.discard(fut)
-        if not fut.cancelled() and fut.exception() is not None:
-            logger.error("background_write_failed error=%r", fut.exception())
+        """Something may have become available: serve the long polls (once per loop
+        iteration, however many changes happened in it)."""
+        if self._waiters and not self._serve_scheduled:
+            self._serve_scheduled = True
+            asyncio.get_running_loop().call_soon(self._serve_waiters)
 
     def _expire(self, now: float) -> None:
         expired = self.engine.expire(now)
         if expired:
-            self._background_write([(S.END_LEASE, {
-                "b_lid": lz.lid, "ended_at": now, "end": "expired", "code": None,
-                "result": None}) for lz in expired])
+            ops = [S.lease_ended(lz.lid, now, "expired") for lz in expired]
+            self.store.submit(ops, self._background_done)
             logger.info("leases_expired count=%d", len(expired))
             self.observer.leases_expired(expired)
             self.notify()
+        self._arm_expiry()
+
+    def _background_done(self, result: Fetched | BaseException) -> None:
+        if isinstance(result, BaseException):
+            logger.error("background_write_failed error=%r", result)
+
+    def _arm_expiry(self) -> None:
+        """Expire leases at their instant, not only when a request happens to look."""
+        at = self.engine.next_expiry()
+        if at >= self._expiry_at or at == float("inf"):
+            return
+        if self._expiry_timer is not None:
+            self._expiry_timer.cancel()
+        loop = asyncio.get_running_loop()
+        self._expiry_at = at
+        self._expiry_timer = loop.call_at(loop.time() + max(at - self.clock(), 0.0),
+                                          self._on_expiry)
+
+    def _on_expiry(self) -> None:
+        self._expiry_timer = None
+        self._expiry_at = float("inf")
+        self._expire(self.clock())
 
     def discard_connection(self, conn_id: int) -> None:
-        """Forget staged imports (nothing was committed) and event subscriptions of a
-        closed connection."""
+        """Forget staged imports (nothing was committed), event subscriptions and long
+        polls of a closed connection."""
         for key in [k for k in self._stages if k[0] == conn_id]:
             del self._stages[key]
         self._void = {k for k in self._void if k[0] != conn_id}
         self.subscriptions.discard(conn_id)
+        self._waiters = [w for w in self._waiters if w.peer.conn_id != conn_id]
 
     def _callback_changed(self, rec: Record) -> None:
         """Tell the listeners (reminders) that ``rec``'s callback change is durable."""
@@ -208,115 +269,79 @@ class Service:
 
     def _owner_check(self, campaign: str) -> Callable[[str], bool]:
         """Whether a name may own a callback of ``campaign``: an agent whose (last) login
-        included it, logged in now or not (SPEC §2: "another agent of the campaign")."""
+        included it, logged in now or not ("another agent of the campaign")."""
         def allowed(name: str) -> bool:
             s = self.engine.agents.get(name)
             return s is not None and campaign in s.campaigns
         return allowed
 
-    async def dispatch(self, op: str, req: Any, peer: Peer) -> dict[str, Any]:
-        """Run one decoded request.
-
-        Raises:
-            NextcallError: the request is refused; nothing changed.
-        """
-        if not self.ready:
-            raise Unavailable("the daemon is starting")
-        result: dict[str, Any] = await self.handlers[op](req, peer)
-        return result
+    def _commit_then(self, ops: list[S.Op], reply: Reply, body: Callable[[], Body]) -> None:
+        """Commit ``ops``, then answer with ``body()`` (or the storage failure)."""
+        def done(result: Fetched | BaseException) -> None:
+            reply(Unavailable(str(result)) if isinstance(result, BaseException) else body())
+        self.store.submit(ops, done)
 
     # ------------------------------------------------------------------ rebuild
     async def rebuild(self) -> dict[str, float]:
         """Load every open record, lease and login from the database into the engine."""
         t0 = time.perf_counter()
         now = self.clock()
-        # A million long-lived objects would trigger the cyclic GC over and over while
-        # they are created (each full pass scans them all); none of them is garbage.
-        gc.disable()
-        try:
-            return await self._rebuild(now, t0)
-        finally:
-            gc.enable()
-            gc.freeze()  # keep the rebuilt heap out of later collections
-
-    async def _rebuild(self, now: float, t0: float) -> dict[str, float]:
         snap = await self.store.snapshot(now)
         t1 = time.perf_counter()
-        self.engine.listed = dict(snap.listed)
-        intern: dict[Any, Any] = {}
-        get = intern.setdefault
-        lease_rids = {row[2] for row in snap.leases}
-        by_rid: dict[int, Record] = {}
-        recs: list[Record] = []
-        append = recs.append
-        from_json = CallbackIntent.from_json
-        loads = orjson.loads
-        for (rid, rec_id, campaign, lst, phones, tz, prio, data, state, reason, due, attempts,
-             owner, team, best_cp, phone_idx, callback) in snap.records:
-            # interning the few distinct strings halves the memory of a big rebuild
-            rec = Record(rid, rec_id, get(campaign, campaign), get(lst, lst), phones,
-                         get(tz, tz), prio, data, get(state, state), reason, due, attempts,
-                         owner, team if team is None else get(team, team), best_cp,
-                         phone_idx, from_json(loads(callback)) if callback else None)
-            append(rec)
-            if rid in lease_rids:
-                by_rid[rid] = rec
-        snap.records = []
-        # records under a live lease must not enter the heaps: load them, then lease them
-        n = self.engine.bulk_load(recs, now)
-        self.engine.next_rid = max(self.engine.next_rid, snap.max_rid + 1)
-        self.engine.next_lid = max(self.engine.next_lid, snap.max_lid + 1)
-        for campaign, reason, count in snap.closed_counts:
-            self.engine.set_closed_counts(campaign, reason, count)
-        restored = 0
-        for (lid, secret, rid, agent, uid, issued, expires, phone, pidx, why) in snap.leases:
-            held = by_rid.get(rid)
-            if held is None or held.lease is not None:
-                continue
-            self.engine.restore_lease(Lease(lid, secret, held, agent, uid, issued, expires,
-                                            phone, pidx, why))
-            restored += 1
-        for agent, campaigns, teams, logged_in in snap.agents:
-            cs = [c for c in orjson.loads(campaigns) if c in self.engine.campaigns]
-            s = self.engine.login(agent, cs, orjson.loads(teams))
-            s.logged_in = bool(logged_in)
+        # the few objects a rebuild makes live for good; the collector need not scan them
+        gc.disable()
+        try:
+            self._build(snap, now)
+        finally:
+            gc.enable()
+            gc.freeze()
         t2 = time.perf_counter()
-        self.rebuild_stats = {"records": float(n), "leases": float(restored),
+        n = len(self.engine)
+        self.rebuild_stats = {"records": float(n), "leases": float(len(self.engine.leases)),
                               "read_s": t1 - t0, "build_s": t2 - t1, "total_s": t2 - t0}
         logger.info("heap_rebuilt records=%d leases=%d read_s=%.3f build_s=%.3f", n,
-                    restored, t1 - t0, t2 - t1)
+                    len(self.engine.leases), t1 - t0, t2 - t1)
         self.ready = True
         return self.rebuild_stats
 
-    # ------------------------------------------------------------------ views
-    def _record_view(self, rec: Record) -> dict[str, Any]:
-        return {
-            "id": rec.id, "campaign": rec.campaign, "list": rec.list,
-            "phones": [{"number": n, "status": s} for n, s in rec.phone_list()],
-            "timezone": rec.timezone, "priority": rec.priority,
-            "data": orjson.Fragment(rec.data),
-            "state": LEASED if rec.lease is not None else
-            "resolution" if rec.slot == S_RESOLUTION else rec.state, "reason": rec.reason,
-            "due_at": calendar.utc_iso(rec.due_at) if rec.due_at else None,
-            "attempts": rec.attempts, "owner": rec.owner, "team": rec.team,
-            "score": rec.score,
-            "callback": rec.callback.to_json() if rec.callback else None,
-        }
+    def _build(self, snap: Any, now: float) -> None:
+        eng = self.engine
+        eng.set_listed(snap.listed)
+        groups: list[ReadyGroup] = snap.groups
+        eng.bulk_load(groups, snap.phones, snap.others, now)
+        eng.next_rid = max(eng.next_rid, snap.max_rid + 1)
+        eng.next_lid = max(eng.next_lid, snap.max_lid + 1)
+        for campaign, reason, count in snap.closed_counts:
+            eng.set_closed_counts(campaign, reason, count)
+        for (lid, secret, rid, agent, uid, issued, expires, phone, pidx, why) in snap.leases:
+            rec = eng.record(rid)
+            if rec is None or rec.lease is not None or eng.lease_of(rid) is not None:
+                continue
+            eng.restore_lease(Lease(lid, secret, rec, agent, uid, issued, expires, phone,
+                                    pidx, why))
+        for agent, campaigns, teams, logged_in in snap.agents:
+            cs = [c for c in orjson.loads(campaigns) if c in eng.campaigns]
+            s = eng.login(agent, cs, orjson.loads(teams))
+            s.logged_in = bool(logged_in)
 
-    def _lease_view(self, lease: Lease, now: float) -> dict[str, Any]:
-        return {
-            "token": lease.token, "expires_at": calendar.utc_iso(lease.expires_at),
-            "expires_in_s": round(lease.expires_at - now, 3), "phone": lease.phone,
-            "reason": lease.reason, "agent": lease.agent,
-            "record": self._record_view(lease.record),
-        }
+    async def fill_leases(self) -> None:
+        """After a rebuild: complete restored leases' records from the database (their
+        holders may ask for them, and a disposition needs the record's team)."""
+        leases = list(self.engine.leases.values())
+        if leases:
+            got = await self.store.payloads([lz.record.rid for lz in leases])
+            for lz in leases:
+                _fill(lz.record, got.get(lz.record.rid))
 
-    # ------------------------------------------------------------------ ops
-    async def op_ping(self, req: P.PingReq, peer: Peer) -> dict[str, Any]:
+    # ------------------------------------------------------------------ ops: sync
+    def op_ping(self, req: P.PingReq, peer: Peer) -> Body:
+        """``ping``: the daemon's version and the caller's role."""
         return {"version": __version__, "role": peer.role, "uid": peer.uid,
-                "records": len(self.engine.records)}
+                "records": len(self.engine)}
 
-    async def op_campaigns(self, req: P.CampaignsReq, peer: Peer) -> dict[str, Any]:
+    def op_campaigns(self, req: P.CampaignsReq, peer: Peer) -> Body:
+        """``campaigns``: each campaign's settings and result codes (what an agent screen
+        draws its buttons from)."""
         names = list(self.engine.campaigns)
         if req.agent:
             s = self.engine.agents.get(req.agent)
@@ -341,80 +366,193 @@ class Service:
             })
         return {"campaigns": out}
 
-    async def op_login(self, req: P.LoginReq, peer: Peer) -> dict[str, Any]:
-        s = self.engine.login(req.agent, req.campaigns, req.teams)
-        await self.store.write(self._agent_ops(req.agent, list(s.campaigns), list(s.teams),
-                                               True))
-        self.notify()
-        return {"agent": req.agent, "campaigns": list(s.campaigns), "teams": list(s.teams)}
+    def op_stats(self, req: P.StatsReq, peer: Peer) -> Body:
+        """``stats``: open records by slot, closed by reason, zones, leases."""
+        now = self.clock()
+        self._expire(now)
+        eng = self.engine
+        names = [req.campaign] if req.campaign else sorted(eng.queues)
+        if req.campaign and req.campaign not in eng.queues:
+            eng.campaign(req.campaign)
+        out = {}
+        for name in names:
+            q = eng.queues.get(name)
+            if q is None:
+                out[name] = {"configured": True, **dict.fromkeys(SLOTS, 0), "closed": {}}
+                continue
+            camp = eng.campaigns.get(name)
+            eng.promote(name, now)
+            zones = {}
+            for tz, (is_open, until, _) in sorted(eng.zone_states(name, now).items()):
+                if camp is not None:
+                    zones[tz] = {"open": is_open, "changes_at": calendar.utc_iso(until)
+                                 if until != float("inf") else None}
+            out[name] = {"configured": camp is not None,
+                         "enabled": bool(camp and camp.enabled),
+                         **q.counts, "zones": zones,
+                         # reasons whose records were all reopened read as absent, as after
+                         # a restart
+                         "closed": {k: v for k, v in q.closed.items() if v}}
+        agents = [a for a, s in eng.agents.items() if s.logged_in]
+        return {"campaigns": out, "leases": len(eng.leases),
+                "agents_logged_in": len(agents), "records_in_memory": len(eng),
+                "rebuild": self.rebuild_stats}
 
-    async def op_logout(self, req: P.LogoutReq, peer: Peer) -> dict[str, Any]:
+    def op_subscribe(self, req: P.SubscribeReq, peer: Peer) -> Body:
+        """``subscribe``: this connection receives ``agent``'s reminder events."""
+        if peer.send is None:
+            raise Unavailable("this connection cannot carry events")
+        n = self.subscriptions.add(peer.conn_id, req.agent, peer.send)
+        logger.info("events_subscribed conn=%d agent_connections=%d", peer.conn_id, n)
+        return {"agent": req.agent, "subscribed": True, "connections": n,
+                "events": ["reminder"]}
+
+    def op_reload(self, req: P.ReloadReq, peer: Peer) -> Body:
+        """``config.reload`` (admin): re-read the config file; ``dry_run`` only reports."""
+        if peer.role != ROLE_ADMIN:
+            raise Forbidden("config.reload needs the admin role")
+        return self.reload_from_disk(req.dry_run)
+
+    # ------------------------------------------------------------------ ops: agents
+    def op_login(self, req: P.LoginReq, peer: Peer, reply: Reply) -> None:
+        """``agent.login``: the campaigns and teams an agent works (persisted)."""
+        s = self.engine.login(req.agent, req.campaigns, req.teams)
+        ops = S.agent_saved(req.agent, list(s.campaigns), list(s.teams), True, self.clock())
+        self.notify()
+        self._commit_then(ops, reply, lambda: {"agent": req.agent,
+                                                "campaigns": list(s.campaigns),
+                                                "teams": list(s.teams)})
+
+    def op_logout(self, req: P.LogoutReq, peer: Peer, reply: Reply) -> None:
+        """``agent.logout``: the agent's personal-then-team callbacks go to its team."""
         s = self.engine.agents.get(req.agent)
         if s is None:
             raise NotFound(f"agent {req.agent!r} never logged in", field="agent")
         self.engine.logout(req.agent)
-        await self.store.write(self._agent_ops(req.agent, list(s.campaigns), list(s.teams),
-                                               False))
+        ops = S.agent_saved(req.agent, list(s.campaigns), list(s.teams), False, self.clock())
         self.notify()
-        return {"agent": req.agent, "logged_in": False}
+        self._commit_then(ops, reply, lambda: {"agent": req.agent, "logged_in": False})
 
-    def _agent_ops(self, agent: str, campaigns: list[str], teams: list[str],
-                   logged_in: bool) -> list[S.Op]:
-        return [(S.DEL_AGENT, {"b_agent": agent}),
-                (S.INS_AGENT, {"agent": agent, "campaigns": _json(campaigns),
-                               "teams": _json(teams), "logged_in": logged_in,
-                               "updated_at": self.clock()})]
-
-    async def op_next(self, req: P.NextReq, peer: Peer) -> dict[str, Any]:
+    # ------------------------------------------------------------------ ops: leases
+    def op_next(self, req: P.NextReq, peer: Peer, reply: Reply) -> None:
+        """``next``: lease the best records for the agent, or long-poll up to ``wait``
+        seconds for one; answered once the leases are committed."""
         cfg = self.settings.daemon
         if req.count > cfg.max_count:
             raise BadRequest(f"count must be at most {cfg.max_count}", field="count")
         if req.wait > cfg.max_wait_s:
             raise BadRequest(f"wait must be at most {cfg.max_wait_s} s", field="wait")
         campaigns, teams = self.engine.scope_for(req.agent, req.campaigns)
-        deadline = self.clock() + req.wait
         t0 = time.perf_counter()
-        parked_s = 0.0
-        first = True
-        while True:
-            # a client that half-closed still gets its first answer; a long poll whose
-            # client left stops before selecting again, so no record is leased to nobody
-            if not first and peer.gone.is_set():
-                leases = []
-                break
-            first = False
-            now = self.clock()
-            self._expire(now)
-            leases = self.engine.next(req.agent, campaigns, teams, req.count, peer.uid, now)
-            if leases or now >= deadline or self.stopping or peer.gone.is_set():
-                break
-            wake = min(self.engine.next_wake(campaigns, now), deadline)
-            waits = [asyncio.ensure_future(self._changed.wait()),
-                     asyncio.ensure_future(peer.gone.wait())]
-            self.waiting.update(campaigns)
-            t_park = time.perf_counter()
-            try:
-                await asyncio.wait(waits, timeout=max(wake - now, 0.0) + 0.001,
-                                   return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                parked_s += time.perf_counter() - t_park
-                self.waiting.subtract(campaigns)
-                for w in waits:
-                    w.cancel()
+        now = self.clock()
+        self._expire(now)
+        leases = self.engine.next(req.agent, campaigns, teams, req.count, peer.uid, now)
         if leases:
-            await self.store.write([(S.INS_LEASE, {
-                "lid": lz.lid, "secret": lz.secret, "rid": lz.record.rid, "agent": lz.agent,
-                "uid": lz.uid, "issued_at": lz.issued_at, "expires_at": lz.expires_at,
-                "phone": lz.phone, "phone_idx": lz.phone_idx, "reason": lz.reason,
-                "ended_at": None, "end": None, "code": None, "result": None})
-                for lz in leases])
-        self.observer.next_answered(time.perf_counter() - t0 - parked_s, leases)
-        return {"leases": [self._lease_view(lz, now) for lz in leases]}
+            self._hand_out(leases, now, reply, t0)
+        elif req.wait > 0 and not self.stopping:
+            self._waiters.append(_Waiter(req, peer, reply, campaigns, teams,
+                                         now + req.wait, t0))
+            self._arm(now)
+        else:
+            self.observer.next_answered(time.perf_counter() - t0, [])
+            reply({"leases": []})
 
-    async def _live_lease(self, token: str, peer: Peer, agent: str | None, now: float,
-                          code: str | None = None) -> Lease | dict[str, Any]:
-        """The live lease for ``token``, or the stored answer of an identical retried
-        disposition.
+    def _hand_out(self, leases: list[Lease], now: float, reply: Reply, t0: float) -> None:
+        """Commit ``leases`` (reading their records' stored fields in the same
+        transaction), then answer."""
+        def done(result: Fetched | BaseException) -> None:
+            if isinstance(result, BaseException):
+                reply(Unavailable(str(result)))
+                return
+            for lz in leases:
+                _fill(lz.record, result.get(lz.record.rid))
+            self.observer.next_answered(time.perf_counter() - t0, leases)
+            reply({"leases": [views.lease_view(lz, now) for lz in leases]})
+        self.store.submit([S.lease_issued(lz) for lz in leases], done,
+                          [lz.record.rid for lz in leases])
+        self._arm_expiry()
+
+    def _serve_waiters(self) -> None:
+        """Hand records to waiting long polls, oldest first; answer those whose time is
+        up; arm the timer for the next instant something may become possible."""
+        self._serve_scheduled = False
+        if not self._waiters:
+            return
+        now = self.clock()
+        self._expire(now)
+        keep = []
+        for w in self._waiters:
+            if w.peer.gone:
+                continue
+            leases = self.engine.next(w.req.agent, w.campaigns, w.teams, w.req.count,
+                                      w.peer.uid, now)
+            if leases:
+                self._hand_out(leases, now, w.reply, time.perf_counter())
+            elif now >= w.deadline or self.stopping:
+                self.observer.next_answered(0.0, [])
+                w.reply({"leases": []})
+            else:
+                keep.append(w)
+        self._waiters = keep
+        self._arm(now)
+
+    def _arm(self, now: float) -> None:
+        """One timer for the earliest instant any long poll may be served: a record
+        falls due, a window opens, a grace period ends, a lease expires, a deadline."""
+        if not self._waiters:
+            return
+        at = min(w.deadline for w in self._waiters)
+        for camps in {w.campaigns for w in self._waiters}:
+            at = min(at, self.engine.next_wake(camps, now))
+        if self._timer is not None:
+            if at == self._timer_at:
+                return
+            self._timer.cancel()
+        self._timer_at = at
+        loop = asyncio.get_running_loop()
+        delay = at - self.clock()
+        if delay <= SPIN_S:
+            self._timer = loop.call_soon(self._on_timer)
+        else:
+            self._timer = loop.call_at(loop.time() + delay - SPIN_S, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        at, self._timer_at = self._timer_at, float("inf")
+        if self.clock() < at and at - self.clock() <= SPIN_S + 0.001:
+            # early by less than the timer's granularity: spin to the instant
+            self._timer_at = at
+            self._timer = asyncio.get_running_loop().call_soon(self._on_timer)
+            return
+        self._serve_waiters()
+
+    def end_waits(self, conn_id: int) -> None:
+        """A client half-closed: answer its long polls now (empty)."""
+        keep = []
+        for w in self._waiters:
+            if w.peer.conn_id == conn_id:
+                w.reply({"leases": []})
+            else:
+                keep.append(w)
+        self._waiters = keep
+
+    def stop_waiting(self) -> None:
+        """Shutdown: answer every long poll now (empty)."""
+        self.stopping = True
+        for w in self._waiters:
+            if not w.peer.gone:
+                w.reply({"leases": []})
+        self._waiters = []
+        for t in (self._timer, self._expiry_timer):
+            if t is not None:
+                t.cancel()
+
+    def _live_lease(self, token: str, peer: Peer, agent: str | None, now: float,
+                    code: str | None = None
+                    ) -> Lease | bytes | Callable[[Reply], None] | Coroutine[Any, Any, Body]:
+        """The live lease for ``token``; or, for an identical retried disposition, the
+        original answer (``bytes``) or a function that answers once the original is
+        committed; or a coroutine that finds an old lease in the database.
 
         Raises:
             NotFound, LeaseExpired, LeaseEnded, NotLeaseHolder, BadRequest.
@@ -432,32 +570,61 @@ class Service:
                 raise NotLeaseHolder("the lease was taken by another user", field="lease")
             return lease
         ended = self.engine.ended.get(lid)
-        if ended is not None:
-            kind, e_secret, e_code, result = ended.kind, ended.secret, ended.code, ended.result
-        else:
-            row = await self.store.get_lease(lid)
-            if row is None:
-                raise NotFound("no such lease", field="lease")
-            kind = row["end"] or ("expired" if row["expires_at"] <= now else "open")
-            e_secret, e_code = row["secret"], row["code"]
-            result = orjson.loads(row["result"]) if row["result"] else None
-        if e_secret != secret:
+        if ended is None:
+            return self._stored_lease(lid, secret, now, code)
+        if ended.secret != secret:
             raise NotLeaseHolder("the lease token is not valid", field="lease")
-        if kind == "expired" or kind == "open":
+        return self._ended_answer(lid, ended.kind, ended.code, ended.result, code)
+
+    def _ended_answer(self, lid: int, kind: str, e_code: str | None, result: bytes | None,
+                      code: str | None) -> bytes | Callable[[Reply], None]:
+        """The answer to a request on an ended lease: the original answer of an identical
+        retried disposition (once it is committed), else the error saying how it ended.
+
+        Raises:
+            LeaseExpired, LeaseEnded.
+        """
+        if kind in ("expired", "open"):
             raise LeaseExpired(field="lease")
         if kind == "disposed" and code is not None and code == e_code and result:
+            dup = result[:-1] + b',"duplicate":true}'
             pending = self._inflight.get(lid)
-            if pending is not None:
-                await asyncio.shield(pending)
-            return {**result, "duplicate": True}
+            if pending is None:
+                return dup
+            return lambda reply: pending.append(lambda: reply(dup))
         raise LeaseEnded(f"the lease was already {kind}"
                          + (f" with code {e_code!r}" if e_code else ""), field="lease")
 
-    async def op_dispose(self, req: P.DisposeReq, peer: Peer) -> dict[str, Any]:
+    async def _stored_lease(self, lid: int, secret: str, now: float, code: str | None
+                            ) -> Body:
+        """A lease the engine no longer remembers: its row decides the answer."""
+        row = await self.store.get_lease(lid)
+        if row is None:
+            raise NotFound("no such lease", field="lease")
+        if row["secret"] != secret:
+            raise NotLeaseHolder("the lease token is not valid", field="lease")
+        kind = row["end"] or ("expired" if row["expires_at"] <= now else "open")
+        result = row["result"].encode() if row["result"] else None
+        got = self._ended_answer(lid, kind, row["code"], result, code)
+        assert isinstance(got, bytes)
+        body: Body = orjson.loads(got)
+        return body
+
+    def op_dispose(self, req: P.DisposeReq, peer: Peer, reply: Reply
+                   ) -> Coroutine[Any, Any, Body] | None:
+        """``dispose``: apply a result code to a leased record; answered with the
+        record's new state once committed. A retried identical disposition is answered
+        with the original result."""
         now = self.clock()
-        got = await self._live_lease(req.lease, peer, req.agent, now, req.code)
-        if isinstance(got, dict):
-            return got
+        got = self._live_lease(req.lease, peer, req.agent, now, req.code)
+        if isinstance(got, bytes):
+            reply(got)
+            return None
+        if not isinstance(got, Lease):
+            if asyncio.iscoroutine(got):
+                return got
+            got(reply)  # type: ignore[operator]
+            return None
         lease = got
         rec = lease.record
         camp = self.engine.campaigns.get(rec.campaign)
@@ -490,10 +657,10 @@ class Service:
         if outcome.campaign is not None and outcome.campaign not in self.engine.campaigns:
             raise UnknownCampaign(f"roll target {outcome.campaign!r} is not configured",
                                   field="code")
-        result: dict[str, Any] = {
+        result: Body = {
             "record": rec.id, "code": req.code, "state": outcome.state,
             "reason": outcome.reason, "attempts": outcome.attempts,
-            "due_at": calendar.utc_iso(outcome.due_at) if outcome.state != CLOSED else None,
+            "due_at": views.utc_iso(outcome.due_at) if outcome.state != CLOSED else None,
             "owner": outcome.owner, "team": outcome.team,
             "callback": outcome.callback.to_json() if outcome.callback else None,
         }
@@ -503,90 +670,289 @@ class Service:
             result["campaign"], result["list"] = outcome.campaign, outcome.list_name
         if outcome.listed:
             result["listed"] = [{"number": n, "list": w} for n, w in outcome.listed]
-        cb_json = _json(outcome.callback.to_json()) if outcome.callback else None
+        answer = orjson.dumps(result)
+        moved = outcome.phones is not None or outcome.campaign is not None
+        self.engine.dispose(lease, outcome, now, answer, req.code)
         ops: list[S.Op] = [
-            (S.INS_HISTORY, {
-                "rid": rec.rid, "lid": lease.lid, "at": now, "agent": agent,
-                "campaign": rec.campaign, "code": req.code, "phone": phone,
-                "note": req.note, "revenue": req.revenue,
-                "fields": _json(disp.fields) if disp.fields else None, "callback": cb_json,
-                "state": outcome.state, "reason": outcome.reason, "due_at": outcome.due_at,
-                "attempts": outcome.attempts}),
-            (S.END_LEASE, {"b_lid": lease.lid, "ended_at": now, "end": "disposed",
-                           "code": req.code, "result": _json(result)}),
+            S.history(rec, lid=lease.lid, at=now, agent=agent, code=req.code, phone=phone,
+                      note=req.note, revenue=req.revenue, fields=disp.fields),
+            S.lease_ended(lease.lid, now, "disposed", req.code, answer),
         ]
         for number, which in outcome.listed:
-            ops += [(S.DEL_LISTED, {"b_number": number}),
-                    (S.INS_LISTED, {"number": number, "list": which, "added_at": now,
-                                    "rid": rec.rid, "agent": agent})]
-        self.engine.dispose(lease, outcome, now, result, req.code)
-        ops.append(self._record_update(rec, now, moved=outcome.phones is not None
-                                       or outcome.campaign is not None))
+            ops += S.listed(number, which, now, rec.rid, agent)
+        ops.append(S.record_state(rec, now, moved=moved))
         self.notify()
-        fut = self._inflight[lease.lid] = self.store.submit(ops)
-        # counted once durable, even if the client left while it was committing
-        campaign, code = rec.campaign, req.code
-        fut.add_done_callback(lambda f: None if f.cancelled() or f.exception() is not None
-                              else self.observer.disposed(campaign, code))
-        # reminders follow the record once the new state is durable (client gone or not)
-        fut.add_done_callback(lambda f: None if f.cancelled() or f.exception() is not None
-                              else self._callback_changed(rec))
-        try:
-            await asyncio.shield(fut)
-        finally:
-            self._inflight.pop(lease.lid, None)
-        return result
+        waiting: list[Callable[[], None]] = []
+        self._inflight[lease.lid] = waiting
+        campaign, code, lid = rec.campaign, req.code, lease.lid
 
-    async def op_release(self, req: P.LeaseReq, peer: Peer) -> dict[str, Any]:
+        def done(res: Fetched | BaseException) -> None:
+            self._inflight.pop(lid, None)
+            if isinstance(res, BaseException):
+                reply(Unavailable(str(res)))
+                return
+            # counted once durable, even if the client left while it was committing
+            self.observer.disposed(campaign, code)
+            reply(answer)
+            # reminders follow the record once the new state is durable
+            self._callback_changed(rec)
+            for w in waiting:
+                w()
+        self.store.submit(ops, done)
+        return None
+
+    def op_release(self, req: P.LeaseReq, peer: Peer, reply: Reply
+                   ) -> Coroutine[Any, Any, Body] | None:
+        """``release``: give the record back unchanged."""
         now = self.clock()
-        got = await self._live_lease(req.lease, peer, req.agent, now)
-        assert isinstance(got, Lease)
+        got = self._live_lease(req.lease, peer, req.agent, now)
+        if not isinstance(got, Lease):
+            return self._not_live(got)
         self.engine.release(got, now)
         self.notify()
-        await self.store.write([(S.END_LEASE, {"b_lid": got.lid, "ended_at": now,
-                                               "end": "released", "code": None,
-                                               "result": None})])
-        return {"record": got.record.id, "state": got.record.state}
+        rec = got.record
+        self._commit_then([S.lease_ended(got.lid, now, "released")], reply,
+                          lambda: {"record": rec.id, "state": rec.state})
+        return None
 
-    async def op_extend(self, req: P.ExtendReq, peer: Peer) -> dict[str, Any]:
+    def op_extend(self, req: P.ExtendReq, peer: Peer, reply: Reply
+                  ) -> Coroutine[Any, Any, Body] | None:
+        """``extend``: renew the lease for ``seconds`` (default: the campaign's length)."""
         now = self.clock()
-        got = await self._live_lease(req.lease, peer, req.agent, now)
-        assert isinstance(got, Lease)
+        got = self._live_lease(req.lease, peer, req.agent, now)
+        if not isinstance(got, Lease):
+            return self._not_live(got)
         camp = self.engine.campaigns.get(got.record.campaign)
         seconds = req.seconds or (camp.lease_s if camp else self.settings.daemon.lease_s)
         self.engine.extend(got, now, seconds)
-        await self.store.write([(S.EXT_LEASE, {"b_lid": got.lid,
-                                               "expires_at": got.expires_at})])
-        return {"token": got.token, "expires_at": calendar.utc_iso(got.expires_at),
-                "expires_in_s": round(got.expires_at - now, 3)}
+        lz = got
+        self._commit_then([S.lease_extended(lz.lid, lz.expires_at)], reply,
+                          lambda: {"token": lz.token, "expires_at": views.utc_iso(lz.expires_at),
+                                   "expires_in_s": round(lz.expires_at - now, 3)})
+        return None
 
-    async def op_record_get(self, req: P.RecordGetReq, peer: Peer) -> dict[str, Any]:
-        row = await self.store.get_record(req.record)
+    @staticmethod
+    def _not_live(got: Any) -> Coroutine[Any, Any, Body]:
+        """Release and extend of a lease that is not live: the stored answer is an error
+        (only a disposition has a retry answer)."""
+        if asyncio.iscoroutine(got):
+            async def check() -> Body:
+                await got
+                raise LeaseEnded("the lease was already disposed", field="lease")
+            return check()
+        raise LeaseEnded("the lease was already disposed", field="lease")
+
+    # ------------------------------------------------------------------ ops: records
+    async def _row(self, record_id: str) -> dict[str, Any]:
+        """The stored record with its history and leases.
+
+        Raises:
+            NotFound.
+        """
+        row = await self.store.get_record(record_id)
         if row is None:
-            raise NotFound(f"no record {req.record!r}", field="record")
-        r = row["record"]
-        live = self.engine.records.get(req.record)
-        if live is not None and live.rid == r["rid"]:
-            view = self._record_view(live)
-        else:
-            # not in memory (closed): the same view, from the row; it has no pool score
-            view = {**self._record_view(self._record_from_row(r)), "score": None}
-        view["history"] = [{
-            "at": calendar.utc_iso(h["at"]), "agent": h["agent"], "code": h["code"],
-            "phone": h["phone"], "note": h["note"], "revenue": h["revenue"],
-            "fields": orjson.loads(h["fields"]) if h["fields"] else {},
-            "state": h["state"], "reason": h["reason"],
-            "due_at": calendar.utc_iso(h["due_at"]) if h["due_at"] else None,
-            "attempts": h["attempts"]} for h in row["history"]]
+            raise NotFound(f"no record {record_id!r}", field="record")
+        return row
+
+    def _current(self, r: dict[str, Any]) -> Record:
+        """A record's present value: the engine's (an open record, completed with its
+        stored fields) or the stored row's (closed)."""
+        live = self.engine.record(r["rid"])
+        if live is None:
+            return record_from_row(tuple(r[c] for c in OTHER_COLUMNS))
+        live.id, live.list, live.data = r["id"], r["list"], r["data"]
+        if live.team is None:
+            live.team = r["team"]
+        return live
+
+    async def op_record_get(self, req: P.RecordGetReq, peer: Peer) -> Body:
+        """``record.get``: the record with its contact history and leases."""
+        row = await self._row(req.record)
+        rec = self._current(row["record"])
+        view = views.record_view(rec)
+        if not self.engine.is_open(rec.rid):
+            view["score"] = None  # closed: no pool score
+        live = self.engine.lease_of(rec.rid)
+        view["history"] = [views.history_view(h) for h in row["history"]]
         view["leases"] = [{
             "lease": x["lid"], "agent": x["agent"], "issued_at": calendar.utc_iso(
                 x["issued_at"]), "expires_at": calendar.utc_iso(x["expires_at"]),
             "phone": x["phone"], "reason": x["reason"],
-            "end": x["end"] or ("active" if live and live.lease and live.lease.lid == x["lid"]
+            "end": x["end"] or ("active" if live is not None and live.lid == x["lid"]
                                 else "expired"),
             "code": x["code"]} for x in row["leases"]]
         return {"record": view}
 
+    async def _load(self, record_id: str) -> Record:
+        """The record's present value.
+
+        Raises:
+            NotFound, Conflict (leased).
+        """
+        rec = self._current((await self._row(record_id))["record"])
+        if rec.lease is not None:
+            raise Conflict(f"record {record_id!r} is leased; it must be disposed or released "
+                           "first", field="record")
+        return rec
+
+    def _change_ops(self, rec: Record, now: float, actor: str, code: str,
+                    note: str | None = None) -> list[S.Op]:
+        return [S.history(rec, lid=None, at=now, agent=actor, code=code, phone=None,
+                          note=note),
+                S.record_state(rec, now)]
+
+    def _callback_intent(self, rec: Record, req: Any, agent: str, scope_default: str,
+                         cp: int, now: float) -> CallbackIntent:
+        camp = self.engine.campaign(rec.campaign, "record")
+        rc = ResultCode(code="@callback", description="scheduled callback",
+                        action="callback", scope=scope_default, contact_priority=cp,
+                        reminder_min=getattr(req, "reminder_min", None))
+        return resolve_callback(rec, camp, rc, CallbackRequest(
+            at=req.at, timezone=req.timezone, scope=req.scope, owner=req.owner,
+            team=req.team, reason=req.reason, override_window=req.override_window),
+            agent, now, self._owner_check(rec.campaign))
+
+    async def op_reopen(self, req: P.ReopenReq, peer: Peer) -> Body:
+        """``record.reopen`` (admin): back into the pool now, at ``at``, or as a
+        callback."""
+        if peer.role != ROLE_ADMIN:
+            raise Forbidden("record.reopen needs the admin role")
+        if req.at is not None and req.callback is not None:
+            raise BadRequest("give at or callback, not both", field="callback")
+        rec = await self._load(req.record)
+        now = self.clock()
+        actor = f"admin:{peer.uid}"
+        cb = None
+        due = None
+        if req.callback is not None:
+            c = req.callback
+            # an owner named here must be an agent of the campaign (agent "" checks it)
+            cb = self._callback_intent(rec, c, "", "team" if c.team else "anyone", 4, now)
+            if cb.scope == "personal" and not c.owner:
+                raise BadRequest("a personal callback needs callback.owner",
+                                 field="callback.owner")
+        elif req.at is not None:
+            due = calendar.resolve_local(req.at, req.timezone or rec.timezone, field="at")
+        self.engine.reopen(rec, now, due, cb)
+        self.notify()
+        await self.store.write(self._change_ops(rec, now, actor, "@reopen", req.note))
+        self._callback_changed(rec)
+        logger.info("record_reopened campaign=%s state=%s", rec.campaign, rec.state)
+        return {"record": views.record_view(rec)}
+
+    async def op_schedule(self, req: P.ScheduleReq, peer: Peer) -> Body:
+        """``callback.schedule`` (supervisor, or an agent of a team allowed to reopen a
+        record closed as special): give the record a callback."""
+        rec = await self._load(req.record)
+        now = self.clock()
+        camp = self.engine.campaign(rec.campaign, "record")
+        allowed = _RANK[peer.role] >= _RANK[ROLE_SUPERVISOR]
+        if not allowed and rec.state == CLOSED and rec.reason == "special" and req.agent:
+            teams = {t for rc in camp.codes.values() if rc.action == "special"
+                     for t in rc.reopen_teams}
+            s = self.engine.agents.get(req.agent)
+            allowed = bool(s and s.logged_in and rec.campaign in s.campaigns
+                           and teams & set(s.teams))
+        if not allowed:
+            raise Forbidden("callback.schedule needs the supervisor role, or (for a record "
+                            "closed as special) an agent logged in to a team allowed to "
+                            "reopen it", field="agent" if req.agent else None)
+        if rec.state == CLOSED and rec.reason in ("dnc", "no_numbers") \
+                and peer.role != ROLE_ADMIN:
+            raise Forbidden(f"a record closed as {rec.reason!r} is reopened by an admin "
+                            "(record.reopen)", field="record")
+        scope = req.scope or ("personal" if req.owner else "team" if (req.team or rec.team)
+                              else "anyone")
+        try:
+            cb = self._callback_intent(rec, req, req.agent or "", scope,
+                                       req.contact_priority, now)
+        except NextcallError as err:
+            # this op's fields are top-level (at, timezone, owner, ...), not under
+            # "callback." as in dispose and record.reopen: name the field sent
+            if err.field is not None:
+                err.field = err.field.removeprefix("callback.")
+            raise
+        self.engine.reopen(rec, now, None, cb)
+        self.notify()
+        actor = req.agent or f"uid:{peer.uid}"
+        await self.store.write(self._change_ops(rec, now, actor, "@callback", req.reason))
+        self._callback_changed(rec)
+        logger.info("callback_scheduled campaign=%s scope=%s", rec.campaign, cb.scope)
+        return {"record": views.record_view(rec)}
+
+    async def op_resolution(self, req: P.ResolutionReq, peer: Peer) -> Body:
+        """``resolution``: records whose appointment has passed, waiting for an admin."""
+        if req.campaign is not None:
+            self.engine.campaign(req.campaign)
+        now = self.clock()
+        recs = self.engine.held_records(req.campaign, now)
+        got = await self.store.payloads([r.rid for r in recs])
+        for r in recs:
+            _fill(r, got.get(r.rid))
+        return {"records": [{**views.record_view(r), "state": "resolution",
+                             "appointment_at": calendar.utc_iso(r.due_at),
+                             "waiting_s": round(now - r.due_at, 3)} for r in recs]}
+
+    # ------------------------------------------------------------------ callbacks
+    def _sees_callback(self, agent: str, rec: Record) -> bool:
+        """Whether ``rec``'s callback is in ``agent``'s queue: its own, one of its teams'
+        (scopes ``team`` and ``personal_then_team``), or an ``anyone`` callback of a
+        campaign it works."""
+        if rec.owner == agent:
+            return True
+        s = self.engine.agents.get(agent)
+        cb = rec.callback
+        if s is None or cb is None or rec.campaign not in s.campaigns:
+            return False
+        if cb.scope == "anyone":
+            return True
+        return cb.scope in ("team", "personal_then_team") and rec.team in s.teams
+
+    def op_callbacks(self, req: P.CallbacksReq, peer: Peer) -> Body:
+        """``callbacks``: the callback queue (upcoming, due, overdue), for an agent, a
+        team or a campaign."""
+        if peer.role == ROLE_AGENT and req.agent is None:
+            raise Forbidden("an agent sees its own and its teams' callbacks: give agent "
+                            "(supervisors may list every callback)", field="agent")
+        if req.campaign is not None:
+            self.engine.campaign(req.campaign)
+        lo = calendar.resolve_local(req.from_, "UTC", field="from") \
+            if req.from_ is not None else float("-inf")
+        hi = calendar.resolve_local(req.to, "UTC", field="to") \
+            if req.to is not None else float("inf")
+        if lo > hi:
+            raise BadRequest("from must not be after to", field="to")
+        states = set(req.states or P.CALLBACK_STATES)
+        now = self.clock()
+        self._expire(now)
+        picked: list[tuple[float, int, Record, str]] = []
+        counts = dict.fromkeys(P.CALLBACK_STATES, 0)
+        for rid in self.engine.callback_rids():
+            rec = self.engine.record(rid)
+            if rec is None or rec.callback is None or not lo <= rec.due_at <= hi:
+                continue
+            if req.campaign is not None and rec.campaign != req.campaign:
+                continue
+            if req.team is not None and rec.team != req.team:
+                continue
+            if req.agent is not None and not self._sees_callback(req.agent, rec):
+                continue
+            camp = self.engine.campaigns.get(rec.campaign)
+            standing = callback_standing(rec.due_at, camp.grace_s if camp else 0, now)[0]
+            if standing not in states:
+                continue
+            counts[standing] += 1
+            picked.append((rec.due_at, rec.rid, rec, standing))
+        picked.sort(key=lambda t: (t[0], t[1]))
+        shown = picked[:req.limit]
+        status = self.reminder_status
+        return {"now": calendar.utc_iso(now), "count": len(picked), "counts": counts,
+                "truncated": len(picked) > len(shown),
+                "callbacks": [views.callback_entry(rec, self.engine.campaigns.get(
+                    rec.campaign), now, status(rec) if status is not None else None)
+                    for _, _, rec, _ in shown]}
+
+    # ------------------------------------------------------------------ imports
     def _validate_rows(self, req: P.ImportReq, camp_tz: str, seen: set[str]
                        ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         good: list[dict[str, Any]] = []
@@ -621,7 +987,10 @@ class Service:
                                  **err.to_wire()})
         return good, rejected
 
-    async def op_import(self, req: P.ImportReq, peer: Peer) -> dict[str, Any]:
+    async def op_import(self, req: P.ImportReq, peer: Peer) -> Body:
+        """``records.import`` (supervisor): insert or update records, per-row rejections;
+        ``stage``/``final`` make several requests one atomic import; ``reload`` reopens
+        the list's records closed until a reload."""
         if _RANK[peer.role] < _RANK[ROLE_SUPERVISOR]:
             raise Forbidden("records.import needs the supervisor or admin role")
         camp = self.engine.campaign(req.campaign)
@@ -675,13 +1044,13 @@ class Service:
 
     async def _reload_list(self, campaign: str, list_name: str) -> int:
         """A list reload: every record of the list closed ``until_reload`` is ready again."""
-        now = self.clock()
         rows = await self.store.records_where(campaign, list_name, CLOSED, "until_reload")
+        now = self.clock()
         ops: list[S.Op] = []
         for row in rows:
-            if row["id"] in self.engine.records:
+            if self.engine.is_open(row["rid"]):
                 continue
-            rec = self._record_from_row(row)
+            rec = record_from_row(tuple(row[c] for c in OTHER_COLUMNS))
             self.engine.reopen(rec, now)
             ops += self._change_ops(rec, now, "@reload", "@reload")
         if ops:
@@ -690,102 +1059,69 @@ class Service:
 
     async def _apply_import(self, req: P.ImportReq, rows: list[dict[str, Any]],
                             all_or_nothing: bool) -> tuple[int, int, list[dict[str, Any]]]:
-        now = self.clock()
         eng = self.engine
-        known = await self.store.existing_ids([r["id"] for r in rows
-                                               if r["id"] not in eng.records])
+        known = await self.store.existing_ids([r["id"] for r in rows])
+        now = self.clock()
         # a record belongs to one campaign; moving it is an action (roll), not an import
         rejected = []
         for r in rows:
-            live = eng.records.get(r["id"])
-            owner = live.campaign if live is not None else \
-                known[r["id"]][2] if r["id"] in known else req.campaign
-            if owner != req.campaign:
+            where = f"records[{r['index']}].id"
+            problem = None
+            if r["id"] in self._importing:
+                problem = f"record {r['id']!r} is being imported by another request"
+            elif r["id"] in known:
+                rid, _, owner = known[r["id"]]
+                if owner != req.campaign:
+                    problem = f"record {r['id']!r} exists in campaign {owner!r}"
+                elif eng.lease_of(rid) is not None:
+                    # its numbers must not change under a call in progress
+                    problem = (f"record {r['id']!r} is leased; import it again once its "
+                               "disposition is in")
+            if problem is not None:
                 rejected.append({"index": r["index"], "id": r["id"], "code": "conflict",
-                                 "message": f"record {r['id']!r} exists in campaign "
-                                            f"{owner!r}", "field": f"records[{r['index']}].id"})
+                                 "message": problem, "field": where})
         if rejected:
             if all_or_nothing:
                 return 0, 0, rejected
             bad = {x["index"] for x in rejected}
             rows = [r for r in rows if r["index"] not in bad]
         ops: list[S.Op] = []
-        new_recs: list[Record] = []
-        updates: list[tuple[Record, dict[str, Any]]] = []
         inserted = updated = 0
         listed = eng.listed
+        new_ids = []
         for r in rows:
             # numbers already on the DNC or block list show so from the start
             phones = [[n, "dnc" if listed.get(n) == "dnc" else "blocked" if n in listed
                        else "active"] for n in r["phones"]]
-            live = eng.records.get(r["id"])
-            if live is not None or r["id"] in known:
-                rid = live.rid if live is not None else known[r["id"]][0]
-                ops.append((S.UPD_RECORD_DATA, {
-                    "b_rid": rid, "list": req.list, "phones": _json(phones),
-                    "timezone": r["timezone"], "priority": r["priority"], "data": r["data"],
-                    "team": r["team"], "updated_at": now}))
+            if r["id"] in known:
+                rid = known[r["id"]][0]
+                ops.append(S.record_data(rid, list_name=req.list, phones=phones,
+                                         timezone=r["timezone"], priority=r["priority"],
+                                         data=r["data"], team=r["team"], now=now))
+                live = eng.record(rid)
                 if live is not None:
-                    updates.append((live, {**r, "phones": phones}))
+                    live.phones, live.timezone, live.priority = phones, r["timezone"], \
+                        r["priority"]
+                    if r["team"] is not None:
+                        live.team = r["team"]
+                    eng.update_record(live, now)
                 updated += 1
                 continue
             rid = eng.next_rid
             eng.next_rid += 1
             rec = Record(rid, r["id"], req.campaign, req.list, phones, r["timezone"],
                          r["priority"], r["data"], team=r["team"])
-            ops.append((S.INS_RECORD, {
-                "rid": rid, "id": r["id"], "campaign": req.campaign, "list": req.list,
-                "phones": _json(phones), "timezone": r["timezone"],
-                "priority": r["priority"], "data": r["data"], "state": "ready",
-                "reason": None, "due_at": 0.0, "attempts": 0, "owner": None,
-                "team": r["team"], "best_cp": 0, "phone_idx": 0, "callback": None,
-                "imported_at": now, "updated_at": now}))
-            new_recs.append(rec)
-            inserted += 1
-        for rec in new_recs:
+            ops.append(S.record_inserted(rec, now))
             eng.add(rec, now)
-        for live, r in updates:
-            live.list, live.phones = req.list, r["phones"]
-            live.timezone, live.priority, live.data = r["timezone"], r["priority"], r["data"]
-            if r["team"] is not None:
-                live.team = r["team"]
-            eng.rescore(live)
-            if live.lease is None:
-                eng.place(live, now)
+            new_ids.append(r["id"])
+            inserted += 1
         if ops:
-            await self.store.write(ops)
+            self._importing.update(new_ids)
+            try:
+                await self.store.write(ops)
+            finally:
+                self._importing.difference_update(new_ids)
         return inserted, updated, rejected
-
-    async def op_stats(self, req: P.StatsReq, peer: Peer) -> dict[str, Any]:
-        now = self.clock()
-        self._expire(now)
-        names = [req.campaign] if req.campaign else sorted(self.engine.queues)
-        if req.campaign and req.campaign not in self.engine.queues:
-            self.engine.campaign(req.campaign)
-        out = {}
-        for name in names:
-            q = self.engine.queues.get(name)
-            if q is None:
-                out[name] = {"configured": True, **dict.fromkeys(SLOTS, 0), "closed": {}}
-                continue
-            camp = self.engine.campaigns.get(name)
-            self.engine.promote(q, now)
-            zones = {}
-            for tz, heap in sorted(q.zones.items()):
-                if camp is not None and heap:
-                    is_open, until = self.engine.window_open(camp, tz, now)
-                    zones[tz] = {"open": is_open, "changes_at": calendar.utc_iso(until)
-                                 if until != float("inf") else None}
-            out[name] = {"configured": camp is not None,
-                         "enabled": bool(camp and camp.enabled),
-                         **q.counts, "zones": zones,
-                         # reasons whose records were all reopened read as absent, as after
-                         # a restart
-                         "closed": {k: v for k, v in q.closed.items() if v}}
-        agents = [a for a, s in self.engine.agents.items() if s.logged_in]
-        return {"campaigns": out, "leases": len(self.engine.leases),
-                "agents_logged_in": len(agents), "records_in_memory":
-                len(self.engine.records), "rebuild": self.rebuild_stats}
 
     # ------------------------------------------------------------------ reload
     def reload(self, new: Settings, dry_run: bool) -> dict[str, Any]:
@@ -797,6 +1133,7 @@ class Service:
         """
         now = self.clock()
         changes = reloadlib.plan(self.engine, new.campaigns, now)
+        self._sample_ids(changes)
         old_d, new_d = self.settings.daemon, new.daemon
         restart = sorted(k for k in type(old_d).model_fields
                          if k != "log_level" and getattr(old_d, k) != getattr(new_d, k))
@@ -850,224 +1187,13 @@ class Service:
             raise
         return self.reload(new, dry_run)
 
-    async def op_reload(self, req: P.ReloadReq, peer: Peer) -> dict[str, Any]:
-        if peer.role != ROLE_ADMIN:
-            raise Forbidden("config.reload needs the admin role")
-        return self.reload_from_disk(req.dry_run)
+    def _sample_ids(self, changes: list[reloadlib.CampaignChange]) -> None:
+        """Name the sampled records: by id where the engine knows it, else by number
+        (``#rid``; pool records' ids live in the database)."""
+        for c in changes:
+            out = []
+            for rid in c.sample_rids:
+                rec = self.engine.record(rid)
+                out.append(rec.id if rec is not None and rec.id else f"#{rid}")
+            c.sample = out
 
-    # ------------------------------------------------------------------ admin changes
-    @staticmethod
-    def _record_from_row(r: dict[str, Any]) -> Record:
-        return Record(r["rid"], r["id"], r["campaign"], r["list"], r["phones"], r["timezone"],
-                      r["priority"], r["data"], r["state"], r["reason"], r["due_at"],
-                      r["attempts"], r["owner"], r["team"], r["best_cp"], r["phone_idx"],
-                      CallbackIntent.from_json(orjson.loads(r["callback"]))
-                      if r["callback"] else None)
-
-    async def _load(self, record_id: str) -> tuple[Record, str | None]:
-        """The record, from memory or (closed) from the database, and its last code.
-
-        Raises:
-            NotFound, Conflict (leased).
-        """
-        row = await self.store.get_record(record_id)
-        if row is None:
-            raise NotFound(f"no record {record_id!r}", field="record")
-        last = row["history"][-1]["code"] if row["history"] else None
-        live = self.engine.records.get(record_id)
-        rec = live if live is not None else self._record_from_row(row["record"])
-        if rec.lease is not None:
-            raise Conflict(f"record {record_id!r} is leased; it must be disposed or released "
-                           "first", field="record")
-        return rec, last
-
-    @staticmethod
-    def _record_update(rec: Record, now: float, moved: bool = False) -> S.Op:
-        """The row update that stores ``rec``'s current state (with its numbers, campaign
-        and list too when a disposition ``moved`` them)."""
-        row = {"b_rid": rec.rid, "state": rec.state, "reason": rec.reason,
-               "due_at": rec.due_at, "attempts": rec.attempts, "owner": rec.owner,
-               "team": rec.team, "best_cp": rec.best_cp, "phone_idx": rec.phone_idx,
-               "callback": _json(rec.callback.to_json()) if rec.callback else None,
-               "updated_at": now}
-        if not moved:
-            return (S.UPD_RECORD, row)
-        return (S.UPD_RECORD_MOVE, {**row, "phones": _json(rec.phone_list()),
-                                    "campaign": rec.campaign, "list": rec.list})
-
-    def _change_ops(self, rec: Record, now: float, actor: str, code: str,
-                    note: str | None = None) -> list[S.Op]:
-        cb_json = _json(rec.callback.to_json()) if rec.callback else None
-        return [
-            (S.INS_HISTORY, {
-                "rid": rec.rid, "lid": None, "at": now, "agent": actor,
-                "campaign": rec.campaign, "code": code, "phone": None, "note": note,
-                "revenue": None, "fields": None, "callback": cb_json, "state": rec.state,
-                "reason": rec.reason, "due_at": rec.due_at, "attempts": rec.attempts}),
-            self._record_update(rec, now),
-        ]
-
-    def _callback_intent(self, rec: Record, req: Any, agent: str, scope_default: str,
-                         cp: int, now: float) -> CallbackIntent:
-        camp = self.engine.campaign(rec.campaign, "record")
-        rc = ResultCode(code="@callback", description="scheduled callback",
-                        action="callback", scope=scope_default, contact_priority=cp,
-                        reminder_min=getattr(req, "reminder_min", None))
-        return resolve_callback(rec, camp, rc, CallbackRequest(
-            at=req.at, timezone=req.timezone, scope=req.scope, owner=req.owner,
-            team=req.team, reason=req.reason, override_window=req.override_window),
-            agent, now, self._owner_check(rec.campaign))
-
-    async def op_reopen(self, req: P.ReopenReq, peer: Peer) -> dict[str, Any]:
-        if peer.role != ROLE_ADMIN:
-            raise Forbidden("record.reopen needs the admin role")
-        if req.at is not None and req.callback is not None:
-            raise BadRequest("give at or callback, not both", field="callback")
-        now = self.clock()
-        rec, _ = await self._load(req.record)
-        actor = f"admin:{peer.uid}"
-        cb = None
-        due = None
-        if req.callback is not None:
-            c = req.callback
-            # an owner named here must be an agent of the campaign (agent "" checks it)
-            cb = self._callback_intent(rec, c, "", "team" if c.team else "anyone", 4, now)
-            if cb.scope == "personal" and not c.owner:
-                raise BadRequest("a personal callback needs callback.owner",
-                                 field="callback.owner")
-        elif req.at is not None:
-            due = calendar.resolve_local(req.at, req.timezone or rec.timezone, field="at")
-        self.engine.reopen(rec, now, due, cb)
-        await self.store.write(self._change_ops(rec, now, actor, "@reopen", req.note))
-        self._callback_changed(rec)
-        self.notify()
-        logger.info("record_reopened campaign=%s state=%s", rec.campaign, rec.state)
-        return {"record": self._record_view(rec)}
-
-    async def op_schedule(self, req: P.ScheduleReq, peer: Peer) -> dict[str, Any]:
-        now = self.clock()
-        rec, last = await self._load(req.record)
-        camp = self.engine.campaign(rec.campaign, "record")
-        allowed = _RANK[peer.role] >= _RANK[ROLE_SUPERVISOR]
-        if not allowed and rec.state == CLOSED and rec.reason == "special" and req.agent:
-            teams = {t for rc in camp.codes.values() if rc.action == "special"
-                     for t in rc.reopen_teams}
-            s = self.engine.agents.get(req.agent)
-            allowed = bool(s and s.logged_in and rec.campaign in s.campaigns
-                           and teams & set(s.teams))
-        if not allowed:
-            raise Forbidden("callback.schedule needs the supervisor role, or (for a record "
-                            "closed as special) an agent logged in to a team allowed to "
-                            "reopen it", field="agent" if req.agent else None)
-        if rec.state == CLOSED and rec.reason in ("dnc", "no_numbers") \
-                and peer.role != ROLE_ADMIN:
-            raise Forbidden(f"a record closed as {rec.reason!r} is reopened by an admin "
-                            "(record.reopen)", field="record")
-        scope = req.scope or ("personal" if req.owner else "team" if (req.team or rec.team)
-                              else "anyone")
-        try:
-            cb = self._callback_intent(rec, req, req.agent or "", scope,
-                                       req.contact_priority, now)
-        except NextcallError as err:
-            # this op's fields are top-level (at, timezone, owner, ...), not under
-            # "callback." as in dispose and record.reopen: name the field sent
-            if err.field is not None:
-                err.field = err.field.removeprefix("callback.")
-            raise
-        self.engine.reopen(rec, now, None, cb)
-        actor = req.agent or f"uid:{peer.uid}"
-        await self.store.write(self._change_ops(rec, now, actor, "@callback", req.reason))
-        self._callback_changed(rec)
-        self.notify()
-        logger.info("callback_scheduled campaign=%s scope=%s", rec.campaign, cb.scope)
-        return {"record": self._record_view(rec)}
-
-    async def op_resolution(self, req: P.ResolutionReq, peer: Peer) -> dict[str, Any]:
-        if req.campaign is not None:
-            self.engine.campaign(req.campaign)
-        now = self.clock()
-        recs = self.engine.held_records(req.campaign, now)
-        return {"records": [{**self._record_view(r), "state": "resolution",
-                             "appointment_at": calendar.utc_iso(r.due_at),
-                             "waiting_s": round(now - r.due_at, 3)} for r in recs]}
-
-
-    # ------------------------------------------------------------------ callbacks
-    def _sees_callback(self, agent: str, rec: Record) -> bool:
-        """Whether ``rec``'s callback is in ``agent``'s queue: its own, one of its teams'
-        (scopes ``team`` and ``personal_then_team``), or an ``anyone`` callback of a
-        campaign it works."""
-        if rec.owner == agent:
-            return True
-        s = self.engine.agents.get(agent)
-        cb = rec.callback
-        if s is None or cb is None or rec.campaign not in s.campaigns:
-            return False
-        if cb.scope == "anyone":
-            return True
-        return cb.scope in ("team", "personal_then_team") and rec.team in s.teams
-
-    def _callback_entry(self, rec: Record, now: float) -> dict[str, Any]:
-        cb = rec.callback
-        assert cb is not None
-        camp = self.engine.campaigns.get(rec.campaign)
-        standing, late_s = callback_standing(rec.due_at, camp.grace_s if camp else 0, now)
-        status = self.reminder_status
-        return {
-            "record": rec.id, "campaign": rec.campaign, "owner": rec.owner or None,
-            "team": rec.team, "scope": cb.scope, "due_at": calendar.utc_iso(rec.due_at),
-            "local": cb.local, "timezone": cb.timezone,
-            "callee_local": calendar.local_iso(rec.due_at, rec.timezone),
-            "callee_timezone": rec.timezone, "contact_priority": cb.contact_priority,
-            "reason": cb.reason, "code": cb.code, "state": standing,
-            "late_s": round(late_s, 3), "in_s": round(max(rec.due_at - now, 0.0), 3),
-            "leased": rec.lease is not None,
-            "leased_to": rec.lease.agent if rec.lease is not None else None,
-            "reminder": status(rec) if status is not None else None,
-        }
-
-    async def op_callbacks(self, req: P.CallbacksReq, peer: Peer) -> dict[str, Any]:
-        if peer.role == ROLE_AGENT and req.agent is None:
-            raise Forbidden("an agent sees its own and its teams' callbacks: give agent "
-                            "(supervisors may list every callback)", field="agent")
-        if req.campaign is not None:
-            self.engine.campaign(req.campaign)
-        lo = calendar.resolve_local(req.from_, "UTC", field="from") \
-            if req.from_ is not None else float("-inf")
-        hi = calendar.resolve_local(req.to, "UTC", field="to") \
-            if req.to is not None else float("inf")
-        if lo > hi:
-            raise BadRequest("from must not be after to", field="to")
-        states = set(req.states or P.CALLBACK_STATES)
-        now = self.clock()
-        self._expire(now)
-        picked: list[tuple[float, int, Record, str]] = []
-        counts = dict.fromkeys(P.CALLBACK_STATES, 0)
-        for rec in self.engine.callbacks.values():
-            if rec.callback is None or not lo <= rec.due_at <= hi:
-                continue
-            if req.campaign is not None and rec.campaign != req.campaign:
-                continue
-            if req.team is not None and rec.team != req.team:
-                continue
-            if req.agent is not None and not self._sees_callback(req.agent, rec):
-                continue
-            camp = self.engine.campaigns.get(rec.campaign)
-            standing = callback_standing(rec.due_at, camp.grace_s if camp else 0, now)[0]
-            if standing not in states:
-                continue
-            counts[standing] += 1
-            picked.append((rec.due_at, rec.rid, rec, standing))
-        picked.sort(key=lambda t: (t[0], t[1]))
-        shown = picked[:req.limit]
-        return {"now": calendar.utc_iso(now), "count": len(picked), "counts": counts,
-                "truncated": len(picked) > len(shown),
-                "callbacks": [self._callback_entry(rec, now) for _, _, rec, _ in shown]}
-
-    async def op_subscribe(self, req: P.SubscribeReq, peer: Peer) -> dict[str, Any]:
-        if peer.send is None:
-            raise Unavailable("this connection cannot carry events")
-        n = self.subscriptions.add(peer.conn_id, req.agent, peer.send)
-        logger.info("events_subscribed conn=%d agent_connections=%d", peer.conn_id, n)
-        return {"agent": req.agent, "subscribed": True, "connections": n,
-                "events": ["reminder"]}

@@ -200,8 +200,9 @@ async def next_line_is_answer(c: AsyncClient) -> None:
 
 
 async def reminder_rows(d: Daemon, record: str) -> list[dict[str, Any]]:
-    rid = d.service.engine.records[record].rid
-    return await d.store.reminders_of(rid)
+    row = await d.store.get_record(record)
+    assert row is not None
+    return await d.store.reminders_of(row["record"]["rid"])
 
 
 async def view(c: AsyncClient, record: str) -> dict[str, Any]:
@@ -495,7 +496,7 @@ async def test_reminders_beyond_the_horizon_wait_in_the_heap(tmp_path: Path) -> 
         # an hour later (for the daemon) the refill job moves it into the scheduler
         offset[0] = 0.0
         await d.reminders._refill()
-        assert sorted(j.id for j in scheduler.get_jobs()) == ["r1", "reminders-refill"]
+        assert sorted(j.id for j in scheduler.get_jobs()) == ["reminder-1", "reminders-refill"]
         ev = await sub.read(timeout=20)
         assert (ev["event"], ev["record"]) == ("reminder", "r1")
         await next_line_is_answer(sub)

@@ -14,6 +14,7 @@ from nextcall.app import Daemon
 from nextcall.config import load
 from nextcall.core.errors import StorageError
 from nextcall.storage import sql as S
+from nextcall.storage import statements as ST
 from tests.conftest import AsyncClient, make_records, write_config
 
 
@@ -35,6 +36,11 @@ def _record_row(rid: int, **kw: Any) -> dict[str, Any]:
     return row
 
 
+def _insert(rid: int, **kw: Any) -> ST.Op:
+    row = _record_row(rid, **kw)
+    return (ST.INS_RECORD, tuple(row[c] for c in ST.RECORD_COLS))
+
+
 async def test_migrate_is_idempotent(db_url: str) -> None:
     store = S.SqlStore(db_url)
     await store.open()
@@ -43,7 +49,7 @@ async def test_migrate_is_idempotent(db_url: str) -> None:
         second = await store.migrate()
     finally:
         await store.close()
-    assert first == ["empty -> 0003"]
+    assert first == ["empty -> 0004"]
     assert second == []
 
 
@@ -55,26 +61,20 @@ async def test_group_commit_and_snapshot(db_url: str) -> None:
         # many concurrent writers: all land, in one or more batches
         batches: list[int] = []
         store.commit_observer = lambda dt, n: batches.append(n)
-        await asyncio.gather(*(store.write([(S.INS_RECORD, _record_row(i))])
-                               for i in range(1, 201)))
+        await asyncio.gather(*(store.write([_insert(i)]) for i in range(1, 201)))
         assert sum(batches) == 200
         assert len(batches) < 200, "concurrent writes must share commits"
         await store.write([
-            (S.UPD_RECORD, {"b_rid": 5, "state": "closed", "reason": "final", "due_at": 0.0,
-                            "attempts": 1, "owner": None, "team": None, "best_cp": 4,
-                            "phone_idx": 0, "callback": None, "updated_at": 2.0}),
-            (S.INS_LEASE, {"lid": 1, "secret": "s", "rid": 7, "agent": "a", "uid": 0,
-                           "issued_at": 1.0, "expires_at": time.time() + 60,
-                           "phone": "+31612340000", "phone_idx": 0, "reason": "pool",
-                           "ended_at": None, "end": None, "code": None, "result": None}),
-            (S.INS_LEASE, {"lid": 2, "secret": "s", "rid": 8, "agent": "a", "uid": 0,
-                           "issued_at": 1.0, "expires_at": 2.0, "phone": "+31612340000",
-                           "phone_idx": 0, "reason": "pool", "ended_at": None, "end": None,
-                           "code": None, "result": None}),
+            (ST.UPD_RECORD, ("closed", "final", 0.0, 1, None, None, 4, 0, None, 2.0, 5)),
+            (ST.INS_LEASE, (1, "s", 7, "a", 0, 1.0, time.time() + 60, "+31612340000", 0,
+                            "pool")),
+            (ST.INS_LEASE, (2, "s", 8, "a", 0, 1.0, 2.0, "+31612340000", 0, "pool")),
         ])
         snap = await store.snapshot(time.time())
-        assert len(snap.records) == 199
-        assert [r[0] for r in snap.records] == sorted(r[0] for r in snap.records)
+        ready = sorted(int(r) for g in snap.groups for r in g.rid)
+        assert ready == [i for i in range(1, 201) if i != 5]
+        assert snap.others == [] and snap.phones == {}
+        assert {int(p) for g in snap.groups for p in g.phone} == {31612340000}
         assert snap.closed_counts == [("t", "final", 1)]
         assert [lz[0] for lz in snap.leases] == [1], "expired lease 2 must not be restored"
         assert snap.max_rid == 200 and snap.max_lid == 2
@@ -94,14 +94,13 @@ async def test_failed_commit_fails_callers_and_breaks_store(db_url: str) -> None
     await store.open()
     await store.migrate()
     try:
-        await store.write([(S.INS_RECORD, _record_row(1))])
+        await store.write([_insert(1)])
         with pytest.raises(StorageError):
             # duplicate primary key: the whole batch fails and nothing of it lands
-            await store.write([(S.INS_RECORD, _record_row(2)), (S.INS_RECORD,
-                                                                _record_row(1))])
+            await store.write([_insert(2), _insert(1)])
         assert failures, "the daemon must be told to stop"
         with pytest.raises(StorageError):
-            await store.write([(S.INS_RECORD, _record_row(3))])
+            await store.write([_insert(3)])
     finally:
         await store.close()
     store = S.SqlStore(db_url)

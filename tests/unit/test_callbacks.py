@@ -115,15 +115,15 @@ def test_engine_indexes_callback_records() -> None:
     a, b = record(), record(rid=2, id="r2", phones=[["+31202222222", PHONE_ACTIVE]])
     eng.add(a, NOW)
     eng.add(b, NOW)
-    assert eng.callbacks == {}
+    assert eng.callback_rids() == []
     (lease,) = eng.next("ann", ("c",), (), 1, 0, NOW)
     d = Disposition(code="CB", agent="ann", phone_idx=0,
                     callback=CallbackRequest("2026-03-05T10:00"))
-    eng.dispose(lease, decide(lease.record, CAMP, d, NOW), NOW, {}, "CB")
-    assert list(eng.callbacks) == [lease.record.rid]
+    eng.dispose(lease, decide(lease.record, CAMP, d, NOW), NOW, b"{}", "CB")
+    assert eng.callback_rids() == [lease.record.rid]
     eng.check_invariants()
     eng.reopen(lease.record, NOW)  # back to the pool: no longer a callback
-    assert eng.callbacks == {}
+    assert eng.callback_rids() == []
     eng.check_invariants()
 
 

@@ -32,7 +32,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from nextcall.core import calendar
-from nextcall.core.engine import Engine
+from nextcall.core.engine import Engine, ready_groups
 from nextcall.core.errors import NextcallError, NotLoggedIn
 from nextcall.core.model import Campaign, Interval, ResultCode, Scoring
 from nextcall.core.records import (
@@ -158,6 +158,9 @@ class Model:
     def __init__(self) -> None:
         self.recs: dict[str, MRec] = {}
         self.agents: dict[str, MAgent] = {}
+
+    def by_rid(self, rid: int) -> MRec:
+        return next(r for r in self.recs.values() if r.rid == rid)
 
     def present(self, owner: str | None, campaign: str) -> bool:
         a = self.agents.get(owner) if owner else None
@@ -299,7 +302,8 @@ class EngineModel(RuleBasedStateMachine):
     def start(self, start: float, specs: list[dict[str, Any]],
               logins: dict[str, tuple[list[str], list[str]]]) -> None:
         self.now = start
-        assert self.engine.bulk_load([self._make(s)[1] for s in specs], self.now) == len(specs)
+        records = [self._make(s)[1] for s in specs]
+        assert self.engine.bulk_load(*ready_groups(records), self.now) == len(specs)
         for agent, (campaigns, teams) in logins.items():
             self.login(agent, campaigns, teams)
 
@@ -357,9 +361,13 @@ class EngineModel(RuleBasedStateMachine):
             m.lease = MLease(-1, agent, self.now + CAMPAIGNS[m.campaign].lease_s)
             expected.append((m, reason))
         leases = self.engine.next(agent, camps, teams, count, 1000, self.now)
-        assert [(x.record.id, x.reason) for x in leases] == \
-            [(m.id, reason) for m, reason in expected], self._explain(agent, camps, teams)
+        assert [(x.record.rid, x.reason) for x in leases] == \
+            [(m.rid, reason) for m, reason in expected], self._explain(agent, camps, teams)
         for x, (m, _) in zip(leases, expected):
+            # what the daemon reads from the database for a record it hands out
+            x.record.id, x.record.list, x.record.data = m.id, "list", "{}"
+            if x.record.state == READY:
+                x.record.team = m.team
             assert m.lease is not None
             assert x.expires_at == m.lease.expires_at
             assert (x.phone_idx, x.phone) == m.phone()
@@ -391,6 +399,7 @@ class EngineModel(RuleBasedStateMachine):
             return
         camps, teams = scope
         got = self.engine.select(agent, camps, teams, self.now)
+        got_id = None if got is None else self.model.by_rid(got[0]).id
         # select does not expire leases: the model must not either
         held = {id(r): r.lease for r in self.model.recs.values()}
         try:
@@ -401,7 +410,7 @@ class EngineModel(RuleBasedStateMachine):
         finally:
             for r in self.model.recs.values():
                 r.lease = held[id(r)]
-        assert (None if got is None else (got[0].id, got[1])) == \
+        assert (None if got is None else (got_id, got[1])) == \
             (None if want is None else (want[0].id, want[1]))
 
     def _explain(self, agent: str, camps: tuple[str, ...], teams: tuple[str, ...]) -> str:
@@ -477,7 +486,8 @@ class EngineModel(RuleBasedStateMachine):
                 raise AssertionError("engine record decided differently from the model's")
             return
         assert decide(lease.record, camp, d, self.now) == out
-        rec = self.engine.dispose(lease, out, self.now, {"code": code}, code)
+        rec = self.engine.dispose(lease, out, self.now, b'{"code":"%s"}' % code.encode(),
+                                  code)
         assert rec is lease.record and rec.lease is None
         m.lease = None
         m.state, m.reason, m.due_at, m.attempts = out.state, out.reason, out.due_at, \
@@ -546,13 +556,19 @@ class EngineModel(RuleBasedStateMachine):
     def engine_matches_model(self) -> None:
         e = self.engine
         open_ids = {r.id for r in self.model.recs.values() if r.state in (READY, CALLBACK)}
-        assert set(e.records) == open_ids
+        assert len(e) == len(open_ids)
+        for m in self.model.recs.values():
+            assert e.is_open(m.rid) == (m.id in open_ids)
         for rid in open_ids:
-            m, r = self.model.recs[rid], e.records[rid]
+            m = self.model.recs[rid]
+            r = e.record(m.rid)
+            assert r is not None
+            # a pool record's team lives in the database, not in memory
+            team = m.team if m.state == CALLBACK else None
             assert (r.state, r.reason, r.due_at, r.attempts, r.best_cp, r.phone_idx, r.owner,
                     r.team, r.campaign, r.timezone) == \
                 (m.state, m.reason, m.due_at, m.attempts, m.best_cp, m.phone_idx, m.owner,
-                 m.team, m.campaign, m.tz)
+                 team, m.campaign, m.tz)
             assert r.callback == m.cb
             assert r.score == m.score()
             assert (r.lease.lid if r.lease else None) == (m.lease.lid if m.lease else None)

@@ -109,7 +109,6 @@ def test_stale_heap_entries_are_not_counted() -> None:
     # lease and give back: every record now has a stale entry behind its live one
     for lz in e.next("ann", camps, teams, 4, 1000, T0):
         e.release(lz, T0)
-    assert len(e.queues["alpha"].zones["Asia/Tokyo"]) > 4
     c = sampler().sample(e, T0, {}).campaigns["alpha"]
     assert c.due_now == 4 and c.blocked_window == 0
 
@@ -167,7 +166,7 @@ def test_scan_reused_until_paid_back_clamped_and_redone_when_a_window_changes() 
     assert s.scans == 1 and (first.due_now, first.blocked_window) == (1, 1)
 
     # both leave the due heaps; the next sample reuses the scan, clamped to the exact total
-    leases = [e.lease(r, "ann", 1000, "pool", T0, 300) for r in (london, tokyo)]
+    leases = [e.lease(r.rid, "ann", 1000, "pool", T0, 300) for r in (london, tokyo)]
     second = s.sample(e, T0 + 1, {}).campaigns["alpha"]
     assert s.scans == 1
     assert (second.slots["due"], second.due_now, second.blocked_window) == (0, 0, 0)

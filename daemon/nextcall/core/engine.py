@@ -1,45 +1,58 @@
-"""The engine: every callable record in priority structures, and who gets what next.
+"""The engine: every open record as columns, the priority structures, and who gets what next.
 
-Per campaign:
+Memory is what makes a million-record heap affordable, so a record is not an object here.
+Its scheduling fields live in typed arrays indexed by its record number (``rid``): about
+45 bytes a record. Only what selection needs is kept: campaign, timezone, priority, due
+time, attempts, best contact priority, the number to dial (as an integer, or a JSON list
+for records with several numbers or non-active ones), state and slot. Free data, the
+record's id and list stay in the database and are read when the record is handed out.
+Callback and appointment records (few) also keep an ``Extra`` with id, owner, team and the
+callback's intent.
+
+Per campaign (``Queues``):
 
 - ``dormant``: ready records not yet due, by due time;
-- ``zones``: due ready records, one heap per timezone, by (-score, due, import order), so
-  the pool's best callable record is the best top among the zones whose window is open
-  now (a handful of heaps), never a scan past records whose window is closed;
-- ``cb_dormant``: callbacks not yet due, by due time;
-- ``personal[agent]``: due callbacks for their owner, by due time;
-- ``team[team]`` and ``anyone``: due callbacks for a team or any agent, by
-  (-contact priority, due, import order).
+- ``zones[tz]``: due ready records, one heap per timezone, by (-score, due, rid);
+- ``heads``: a heap of the open zones' fronts, so the pool's best callable record is found
+  without looking at closed zones or scanning zones at all; zones open and close at the
+  instants ``calendar.window_state`` promises, kept in ``wheap``;
+- ``cb_dormant``: callbacks not yet due; ``personal[agent]``, ``team[team]``, ``anyone``:
+  due callbacks; ``held``: appointments not yet passed.
 
-Entries are tuples ending in ``(..., rid, ver, record)``; a record's ``ver`` is bumped on
-every move, so an entry whose ``ver`` differs is stale and skipped when it reaches a top
-(lazy deletion). All operations are O(log n) amortised plus the number of zones and of
-due callbacks skipped because their window is closed.
-
-Only the event-loop thread calls this, and nothing here awaits, so there are no locks.
+Entries are packed integer keys (``nextcall.core.keys``) carrying the record's placement
+generation; a moved record's old entries are stale and skipped at the top (lazy deletion).
+Selection is O(log n) amortised plus the due callbacks skipped because their window is
+closed. Only the event-loop thread calls this and nothing here awaits, so no locks.
 """
 
 from __future__ import annotations
 
 import heapq
 import secrets
+from array import array
 from collections import OrderedDict, defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+import orjson
+
 from . import calendar
 from .errors import BadRequest, NotLoggedIn, UnknownCampaign
-from .model import Campaign
-from .records import CALLBACK, CLOSED, HELD, READY, Lease, Record
+from .keys import (DUE_SCALE, GEN_MASK, RunHeap, callback_key, due_q, due_q_of, gen_of,
+                   pool_key, rid_of, time_key)
+from .model import Campaign, Scoring
+from .records import CALLBACK, CLOSED, HELD, PHONE_ACTIVE, READY, CallbackIntent, Lease, Record
 from .results import Outcome
-from .scoring import address_score
 
 INF = float("inf")
-#: ended leases remembered for idempotent retries and precise errors
-ENDED_MEMORY = 200_000
+#: ended leases remembered for idempotent retries and precise errors (older ones are
+#: looked up in the database)
+ENDED_MEMORY = 20_000
 
-# slots: where a record's live entry is
+# slots: where a record's live entry is (names as stats and metrics show them)
 S_DORMANT = "dormant"
 S_DUE = "due"
 S_CB_DORMANT = "callback_upcoming"
@@ -52,8 +65,18 @@ S_HELD = "held"
 S_RESOLUTION = "resolution"
 SLOTS = (S_DORMANT, S_DUE, S_CB_DORMANT, S_CB_DUE, S_LEASED, S_NO_NUMBER, S_HELD,
          S_RESOLUTION)
+SLOT_NAMES = ("", *SLOTS)
+(N_NONE, N_DORMANT, N_DUE, N_CB_DORMANT, N_CB_DUE, N_LEASED, N_NO_NUMBER, N_HELD,
+ N_RESOLUTION) = range(len(SLOT_NAMES))
+#: open states as stored in the state column
+STATE_NAMES = (READY, CALLBACK, HELD)
+_STATE_CODE = {name: i for i, name in enumerate(STATE_NAMES)}
+ST_READY, ST_CALLBACK, ST_HELD = range(3)
 
-Entry = tuple[Any, ...]
+#: the columns, by array type code
+_COLUMNS = (("camp", "H"), ("tz", "H"), ("due", "d"), ("score", "d"), ("prio", "h"),
+            ("att", "I"), ("bcp", "b"), ("pidx", "B"), ("slot", "B"), ("state", "B"),
+            ("gen", "I"), ("phone", "q"))
 
 
 @dataclass(slots=True)
@@ -67,29 +90,95 @@ class AgentSession:
 
 
 @dataclass(slots=True)
-class Queues:
-    """One campaign's priority structures."""
+class Extra:
+    """What a callback or appointment record keeps beyond the columns."""
 
-    dormant: list[Entry] = field(default_factory=list)
-    zones: dict[str, list[Entry]] = field(default_factory=dict)
-    cb_dormant: list[Entry] = field(default_factory=list)
-    personal: dict[str, list[Entry]] = field(default_factory=dict)
-    team: dict[str, list[Entry]] = field(default_factory=dict)
-    anyone: list[Entry] = field(default_factory=list)
-    #: held records by appointment time; they move to resolution when it passes
-    held: list[Entry] = field(default_factory=list)
+    id: str
+    owner: str | None
+    team: str | None
+    callback: CallbackIntent | None
+
+
+@dataclass(slots=True)
+class Queues:
+    """One campaign's priority structures (see the module docstring)."""
+
+    dormant: RunHeap
+    zones: dict[int, RunHeap] = field(default_factory=dict)
+    #: per zone: open now, and until when that answer holds
+    zone_open: dict[int, bool] = field(default_factory=dict)
+    zone_until: dict[int, float] = field(default_factory=dict)
+    #: due records per zone (live entries), for stats and metrics
+    zone_due: dict[int, int] = field(default_factory=lambda: defaultdict(int))
+    wheap: list[tuple[float, int]] = field(default_factory=list)
+    #: (key, zone): for every open zone, an entry whose key is at most the zone's best
+    #: live key (and the zone's best key once it is examined)
+    heads: list[tuple[int, int]] = field(default_factory=list)
+    #: the latest instant the zone states were brought up to (a clock stepped back
+    #: before it recomputes them all)
+    win_asof: float = -INF
+    cb_dormant: list[int] = field(default_factory=list)
+    personal: dict[str, list[int]] = field(default_factory=dict)
+    team: dict[str, list[int]] = field(default_factory=dict)
+    anyone: list[int] = field(default_factory=list)
+    held: list[int] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SLOTS, 0))
     closed: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
 
 @dataclass(slots=True)
 class EndedLease:
-    """What became of a lease, for retried requests."""
+    """What became of a lease, for retried requests (``result``: the answer's JSON)."""
 
     secret: str
     kind: str  # disposed | released | expired
-    result: dict[str, Any] | None = None
+    result: bytes | None = None
     code: str | None = None
+
+
+@dataclass(slots=True)
+class ReadyGroup:
+    """Ready records of one campaign and timezone, as a rebuild reads them (numpy arrays of
+    equal length). ``phone`` is the number to dial as an integer, or 0 when the record's
+    numbers are in ``Snapshot``'s ``phones`` (several numbers, or not all active)."""
+
+    campaign: str
+    timezone: str
+    rid: npt.NDArray[np.int64]
+    due: npt.NDArray[np.float64]
+    priority: npt.NDArray[np.int64]
+    attempts: npt.NDArray[np.int64]
+    best_cp: npt.NDArray[np.int64]
+    phone_idx: npt.NDArray[np.int64]
+    phone: npt.NDArray[np.int64]
+
+
+def ready_groups(records: Iterable[Record]
+                 ) -> tuple[list[ReadyGroup], dict[int, str], list[Record]]:
+    """Split record values into what ``Engine.bulk_load`` takes: ready records as columns
+    by (campaign, timezone), the JSON numbers of those with several, and the rest."""
+    cols: dict[tuple[str, str], list[tuple[int, float, int, int, int, int, int]]] = \
+        defaultdict(list)
+    phones: dict[int, str] = {}
+    others: list[Record] = []
+    for rec in records:
+        if rec.state != READY:
+            others.append(rec)
+            continue
+        plist = rec.phone_list()
+        n = phone_int(plist[0][0]) if len(plist) == 1 and plist[0][1] == PHONE_ACTIVE else 0
+        if not n:
+            phones[rec.rid] = orjson.dumps(plist).decode()
+        cols[(rec.campaign, rec.timezone)].append(
+            (rec.rid, rec.due_at, rec.priority, rec.attempts, rec.best_cp, rec.phone_idx, n))
+    groups = []
+    for (campaign, tz), rows in cols.items():
+        rid, due, prio, att, bcp, pidx, phone = (np.array(c) for c in zip(*rows, strict=True))
+        groups.append(ReadyGroup(campaign, tz, rid.astype(np.int64), due.astype(np.float64),
+                                 prio.astype(np.int64), att.astype(np.int64),
+                                 bcp.astype(np.int64), pidx.astype(np.int64),
+                                 phone.astype(np.int64)))
+    return groups, phones, others
 
 
 def callback_standing(due_at: float, grace_s: float, now: float) -> tuple[str, float]:
@@ -105,20 +194,17 @@ def callback_standing(due_at: float, grace_s: float, now: float) -> tuple[str, f
     return ("overdue" if late_s > grace_s else "due"), late_s
 
 
-def _live(e: Entry, slot: str) -> bool:
-    rec: Record = e[-1]
-    return rec.ver == e[-2] and rec.slot == slot
+def phone_int(number: str) -> int:
+    """An E.164 number as the integer the columns hold (``+31612345678`` -> 31612345678)."""
+    return int(number[1:]) if len(number) > 1 and number[0] == "+" and number[1:].isdigit() \
+        and number[1] != "0" else 0
 
 
-def _pop_due(heap: list[Entry], slot: str, now: float) -> Iterator[Record]:
-    """Pop the entries of a by-due-time heap that are due, yielding the live records
-    (version already bumped, so their old entries elsewhere are stale)."""
-    while heap and heap[0][0] <= now:
-        e = heapq.heappop(heap)
-        if _live(e, slot):
-            rec: Record = e[-1]
-            rec.ver += 1
-            yield rec
+def score_of(w: Scoring, priority: int, best_cp: int, attempts: int) -> float:
+    """The address score (``nextcall.core.scoring``), inlined for the hot paths."""
+    return (w.priority * priority + w.contact * (best_cp - 1 if best_cp > 1 else 0)
+            + w.attempt * (attempts if attempts < w.max_attempt_penalty
+                           else w.max_attempt_penalty))
 
 
 class Engine:
@@ -126,8 +212,6 @@ class Engine:
 
     def __init__(self, campaigns: dict[str, Campaign]) -> None:
         self.campaigns = campaigns
-        self.records: dict[str, Record] = {}
-        self.queues: dict[str, Queues] = {name: Queues() for name in campaigns}
         self.leases: dict[int, Lease] = {}
         self.lease_expiry: list[tuple[float, int, int]] = []
         self.ended: OrderedDict[int, EndedLease] = OrderedDict()
@@ -138,11 +222,35 @@ class Engine:
         self._windows: dict[tuple[str, str, bool], tuple[bool, float, float]] = {}
         #: numbers on the DNC (``"dnc"``) or block (``"block"``) list: never handed out
         self.listed: dict[str, str] = {}
-        #: every record in the callback state (leased or not, due or not), by rid: the
-        #: callback queue and reminders read it without walking all records
-        self.callbacks: dict[int, Record] = {}
+        self._listed_n: set[int] = set()
+        self._camp_names: list[str] = [""]
+        self._camp_idx: dict[str, int] = {}
+        self._zone_names: list[str] = [""]
+        self._zone_idx: dict[str, int] = {}
+        self.queues: dict[str, Queues] = {}
+        #: complex numbers (several, or not all active): [[e164, status], ...] or its JSON
+        self._phones: dict[int, list[list[str]] | str] = {}
+        self._extras: dict[int, Extra] = {}
+        #: rid -> lid of the live lease on it
+        self._lease_of: dict[int, int] = {}
+        self._open = 0
+        self._cap = 0
+        self.c_camp = array("H")
+        self.c_tz = array("H")
+        self.c_due = array("d")
+        self.c_score = array("d")
+        self.c_prio = array("h")
+        self.c_att = array("I")
+        self.c_bcp = array("b")
+        self.c_pidx = array("B")
+        self.c_slot = array("B")
+        self.c_state = array("B")
+        self.c_gen = array("I")
+        self.c_phone = array("q")
+        for name in self.campaigns:
+            self._q(name)
 
-    # ----------------------------------------------------------------- helpers
+    # ----------------------------------------------------------------- names, columns
     def campaign(self, name: str, field_: str = "campaign") -> Campaign:
         """The campaign named ``name``.
 
@@ -154,12 +262,109 @@ class Engine:
             raise UnknownCampaign(f"no campaign {name!r}", field=field_)
         return c
 
+    def _cidx(self, name: str) -> int:
+        i = self._camp_idx.get(name)
+        if i is None:
+            i = self._camp_idx[name] = len(self._camp_names)
+            self._camp_names.append(name)
+        return i
+
+    def _zidx(self, name: str) -> int:
+        i = self._zone_idx.get(name)
+        if i is None:
+            i = self._zone_idx[name] = len(self._zone_names)
+            self._zone_names.append(name)
+        return i
+
     def _q(self, name: str) -> Queues:
         q = self.queues.get(name)
         if q is None:
-            q = self.queues[name] = Queues()
+            q = self.queues[name] = Queues(RunHeap(self._dormant_run_key))
         return q
 
+    def _grow(self, rid: int) -> None:
+        if rid < self._cap:
+            return
+        cap = max(rid + 1, self._cap * 2, 1024)
+        extra = cap - self._cap
+        for name, code in _COLUMNS:
+            col: array[Any] = getattr(self, "c_" + name)
+            col.frombytes(bytes(extra * col.itemsize))
+        self._cap = cap
+
+    def __len__(self) -> int:
+        """Open records held."""
+        return self._open
+
+    def is_open(self, rid: int) -> bool:
+        """Whether record ``rid`` is open (in memory)."""
+        return 0 < rid < self._cap and self.c_camp[rid] != 0
+
+    def campaign_of(self, rid: int) -> str | None:
+        """The campaign of an open record."""
+        return self._camp_names[self.c_camp[rid]] if self.is_open(rid) else None
+
+    # ----------------------------------------------------------------- numbers
+    def _set_phones(self, rid: int, phones: list[list[str]] | str) -> None:
+        if isinstance(phones, list) and len(phones) == 1 and phones[0][1] == PHONE_ACTIVE:
+            n = phone_int(phones[0][0])
+            if n:
+                self.c_phone[rid] = n
+                self._phones.pop(rid, None)
+                return
+        self.c_phone[rid] = 0
+        self._phones[rid] = phones
+
+    def phones(self, rid: int) -> list[list[str]]:
+        """Record ``rid``'s numbers as ``[[e164, status], ...]``."""
+        n = self.c_phone[rid]
+        if n:
+            return [[f"+{n}", PHONE_ACTIVE]]
+        phones = self._phones.get(rid)
+        if phones is None:
+            return []
+        if isinstance(phones, str):
+            phones = self._phones[rid] = orjson.loads(phones)
+        return phones
+
+    def callable_phone(self, rid: int, start: int | None = None) -> tuple[int, str] | None:
+        """The number to dial next: the first active one from the record's phone index (or
+        ``start``) on, cyclic, that is not on the DNC or block list."""
+        n = self.c_phone[rid]
+        if n:
+            return None if n in self._listed_n else (0, f"+{n}")
+        phones = self.phones(rid)
+        count = len(phones)
+        first = self.c_pidx[rid] if start is None else start
+        listed = self.listed
+        for k in range(count):
+            i = (first + k) % count
+            number, status = phones[i]
+            if status == PHONE_ACTIVE and number not in listed:
+                return i, number
+        return None
+
+    def _callable(self, rid: int) -> bool:
+        n = self.c_phone[rid]
+        if n:
+            return n not in self._listed_n
+        return self.callable_phone(rid) is not None
+
+    def add_listed(self, number: str, which: str) -> None:
+        """Put ``number`` on the DNC (``"dnc"``) or block (``"block"``) list."""
+        self.listed[number] = which
+        n = phone_int(number)
+        if n:
+            self._listed_n.add(n)
+
+    def set_listed(self, listed: Iterable[tuple[str, str]]) -> None:
+        """Rebuild: the lists as stored."""
+        self.listed.clear()
+        self._listed_n.clear()
+        for number, which in listed:
+            self.add_listed(number, which)
+
+    # ----------------------------------------------------------------- windows
     def window_open(self, campaign: Campaign, tz_key: str, now: float,
                     override: bool = False) -> tuple[bool, float]:
         """Cached ``calendar.window_state`` per (campaign, zone, override).
@@ -175,156 +380,397 @@ class Engine:
         self._windows[key] = (state[0], now, state[1])
         return state
 
-    def _set_slot(self, rec: Record, slot: str) -> None:
-        counts = self._q(rec.campaign).counts
-        if rec.slot:
-            counts[rec.slot] -= 1
-        rec.slot = slot
-        if slot:
-            counts[slot] += 1
+    def _zone_state(self, q: Queues, camp: Campaign | None, z: int, now: float) -> None:
+        """Recompute whether zone ``z`` is open for ``camp`` now; a zone that opened puts
+        its front among the heads."""
+        if camp is None:
+            is_open, until = False, INF
+        else:
+            is_open, until = calendar.window_state(camp, calendar.zone(self._zone_names[z]),
+                                                   now, False)
+        was = q.zone_open.get(z, False)
+        q.zone_open[z] = is_open
+        q.zone_until[z] = until
+        if until < INF:
+            heapq.heappush(q.wheap, (until, z))
+        if is_open and not was:
+            top = self._zone_top(q, z)
+            if top is not None:
+                heapq.heappush(q.heads, (top, z))
 
-    def rescore(self, rec: Record) -> None:
-        """Recompute the address score from the campaign's weights."""
-        camp = self.campaigns.get(rec.campaign)
-        if camp is not None:
-            rec.score = address_score(camp.scoring, rec.priority, rec.best_cp, rec.attempts)
+    def _refresh_zones(self, q: Queues, camp: Campaign, now: float) -> None:
+        if now < q.win_asof:
+            self._reset_zones(q, camp, now)
+        q.win_asof = now
+        wheap = q.wheap
+        while wheap and wheap[0][0] <= now:
+            until, z = heapq.heappop(wheap)
+            if q.zone_until.get(z) == until:
+                self._zone_state(q, camp, z, now)
+
+    def _reset_zones(self, q: Queues, camp: Campaign | None, now: float) -> None:
+        """Recompute every zone's window state and the heads (reload, clock stepped back)."""
+        q.wheap.clear()
+        q.heads.clear()
+        q.zone_open.clear()
+        q.zone_until.clear()
+        q.win_asof = now
+        for z in q.zones:
+            self._zone_state(q, camp, z, now)
+
+    # ----------------------------------------------------------------- keys, liveness
+    def _bump(self, rid: int) -> int:
+        g = (self.c_gen[rid] + 1) & GEN_MASK
+        if g == 0:
+            g = 1  # generation 0 marks the rebuild's run entries
+        self.c_gen[rid] = g
+        return g
+
+    def _live(self, key: int, slot: int) -> bool:
+        rid = rid_of(key)
+        return self.c_gen[rid] == gen_of(key) and self.c_slot[rid] == slot
+
+    def _dormant_run_key(self, rid: int) -> int | None:
+        if self.c_gen[rid] or self.c_slot[rid] != N_DORMANT:
+            return None
+        return time_key(self.c_due[rid], rid, 0)
+
+    def _zone_run_key(self, rid: int) -> int | None:
+        if self.c_gen[rid] or self.c_slot[rid] != N_DUE:
+            return None
+        return pool_key(self.c_score[rid], self.c_due[rid], rid, 0)
+
+    def _zone_top(self, q: Queues, z: int) -> int | None:
+        """Zone ``z``'s best live entry, popping stale ones."""
+        zone = q.zones.get(z)
+        if zone is None:
+            return None
+        while True:
+            top = zone.top()
+            if top is None or self._live(top, N_DUE):
+                return top
+            zone.pop()
+
+    def _set_slot(self, rid: int, q: Queues, slot: int) -> None:
+        old = self.c_slot[rid]
+        if old == slot:
+            return
+        counts = q.counts
+        if old:
+            counts[SLOT_NAMES[old]] -= 1
+            if old == N_DUE:
+                q.zone_due[self.c_tz[rid]] -= 1
+        self.c_slot[rid] = slot
+        if slot:
+            counts[SLOT_NAMES[slot]] += 1
+            if slot == N_DUE:
+                q.zone_due[self.c_tz[rid]] += 1
+
+    def rescore(self, rid: int) -> None:
+        """Recompute record ``rid``'s address score from its campaign's weights."""
+        camp = self.campaigns.get(self._camp_names[self.c_camp[rid]])
+        self.c_score[rid] = score_of(camp.scoring, self.c_prio[rid], self.c_bcp[rid],
+                                     self.c_att[rid]) if camp is not None else 0.0
 
     # ----------------------------------------------------------------- placement
-    def place(self, rec: Record, now: float) -> None:
-        """Put ``rec`` (not leased) where its state says it belongs."""
-        rec.ver += 1
-        q = self._q(rec.campaign)
-        if rec.state == CALLBACK:
-            self.callbacks[rec.rid] = rec
+    def _place(self, rid: int, now: float) -> None:
+        """Put open record ``rid`` (not leased) where its state and due time say."""
+        gen = self._bump(rid)
+        name = self._camp_names[self.c_camp[rid]]
+        q = self._q(name)
+        state = self.c_state[rid]
+        due = self.c_due[rid]
+        if state != ST_HELD and not self._callable(rid):
+            self._set_slot(rid, q, N_NO_NUMBER)
+        elif state == ST_HELD:
+            if due <= now:
+                self._set_slot(rid, q, N_RESOLUTION)
+            else:
+                heapq.heappush(q.held, time_key(due, rid, gen))
+                self._set_slot(rid, q, N_HELD)
+        elif state == ST_READY:
+            if due <= now:
+                self._push_due(rid, q, gen, now)
+            else:
+                q.dormant.push(time_key(due, rid, gen))
+                self._set_slot(rid, q, N_DORMANT)
+        elif due <= now:
+            self._push_due_callback(rid, q, gen)
         else:
-            self.callbacks.pop(rec.rid, None)
-        if rec.state in (READY, CALLBACK) and rec.callable_phone(self.listed) is None:
-            self._set_slot(rec, S_NO_NUMBER)
-        elif rec.state == HELD:
-            self.records[rec.id] = rec
-            if rec.due_at <= now:
-                self._set_slot(rec, S_RESOLUTION)
-            else:
-                heapq.heappush(q.held, (rec.due_at, rec.rid, rec.ver, rec))
-                self._set_slot(rec, S_HELD)
-        elif rec.state == READY:
-            if rec.due_at <= now:
-                heap = q.zones.get(rec.timezone)
-                if heap is None:
-                    heap = q.zones[rec.timezone] = []
-                heapq.heappush(heap, (-rec.score, rec.due_at, rec.rid, rec.ver, rec))
-                self._set_slot(rec, S_DUE)
-            else:
-                heapq.heappush(q.dormant, (rec.due_at, rec.rid, rec.ver, rec))
-                self._set_slot(rec, S_DORMANT)
-        elif rec.state == CALLBACK:
-            if rec.due_at <= now:
-                self._push_due_callback(q, rec)
-            else:
-                heapq.heappush(q.cb_dormant, (rec.due_at, rec.rid, rec.ver, rec))
-                self._set_slot(rec, S_CB_DORMANT)
-        else:
-            self._set_slot(rec, "")
-            self.records.pop(rec.id, None)
-            if rec.state == CLOSED:
-                q.closed[rec.reason or "final"] += 1
+            heapq.heappush(q.cb_dormant, time_key(due, rid, gen))
+            self._set_slot(rid, q, N_CB_DORMANT)
 
-    def _push_due_callback(self, q: Queues, rec: Record) -> None:
-        cb = rec.callback
-        scope = cb.scope if cb else "anyone"
-        cp = -(cb.contact_priority if cb else 0)
-        if scope in ("personal", "personal_then_team") and rec.owner:
-            heapq.heappush(q.personal.setdefault(rec.owner, []),
-                           (rec.due_at, rec.rid, rec.ver, rec))
-        if scope in ("team", "personal_then_team") and rec.team:
-            heapq.heappush(q.team.setdefault(rec.team, []), (cp, rec.due_at, rec.rid,
-                                                             rec.ver, rec))
-        elif scope == "anyone" or (scope == "personal_then_team" and not rec.team) \
-                or (scope == "personal" and not rec.owner):
-            heapq.heappush(q.anyone, (cp, rec.due_at, rec.rid, rec.ver, rec))
-        self._set_slot(rec, S_CB_DUE)
+    def _push_due(self, rid: int, q: Queues, gen: int, now: float) -> None:
+        z = self.c_tz[rid]
+        zone = q.zones.get(z)
+        if zone is None:
+            zone = q.zones[z] = RunHeap(self._zone_run_key)
+        key = pool_key(self.c_score[rid], self.c_due[rid], rid, gen)
+        zone.push(key)
+        self._set_slot(rid, q, N_DUE)
+        if z not in q.zone_until:
+            # a zone this campaign has not seen yet: learn its window (pushes its front)
+            self._zone_state(q, self.campaigns.get(self._camp_names[self.c_camp[rid]]), z,
+                             now)
+        elif q.zone_open.get(z) and self._zone_top(q, z) == key:
+            # the zone's best entry improved: the heads must hold one at most as good
+            heapq.heappush(q.heads, (key, z))
+
+    def _push_due_callback(self, rid: int, q: Queues, gen: int) -> None:
+        ex = self._extras.get(rid)
+        cb = ex.callback if ex is not None else None
+        scope = cb.scope if cb is not None else "anyone"
+        cp = cb.contact_priority if cb is not None else 0
+        due = self.c_due[rid]
+        owner = ex.owner if ex is not None else None
+        team = ex.team if ex is not None else None
+        if scope in ("personal", "personal_then_team") and owner:
+            heapq.heappush(q.personal.setdefault(owner, []), time_key(due, rid, gen))
+        if scope in ("team", "personal_then_team") and team:
+            heapq.heappush(q.team.setdefault(team, []), callback_key(cp, due, rid, gen))
+        elif scope == "anyone" or (scope == "personal_then_team" and not team) \
+                or (scope == "personal" and not owner):
+            heapq.heappush(q.anyone, callback_key(cp, due, rid, gen))
+        self._set_slot(rid, q, N_CB_DUE)
+
+    def _store(self, rec: Record) -> None:
+        """Write a record value's fields into the columns (not placed yet)."""
+        rid = rec.rid
+        self._grow(rid)
+        if not self.c_camp[rid]:
+            self._open += 1
+        self.c_camp[rid] = self._cidx(rec.campaign)
+        self.c_tz[rid] = self._zidx(rec.timezone)
+        self.c_due[rid] = rec.due_at
+        self.c_prio[rid] = rec.priority
+        self.c_att[rid] = min(rec.attempts, 0xFFFFFFFF)
+        self.c_bcp[rid] = rec.best_cp
+        self.c_pidx[rid] = rec.phone_idx
+        self.c_state[rid] = _STATE_CODE[rec.state]
+        self._set_phones(rid, rec.phones)
+        if rec.state in (CALLBACK, HELD):
+            self._extras[rid] = Extra(rec.id or "", rec.owner, rec.team, rec.callback)
+        else:
+            self._extras.pop(rid, None)
+        self.rescore(rid)
 
     def add(self, rec: Record, now: float) -> None:
-        """Take in a new or rebuilt record (leases are attached by ``restore_lease``)."""
-        self.records[rec.id] = rec
-        self.next_rid = max(self.next_rid, rec.rid + 1)
-        self.rescore(rec)
-        self.place(rec, now)
+        """Take in a new or rebuilt open record (leases are attached by ``restore_lease``).
 
-    def bulk_load(self, recs: Iterable[Record], now: float) -> int:
-        """Rebuild: like ``add`` for many records, building each heap once (O(n)).
-
-        The loop is the start-up hot path (a million records): per-campaign lookups are
-        hoisted and ready records are appended to plain lists heapified at the end.
+        Raises:
+            BadRequest: the record is not in an open state.
         """
+        if rec.state not in _STATE_CODE:
+            raise BadRequest(f"record state {rec.state!r} is not an open state",
+                             field="state")
+        self.next_rid = max(self.next_rid, rec.rid + 1)
+        self._store(rec)
+        self._place(rec.rid, now)
+
+    def _forget(self, rid: int, q: Queues) -> None:
+        """Take a record out of memory (it closed)."""
+        self._set_slot(rid, q, N_NONE)
+        self._bump(rid)
+        self.c_camp[rid] = 0
+        self.c_phone[rid] = 0
+        self._phones.pop(rid, None)
+        self._extras.pop(rid, None)
+        self._open -= 1
+
+    def bulk_load(self, groups: Iterable[ReadyGroup], phones: dict[int, str],
+                  others: Iterable[Record], now: float) -> int:
+        """Rebuild: every open record in one go.
+
+        ``groups`` are the ready records (columns, see ``ReadyGroup``); ``phones`` the
+        numbers of those whose ``phone`` is 0, as stored (JSON); ``others`` the callback
+        and appointment records as values. Each zone and the dormant records of each
+        campaign become one sorted run (numpy sorts; no per-record objects are made), so a
+        million records load in well under a second. Leases are attached afterwards by
+        ``restore_lease``. Returns how many records were loaded.
+        """
+        groups = list(groups)
+        others = list(others)
+        max_rid = max([int(g.rid.max()) for g in groups if len(g.rid)]
+                      + [r.rid for r in others] + [0])
+        self._grow(max_rid)
+        cap = self._cap
+        cols = {name: np.frombuffer(getattr(self, "c_" + name), dtype=np.dtype(code)).copy()
+                for name, code in _COLUMNS}
+        dormant: dict[str, list[npt.NDArray[np.int64]]] = defaultdict(list)
         n = 0
-        records = self.records
-        max_rid = 0
-        per_campaign: dict[str, tuple[Queues, Any, dict[str, list[Entry]], dict[str, int],
-                                      list[Entry]]] = {}
-        later: list[Record] = []
-        for rec in recs:
-            records[rec.id] = rec
-            n += 1
-            if rec.rid > max_rid:
-                max_rid = rec.rid
-            pc = per_campaign.get(rec.campaign)
-            if pc is None:
-                q = self._q(rec.campaign)
-                camp = self.campaigns.get(rec.campaign)
-                pc = per_campaign[rec.campaign] = (q, camp.scoring if camp else None,
-                                                   q.zones, q.counts, q.dormant)
-            q, w, zones, counts, dormant = pc
-            if w is not None:
-                a = rec.attempts
-                cp = rec.best_cp
-                rec.score = (w.priority * rec.priority + w.contact * (cp - 1 if cp > 1 else 0)
-                             + w.attempt * (a if a < w.max_attempt_penalty
-                                            else w.max_attempt_penalty))
-            phones = rec.phones
-            if rec.state != READY or ('"active"' not in phones if isinstance(phones, str)
-                                      else rec.callable_phone(self.listed) is None):
-                # callbacks and records with no usable number take the general path
-                later.append(rec)
+        for g in groups:
+            if not len(g.rid):
                 continue
-            rec.ver = 1
-            if rec.due_at <= now:
-                heap = zones.get(rec.timezone)
-                if heap is None:
-                    heap = zones[rec.timezone] = []
-                heap.append((-rec.score, rec.due_at, rec.rid, 1, rec))
-                rec.slot = S_DUE
-                counts[S_DUE] += 1
+            ci, zi = self._cidx(g.campaign), self._zidx(g.timezone)
+            camp = self.campaigns.get(g.campaign)
+            w = camp.scoring if camp is not None else None
+            rid = g.rid
+            score = np.zeros(len(rid)) if w is None else (
+                w.priority * g.priority + w.contact * np.maximum(g.best_cp - 1, 0)
+                + w.attempt * np.minimum(g.attempts, w.max_attempt_penalty))
+            has_number = g.phone != 0
+            if not has_number.all():
+                # several numbers: callable if any is active (listed ones are found when
+                # the record reaches the top, as everywhere)
+                others_ok = np.array(['"active"' in phones.get(r, "")
+                                      for r in rid[~has_number].tolist()], dtype=bool)
+                has_number = has_number.copy()
+                has_number[~(g.phone != 0)] = others_ok
+            due_now = g.due <= now
+            slot = np.where(~has_number, N_NO_NUMBER, np.where(due_now, N_DUE, N_DORMANT))
+            cols["camp"][rid] = ci
+            cols["tz"][rid] = zi
+            cols["due"][rid] = g.due
+            cols["score"][rid] = score
+            cols["prio"][rid] = g.priority
+            cols["att"][rid] = np.minimum(g.attempts, 0xFFFFFFFF)
+            cols["bcp"][rid] = g.best_cp
+            cols["pidx"][rid] = g.phone_idx
+            cols["slot"][rid] = slot
+            cols["state"][rid] = ST_READY
+            cols["gen"][rid] = 0
+            cols["phone"][rid] = g.phone
+            q = self._q(g.campaign)
+            in_zone = slot == N_DUE
+            if in_zone.any():
+                zr = rid[in_zone]
+                sq = _score_q(score[in_zone])
+                dq = _due_q(g.due[in_zone])
+                order = np.lexsort((zr, dq, sq))
+                run = array("q")
+                run.frombytes(zr[order].astype(np.int64).tobytes())
+                zone = q.zones.get(zi)
+                if zone is None:
+                    q.zones[zi] = RunHeap(self._zone_run_key, run)
+                else:  # one group per (campaign, zone) is expected; merge if not
+                    zone.replace_all(zone.keys() + [
+                        pool_key(float(s), float(d), int(r), 0)
+                        for r, s, d in zip(zr, score[in_zone], g.due[in_zone], strict=True)])
+                q.zone_due[zi] += int(in_zone.sum())
+            later = slot == N_DORMANT
+            if later.any():
+                dormant[g.campaign].append(rid[later])
+            for s in (N_DUE, N_DORMANT, N_NO_NUMBER):
+                q.counts[SLOT_NAMES[s]] += int((slot == s).sum())
+            n += len(rid)
+        for name, parts in dormant.items():
+            rid = np.concatenate(parts)
+            order = np.lexsort((rid, _due_q(cols["due"][rid])))
+            run = array("q")
+            run.frombytes(rid[order].astype(np.int64).tobytes())
+            q = self._q(name)
+            if len(q.dormant):
+                q.dormant.replace_all(q.dormant.keys() + [
+                    time_key(float(cols["due"][r]), int(r), 0) for r in rid])
             else:
-                dormant.append((rec.due_at, rec.rid, 1, rec))
-                rec.slot = S_DORMANT
-                counts[S_DORMANT] += 1
+                q.dormant = RunHeap(self._dormant_run_key, run)
+        for name, code in _COLUMNS:
+            col = array(code)
+            col.frombytes(cols[name][:cap].tobytes())
+            setattr(self, "c_" + name, col)
+        for g in groups:
+            for r in g.rid[g.phone == 0]:
+                text = phones.get(int(r))
+                if text is not None:
+                    self._phones[int(r)] = text
+        self._open += n
         self.next_rid = max(self.next_rid, max_rid + 1)
-        for q in self.queues.values():
-            heapq.heapify(q.dormant)
-            for heap in q.zones.values():
-                heapq.heapify(heap)
-        for rec in later:
-            self.place(rec, now)
+        for rec in others:
+            self.add(rec, now)
+            n += 1
+        for name, q in self.queues.items():
+            self._reset_zones(q, self.campaigns.get(name), now)
         return n
 
     def set_closed_counts(self, campaign: str, reason: str, count: int) -> None:
         """Rebuild: closed records stay in the database only; keep their counts."""
         self._q(campaign).closed[reason] = count
 
+    # ----------------------------------------------------------------- views
+    def record(self, rid: int) -> Record | None:
+        """Open record ``rid`` as a value (``id``/``list``/``data`` None for pool records:
+        they live in the database)."""
+        if not self.is_open(rid):
+            return None
+        ex = self._extras.get(rid)
+        rec = Record(rid, ex.id if ex is not None else None, self._camp_names[self.c_camp[rid]],
+                     None, self.phones(rid), self._zone_names[self.c_tz[rid]],
+                     self.c_prio[rid], None, STATE_NAMES[self.c_state[rid]], None,
+                     self.c_due[rid], self.c_att[rid], ex.owner if ex is not None else None,
+                     ex.team if ex is not None else None, self.c_bcp[rid], self.c_pidx[rid],
+                     ex.callback if ex is not None else None)
+        rec.score = self.c_score[rid]
+        rec.slot = SLOT_NAMES[self.c_slot[rid]]
+        lid = self._lease_of.get(rid)
+        rec.lease = self.leases.get(lid) if lid is not None else None
+        return rec
+
+    def slot_of(self, rid: int) -> str:
+        """Where open record ``rid`` is held (``""`` when not open)."""
+        return SLOT_NAMES[self.c_slot[rid]] if self.is_open(rid) else ""
+
+    def callback_rids(self) -> list[int]:
+        """Every record in the callback state (leased or not, due or not)."""
+        st = self.c_state
+        return [rid for rid in self._extras if st[rid] == ST_CALLBACK and self.is_open(rid)]
+
+    def callback_record(self, rid: int) -> Record | None:
+        """Record ``rid`` if it is in the callback state."""
+        if rid in self._extras and self.is_open(rid) and self.c_state[rid] == ST_CALLBACK:
+            return self.record(rid)
+        return None
+
+    def rids_of(self, campaign: str) -> npt.NDArray[np.int64]:
+        """Every open record of ``campaign`` (O(capacity), vectorised)."""
+        ci = self._camp_idx.get(campaign)
+        if ci is None:
+            return np.zeros(0, dtype=np.int64)
+        camp = np.frombuffer(self.c_camp, dtype=np.uint16)
+        return np.flatnonzero(camp == ci).astype(np.int64)
+
     # ----------------------------------------------------------------- time
-    def promote(self, q: Queues, now: float) -> None:
-        """Move records that became due from the dormant heaps to the due structures."""
-        for rec in _pop_due(q.dormant, S_DORMANT, now):
-            heap = q.zones.get(rec.timezone)
-            if heap is None:
-                heap = q.zones[rec.timezone] = []
-            heapq.heappush(heap, (-rec.score, rec.due_at, rec.rid, rec.ver, rec))
-            self._set_slot(rec, S_DUE)
-        for rec in _pop_due(q.held, S_HELD, now):
-            self._set_slot(rec, S_RESOLUTION)
-        for rec in _pop_due(q.cb_dormant, S_CB_DORMANT, now):
-            self._push_due_callback(q, rec)
+    def promote(self, name: str, now: float) -> None:
+        """Move records of campaign ``name`` that became due to the due structures."""
+        q = self.queues.get(name)
+        if q is not None:
+            self._promote(q, now)
+
+    def _promote(self, q: Queues, now: float) -> None:
+        nq = due_q(now)
+        dormant = q.dormant
+        while True:
+            top = dormant.top()
+            if top is None or due_q_of(top) > nq:
+                break
+            rid = rid_of(top)
+            if not self._live(top, N_DORMANT):
+                dormant.pop()
+                continue
+            if self.c_due[rid] > now:
+                break
+            dormant.pop()
+            gen = self._bump(rid)
+            if self._callable(rid):
+                self._push_due(rid, q, gen, now)
+            else:
+                self._set_slot(rid, q, N_NO_NUMBER)
+        for heap, slot in ((q.held, N_HELD), (q.cb_dormant, N_CB_DORMANT)):
+            while heap and due_q_of(heap[0]) <= nq:
+                top = heap[0]
+                rid = rid_of(top)
+                if not self._live(top, slot):
+                    heapq.heappop(heap)
+                    continue
+                if self.c_due[rid] > now:
+                    break
+                heapq.heappop(heap)
+                gen = self._bump(rid)
+                if slot == N_HELD:
+                    self._set_slot(rid, q, N_RESOLUTION)
+                elif self._callable(rid):
+                    self._push_due_callback(rid, q, gen)
+                else:
+                    self._set_slot(rid, q, N_NO_NUMBER)
 
     def expire(self, now: float) -> list[Lease]:
         """End every lease whose time is up; their records go back unchanged."""
@@ -336,40 +782,55 @@ class Engine:
             if lease is None or lease.ver != ver:
                 continue
             self._end(lease, "expired")
-            self.place(lease.record, now)
+            self._place(lease.record.rid, now)
             out.append(lease)
         return out
+
+    def next_expiry(self) -> float:
+        """When the earliest live lease runs out (inf when none)."""
+        exp = self.lease_expiry
+        while exp:
+            at, lid, ver = exp[0]
+            lease = self.leases.get(lid)
+            if lease is not None and lease.ver == ver:
+                return at
+            heapq.heappop(exp)
+        return INF
 
     def next_wake(self, campaigns: Iterable[str], now: float) -> float:
         """Earliest instant at which a hand-out might become possible for ``campaigns``:
         something becomes due, a window opens, a grace period ends or a lease expires."""
-        wake = self.lease_expiry[0][0] if self.lease_expiry else INF
+        wake = self.next_expiry()
         for name in campaigns:
             q = self.queues.get(name)
             camp = self.campaigns.get(name)
             if q is None or camp is None or not camp.enabled:
                 continue
-            if q.dormant:
-                wake = min(wake, q.dormant[0][0])
+            top = q.dormant.top()
+            if top is not None:
+                wake = min(wake, self.c_due[rid_of(top)] if self._live(top, N_DORMANT)
+                           else due_q_of(top) / DUE_SCALE)
             if q.cb_dormant:
-                wake = min(wake, q.cb_dormant[0][0])
-            for tz_key, heap in q.zones.items():
-                if heap:
-                    is_open, until = self.window_open(camp, tz_key, now)
-                    if not is_open:
-                        wake = min(wake, until)
+                wake = min(wake, due_q_of(q.cb_dormant[0]) / DUE_SCALE)
+            self._refresh_zones(q, camp, now)
+            for z, due in q.zone_due.items():
+                if due > 0 and not q.zone_open.get(z, False):
+                    wake = min(wake, q.zone_until.get(z, INF))
             for heap in (*q.personal.values(), *q.team.values(), q.anyone):
-                for e in heap:
-                    if _live(e, S_CB_DUE):
-                        rec = e[-1]
-                        cb = rec.callback
-                        override = bool(cb and cb.override_window)
-                        is_open, until = self.window_open(camp, rec.timezone, now, override)
-                        wake = min(wake, until)
-                        if cb and cb.scope == "personal_then_team":
-                            g = rec.due_at + camp.grace_s
-                            if g > now:
-                                wake = min(wake, g)
+                for k in heap:
+                    if not self._live(k, N_CB_DUE):
+                        continue
+                    rid = rid_of(k)
+                    ex = self._extras.get(rid)
+                    cb = ex.callback if ex is not None else None
+                    override = bool(cb and cb.override_window)
+                    _, until = self.window_open(camp, self._zone_names[self.c_tz[rid]], now,
+                                                override)
+                    wake = min(wake, until)
+                    if cb and cb.scope == "personal_then_team":
+                        g = self.c_due[rid] + camp.grace_s
+                        if g > now:
+                            wake = min(wake, g)
         return max(wake, now)
 
     # ----------------------------------------------------------------- agents
@@ -397,89 +858,112 @@ class Engine:
         return bool(s and s.logged_in and campaign in s.campaigns)
 
     # ----------------------------------------------------------------- selection
-    def _pick_callback(self, heap: list[Entry], camp: Campaign, now: float, agent: str,
-                       team_side: bool) -> Entry | None:
+    def _pick_callback(self, heap: list[int], camp: Campaign, q: Queues, now: float,
+                       agent: str, team_side: bool) -> int | None:
         """Best eligible live entry of a due-callback heap, leaving the heap intact."""
-        skipped: list[Entry] = []
+        skipped: list[int] = []
         found = None
         while heap:
-            e = heap[0]
-            if not _live(e, S_CB_DUE):
+            k = heap[0]
+            if not self._live(k, N_CB_DUE):
                 heapq.heappop(heap)
                 continue
-            rec: Record = e[-1]
-            if self._park(rec):
+            rid = rid_of(k)
+            if not self._callable(rid):
                 heapq.heappop(heap)
+                self._park(rid, q)
                 continue
-            cb = rec.callback
-            ok = self.window_open(camp, rec.timezone, now, bool(cb and cb.override_window))[0]
+            ex = self._extras.get(rid)
+            cb = ex.callback if ex is not None else None
+            ok = self.window_open(camp, self._zone_names[self.c_tz[rid]], now,
+                                  bool(cb and cb.override_window))[0]
             if ok and team_side and cb is not None and cb.scope == "personal_then_team" \
-                    and rec.owner != agent:
-                ok = now >= rec.due_at + camp.grace_s \
-                    or not self._owner_present(rec.owner, camp.name)
+                    and ex is not None and ex.owner != agent:
+                ok = now >= self.c_due[rid] + camp.grace_s \
+                    or not self._owner_present(ex.owner, camp.name)
             if ok:
-                found = e
+                found = k
                 break
             skipped.append(heapq.heappop(heap))
-        for e in skipped:
-            heapq.heappush(heap, e)
+        for k in skipped:
+            heapq.heappush(heap, k)
         return found
 
-    def _park(self, rec: Record) -> bool:
+    def _park(self, rid: int, q: Queues) -> None:
         """Take a record whose numbers are all unusable out of circulation."""
-        if rec.callable_phone(self.listed) is not None:
-            return False
-        rec.ver += 1
-        self._set_slot(rec, S_NO_NUMBER)
-        return True
+        self._bump(rid)
+        self._set_slot(rid, q, N_NO_NUMBER)
 
-    def _pick_pool(self, q: Queues, camp: Campaign, now: float) -> Entry | None:
-        best = None
-        for tz_key, heap in q.zones.items():
-            while heap and (not _live(heap[0], S_DUE) or self._park(heap[0][-1])):
-                heapq.heappop(heap)
-            if not heap:
+    def _pick_pool(self, q: Queues, camp: Campaign, now: float) -> int | None:
+        """The best live, callable entry among the open zones' fronts."""
+        self._refresh_zones(q, camp, now)
+        heads = q.heads
+        if len(heads) > 4 * len(q.zones) + 64:
+            self._rebuild_heads(q)
+        while heads:
+            h, z = heads[0]
+            if not q.zone_open.get(z, False):
+                heapq.heappop(heads)
                 continue
-            if not self.window_open(camp, tz_key, now)[0]:
+            top = self._zone_top(q, z)
+            if top is None:
+                heapq.heappop(heads)
                 continue
-            if best is None or heap[0][:3] < best[:3]:
-                best = heap[0]
-        return best
+            if top != h:
+                heapq.heapreplace(heads, (top, z))
+                continue
+            rid = rid_of(h)
+            if not self._callable(rid):
+                self._park(rid, q)
+                continue
+            return h
+        return None
+
+    def _rebuild_heads(self, q: Queues) -> None:
+        heads = []
+        for z, is_open in q.zone_open.items():
+            if is_open:
+                top = self._zone_top(q, z)
+                if top is not None:
+                    heads.append((top, z))
+        heapq.heapify(heads)
+        q.heads = heads
 
     def select(self, agent: str, campaigns: tuple[str, ...], teams: tuple[str, ...],
-               now: float) -> tuple[Record, str] | None:
+               now: float) -> tuple[int, str] | None:
         """The best record ``agent`` may call now, and why (SPEC §3), without leasing."""
-        camps = [self.campaigns[c] for c in campaigns if c in self.campaigns]
-        camps = [c for c in camps if c.enabled]
-        for c in camps:
-            self.promote(self._q(c.name), now)
+        camps = []
+        for name in campaigns:
+            c = self.campaigns.get(name)
+            if c is not None and c.enabled:
+                q = self._q(name)
+                self._promote(q, now)
+                camps.append((c, q))
         # 1. own due callbacks, earliest first
         best = None
-        for c in camps:
-            heap = self._q(c.name).personal.get(agent)
+        for c, q in camps:
+            heap = q.personal.get(agent)
             if heap:
-                e = self._pick_callback(heap, c, now, agent, False)
-                if e is not None and (best is None or e[:2] < best[:2]):
-                    best = e
+                k = self._pick_callback(heap, c, q, now, agent, False)
+                if k is not None and (best is None or k < best):
+                    best = k
         if best is not None:
-            return best[-1], "personal_callback"
+            return rid_of(best), "personal_callback"
         # 2. due callbacks of the agent's teams and campaigns: contact priority, earliest
-        for c in camps:
-            q = self._q(c.name)
-            heaps = [q.team[t] for t in teams if t in q.team] + [q.anyone]
-            for heap in heaps:
-                e = self._pick_callback(heap, c, now, agent, True)
-                if e is not None and (best is None or e[:3] < best[:3]):
-                    best = e
+        for c, q in camps:
+            for heap in [q.team[t] for t in teams if t in q.team] + [q.anyone]:
+                k = self._pick_callback(heap, c, q, now, agent, True)
+                if k is not None and (best is None or k < best):
+                    best = k
         if best is not None:
-            return best[-1], "team_callback"
+            return rid_of(best), "team_callback"
         # 3. the pool: score, due, import order
-        for c in camps:
-            e = self._pick_pool(self._q(c.name), c, now)
-            if e is not None and (best is None or e[:3] < best[:3]):
-                best = e
+        for c, q in camps:
+            k = self._pick_pool(q, c, now)
+            if k is not None and (best is None or k < best):
+                best = k
         if best is not None:
-            return best[-1], "pool"
+            return rid_of(best), "pool"
         return None
 
     def scope_for(self, agent: str, campaigns: list[str] | None
@@ -488,7 +972,7 @@ class Engine:
 
         Raises:
             UnknownCampaign: a named campaign does not exist.
-            BadRequest: neither a login nor ``campaigns``.
+            NotLoggedIn: neither a login nor ``campaigns``.
         """
         s = self.agents.get(agent)
         teams = s.teams if s and s.logged_in else ()
@@ -501,11 +985,13 @@ class Engine:
                               field="campaigns")
         return s.campaigns, teams
 
-    def lease(self, rec: Record, agent: str, uid: int, reason: str, now: float,
+    def lease(self, rid: int, agent: str, uid: int, reason: str, now: float,
               lease_s: float) -> Lease:
-        """Hand ``rec`` to ``agent`` until ``now + lease_s``."""
-        picked = rec.callable_phone(self.listed)
+        """Hand record ``rid`` to ``agent`` until ``now + lease_s``."""
+        picked = self.callable_phone(rid)
         idx, phone = picked if picked is not None else (0, "")
+        rec = self.record(rid)
+        assert rec is not None
         lid = self.next_lid
         self.next_lid += 1
         lease = Lease(lid, secrets.token_urlsafe(12), rec, agent, uid, now, now + lease_s,
@@ -515,14 +1001,17 @@ class Engine:
 
     def _attach(self, lease: Lease) -> None:
         rec = lease.record
-        rec.ver += 1
+        rid = rec.rid
+        self._bump(rid)
         rec.lease = lease
-        self._set_slot(rec, S_LEASED)
+        rec.slot = S_LEASED
+        self._set_slot(rid, self._q(self._camp_names[self.c_camp[rid]]), N_LEASED)
         self.leases[lease.lid] = lease
+        self._lease_of[rid] = lease.lid
         heapq.heappush(self.lease_expiry, (lease.expires_at, lease.lid, lease.ver))
 
     def restore_lease(self, lease: Lease) -> None:
-        """Rebuild: re-attach a persisted unexpired lease."""
+        """Rebuild: re-attach a persisted unexpired lease to its open record."""
         self.next_lid = max(self.next_lid, lease.lid + 1)
         self._attach(lease)
 
@@ -535,9 +1024,9 @@ class Engine:
             picked = self.select(agent, campaigns, teams, now)
             if picked is None:
                 break
-            rec, reason = picked
-            camp = self.campaigns[rec.campaign]
-            out.append(self.lease(rec, agent, uid, reason, now,
+            rid, reason = picked
+            camp = self.campaigns[self._camp_names[self.c_camp[rid]]]
+            out.append(self.lease(rid, agent, uid, reason, now,
                                   lease_s if lease_s is not None else camp.lease_s))
         return out
 
@@ -553,13 +1042,15 @@ class Engine:
             raise BadRequest("lease must be a token as returned by next", field="lease")
         return int(lid_s), secret
 
-    def _end(self, lease: Lease, kind: str, result: dict[str, Any] | None = None,
+    def _end(self, lease: Lease, kind: str, result: bytes | None = None,
              code: str | None = None) -> None:
         del self.leases[lease.lid]
         lease.ver += 1
         rec = lease.record
         rec.lease = None
-        self._set_slot(rec, "")
+        rid = rec.rid
+        self._lease_of.pop(rid, None)
+        self._set_slot(rid, self._q(self._camp_names[self.c_camp[rid]]), N_NONE)
         self.ended[lease.lid] = EndedLease(lease.secret, kind, result, code)
         if len(self.ended) > ENDED_MEMORY:
             self.ended.popitem(last=False)
@@ -567,7 +1058,7 @@ class Engine:
     def release(self, lease: Lease, now: float) -> None:
         """Give the record back unchanged."""
         self._end(lease, "released")
-        self.place(lease.record, now)
+        self._place(lease.record.rid, now)
 
     def extend(self, lease: Lease, now: float, lease_s: float) -> None:
         """Renew the lease to ``now + lease_s``."""
@@ -575,9 +1066,9 @@ class Engine:
         lease.ver += 1
         heapq.heappush(self.lease_expiry, (lease.expires_at, lease.lid, lease.ver))
 
-    def dispose(self, lease: Lease, outcome: Outcome, now: float, result: dict[str, Any],
+    def dispose(self, lease: Lease, outcome: Outcome, now: float, result: bytes,
                 code: str) -> Record:
-        """Apply a decided outcome and end the lease."""
+        """Apply a decided outcome and end the lease; returns the record's new value."""
         rec = lease.record
         self._end(lease, "disposed", result, code)
         rec.state = outcome.state
@@ -595,19 +1086,39 @@ class Engine:
             rec.campaign = outcome.campaign
             rec.list = outcome.list_name or rec.list
         for number, which in outcome.listed:
-            self.listed[number] = which
-        self.rescore(rec)
-        self.place(rec, now)
+            self.add_listed(number, which)
+        self._apply(rec, now)
         return rec
 
+    def _apply(self, rec: Record, now: float) -> None:
+        """Store ``rec``'s new fields: placed if open, forgotten (counted) if closed."""
+        rid = rec.rid
+        old_q = self._q(self._camp_names[self.c_camp[rid]]) if self.is_open(rid) else None
+        if rec.state == CLOSED:
+            if old_q is not None:
+                self._forget(rid, old_q)
+            self._q(rec.campaign).closed[rec.reason or "final"] += 1
+            rec.slot, rec.score = "", 0.0
+            return
+        if old_q is not None:
+            self._set_slot(rid, old_q, N_NONE)
+        self._store(rec)
+        self._place(rid, now)
+        rec.score = self.c_score[rid]
+        rec.slot = SLOT_NAMES[self.c_slot[rid]]
+
     def reopen(self, rec: Record, now: float, due_at: float | None = None,
-               callback: Any = None) -> None:
-        """Put a closed, held or resolution record (or an open one) back: into the pool at
-        ``due_at`` (now by default), or as a callback."""
-        if rec.lease is not None:
+               callback: CallbackIntent | None = None) -> None:
+        """Put a record back (closed, held, in resolution, or open): into the pool at
+        ``due_at`` (now by default), or as a callback. ``rec`` is its current value.
+
+        Raises:
+            BadRequest: the record is leased.
+        """
+        if rec.lease is not None or (self.is_open(rec.rid)
+                                     and self.c_slot[rec.rid] == N_LEASED):
             raise BadRequest("the record is leased; dispose or release it first",
                              field="record")
-        self._set_slot(rec, "")
         if rec.state == CLOSED:
             closed = self._q(rec.campaign).closed
             closed[rec.reason or "final"] = max(closed[rec.reason or "final"] - 1, 0)
@@ -619,59 +1130,176 @@ class Engine:
         else:
             rec.state, rec.callback, rec.owner = READY, None, None
             rec.due_at = now if due_at is None else due_at
-        self.records[rec.id] = rec
-        self.rescore(rec)
-        self.place(rec, now)
+        self.next_rid = max(self.next_rid, rec.rid + 1)
+        self._apply(rec, now)
+
+    def update_record(self, rec: Record, now: float) -> None:
+        """Store changed fields of an open, unleased record (an import updated its numbers,
+        timezone, priority or team) and place it again."""
+        self._apply(rec, now)
 
     def held_records(self, campaign: str | None, now: float) -> list[Record]:
         """Records waiting for reconciliation (appointment passed), oldest first."""
-        out = []
         for name, q in self.queues.items():
             if campaign is None or name == campaign:
-                self.promote(q, now)
-        for rec in self.records.values():
-            if rec.slot == S_RESOLUTION and (campaign is None or rec.campaign == campaign):
-                out.append(rec)
+                self._promote(q, now)
+        out = []
+        for rid in self._extras:
+            if self.is_open(rid) and self.c_slot[rid] == N_RESOLUTION:
+                rec = self.record(rid)
+                if rec is not None and (campaign is None or rec.campaign == campaign):
+                    out.append(rec)
         out.sort(key=lambda r: (r.due_at, r.rid))
         return out
 
+    # ----------------------------------------------------------------- reload
+    def apply_campaigns(self, new: dict[str, Campaign], now: float) -> None:
+        """Swap in ``new`` campaigns: windows are recomputed, and the due heaps of
+        campaigns whose scoring weights changed are rebuilt with the new scores."""
+        old = self.campaigns
+        self.campaigns = new
+        self._windows.clear()
+        for name in new:
+            self._q(name)
+        for name, q in self.queues.items():
+            camp = new.get(name)
+            prev = old.get(name)
+            if camp is not None and (prev is None or prev.scoring != camp.scoring):
+                self._rescore_campaign(name, q)
+            self._reset_zones(q, camp, now)
+
+    def _rescore_campaign(self, name: str, q: Queues) -> None:
+        for rid in self.rids_of(name).tolist():
+            self.rescore(rid)
+        for zone in q.zones.values():
+            keys = []
+            for k in zone.keys():
+                if self._live(k, N_DUE):
+                    rid = rid_of(k)
+                    keys.append(pool_key(self.c_score[rid], self.c_due[rid], rid, gen_of(k)))
+            zone.replace_all(keys)
+
+    def zone_states(self, campaign: str, now: float, every: bool = False
+                    ) -> dict[str, tuple[bool, float, int]]:
+        """Per timezone with due records (``every``: every zone the campaign has seen):
+        (open now, state holds until, due records)."""
+        q = self.queues.get(campaign)
+        camp = self.campaigns.get(campaign)
+        if q is None:
+            return {}
+        if camp is not None:
+            self._refresh_zones(q, camp, now)
+        out = {}
+        for z in q.zones:
+            due = q.zone_due.get(z, 0)
+            if due > 0 or every:
+                out[self._zone_names[z]] = (bool(camp and q.zone_open.get(z, False)),
+                                            q.zone_until.get(z, INF), due)
+        return out
+
+    def due_callback_rids(self, campaign: str) -> list[int]:
+        """Due callbacks of ``campaign`` not handed out (each record once)."""
+        q = self.queues.get(campaign)
+        if q is None:
+            return []
+        seen: dict[int, None] = {}
+        for heap in (*q.personal.values(), *q.team.values(), q.anyone):
+            for k in heap:
+                if self._live(k, N_CB_DUE):
+                    seen[rid_of(k)] = None
+        return list(seen)
+
+    def due_rids(self, campaign: str, tz_key: str, limit: int) -> list[int]:
+        """Up to ``limit`` due pool records of ``campaign`` in zone ``tz_key``."""
+        q = self.queues.get(campaign)
+        z = self._zone_idx.get(tz_key)
+        zone = q.zones.get(z) if q is not None and z is not None else None
+        if zone is None:
+            return []
+        out = []
+        for k in zone.keys():
+            if self._live(k, N_DUE):
+                out.append(rid_of(k))
+                if len(out) >= limit:
+                    break
+        return out
+
+    def scores(self, campaign: str, w: Scoring
+               ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64],
+                          npt.NDArray[np.float64]]:
+        """Every open record of ``campaign``: rids, present scores, scores under ``w``."""
+        rids = self.rids_of(campaign)
+        prio = np.frombuffer(self.c_prio, dtype=np.int16)[rids].astype(np.float64)
+        bcp = np.frombuffer(self.c_bcp, dtype=np.int8)[rids].astype(np.float64)
+        att = np.frombuffer(self.c_att, dtype=np.uint32)[rids].astype(np.float64)
+        new = (w.priority * prio + w.contact * np.maximum(bcp - 1, 0)
+               + w.attempt * np.minimum(att, w.max_attempt_penalty))
+        return rids, np.frombuffer(self.c_score, dtype=np.float64)[rids], new
+
+    def lease_of(self, rid: int) -> Lease | None:
+        """The live lease on record ``rid``, if any."""
+        lid = self._lease_of.get(rid)
+        return self.leases.get(lid) if lid is not None else None
+
     # ----------------------------------------------------------------- checks
     def check_invariants(self) -> None:
-        """Assert the structures are consistent (tests and ``--check`` call this)."""
+        """Assert the structures are consistent (tests call this after every step)."""
         counts: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(SLOTS, 0))
-        rids: set[int] = set()
-        for rec in self.records.values():
-            assert rec.rid not in rids, "duplicate rid"
-            rids.add(rec.rid)
-            assert rec.state in (READY, CALLBACK, HELD), (rec.id, rec.state)
-            assert rec.slot in SLOTS, (rec.id, rec.slot)
-            counts[rec.campaign][rec.slot] += 1
-            if rec.slot == S_LEASED:
-                assert rec.lease is not None and self.leases.get(rec.lease.lid) is rec.lease
-            else:
-                assert rec.lease is None
+        zone_due: dict[str, dict[int, int]] = defaultdict(lambda: defaultdict(int))
+        n_open = 0
+        for rid in range(1, self._cap):
+            if not self.c_camp[rid]:
+                assert self.c_slot[rid] == N_NONE, (rid, self.c_slot[rid])
+                continue
+            n_open += 1
+            name = self._camp_names[self.c_camp[rid]]
+            slot = self.c_slot[rid]
+            assert slot != N_NONE, ("open record without a slot", rid)
+            counts[name][SLOT_NAMES[slot]] += 1
+            if slot == N_DUE:
+                zone_due[name][self.c_tz[rid]] += 1
+            if self.c_state[rid] in (ST_CALLBACK, ST_HELD):
+                assert rid in self._extras, ("extra missing", rid)
+        assert n_open == self._open, (n_open, self._open)
+        leased = {lz.record.rid for lz in self.leases.values()}
+        assert len(leased) == len(self.leases), "record leased twice"
+        for rid in leased:
+            assert self.c_slot[rid] == N_LEASED, rid
         for name, q in self.queues.items():
             assert q.counts == counts[name], (name, q.counts, dict(counts[name]))
-            heaps = [q.dormant, q.cb_dormant, q.anyone, q.held, *q.zones.values(),
-                     *q.personal.values(), *q.team.values()]
-            for h in heaps:
+            assert {z: n for z, n in q.zone_due.items() if n} == dict(zone_due[name]), name
+            for h in (q.cb_dormant, q.anyone, q.held, q.heads, *q.personal.values(),
+                      *q.team.values()):  # type: ignore[assignment]
                 for i in range(1, len(h)):
                     assert not h[i] < h[(i - 1) // 2], "heap order"
-            live: dict[str, int] = defaultdict(int)
-            for slot, hs in ((S_DORMANT, [q.dormant]), (S_DUE, list(q.zones.values())),
-                             (S_CB_DORMANT, [q.cb_dormant])):
-                for h in hs:
-                    for e in h:
-                        if _live(e, slot):
-                            live[slot] += 1
-                            assert e[-1].campaign == name
-            for slot in (S_DORMANT, S_DUE, S_CB_DORMANT):
-                assert live[slot] == counts[name][slot], (name, slot, live[slot])
-        assert self.callbacks == {r.rid: r for r in self.records.values()
-                                  if r.state == CALLBACK}, "callback index"
-        holders = set()
+            live: dict[int, int] = defaultdict(int)
+            for slot, keys in ((N_DORMANT, q.dormant.keys()),
+                               (N_DUE, [k for z in q.zones.values() for k in z.keys()]),
+                               (N_CB_DORMANT, q.cb_dormant)):
+                for k in keys:
+                    if self._live(k, slot):
+                        live[slot] += 1
+                        assert self._camp_names[self.c_camp[rid_of(k)]] == name
+            for slot in (N_DORMANT, N_DUE, N_CB_DORMANT):
+                assert live[slot] == counts[name][SLOT_NAMES[slot]], (name, slot, live[slot])
+            for z, is_open in q.zone_open.items():
+                if is_open:
+                    top = self._zone_top(q, z)
+                    assert top is None or any(hz == z and hk <= top for hk, hz in q.heads), \
+                        ("no head for an open zone", name, z)
         for lid, lease in self.leases.items():
             assert lease.lid == lid
             assert lease.record.lease is lease
-            assert lease.record.id not in holders, "record leased twice"
-            holders.add(lease.record.id)
+
+
+def _score_q(score: npt.NDArray[np.float64]) -> npt.NDArray[np.int64]:
+    """``keys.score_q`` over an array (same rounding: half to even)."""
+    from .keys import SCORE_MAX, SCORE_SCALE, SCORE_ZERO
+    q = SCORE_ZERO - np.round(score * SCORE_SCALE).astype(np.int64)
+    return np.clip(q, 0, SCORE_MAX)
+
+
+def _due_q(due: npt.NDArray[np.float64]) -> npt.NDArray[np.int64]:
+    """``keys.due_q`` over an array (same truncation)."""
+    from .keys import DUE_MAX
+    return np.clip((due * DUE_SCALE).astype(np.int64), 0, DUE_MAX)

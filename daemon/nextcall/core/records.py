@@ -1,15 +1,17 @@
-"""Records, leases and their states: the data the engine keeps per callable record.
+"""Records, leases and their states.
 
-Records are ``__slots__`` objects held by id; the priority structures hold compact tuples
-that point at them. Free data (``data``) and numbers are kept as the raw JSON the
-database holds, so a rebuild does no parsing and an answer embeds them verbatim.
+The engine keeps every open record as columns (``nextcall.core.engine``); a ``Record`` is
+a value: one record's fields gathered for a decision, an answer or a test, and handed
+back to the engine to store. Free data (``data``) and numbers are carried as the raw JSON
+the database holds where possible, so an answer embeds them verbatim.
 """
 
 from __future__ import annotations
 
 import builtins
-import json
 from dataclasses import dataclass
+
+import orjson
 
 READY = "ready"
 CALLBACK = "callback"
@@ -75,17 +77,21 @@ class CallbackIntent:
 
 
 class Record:
-    """One contact record's scheduling state.
+    """One contact record's fields, as a value.
 
-    ``ver`` is bumped on every move so stale heap entries can be skipped (lazy deletion).
+    ``id``, ``list``, ``data`` and ``team`` of a pool record are not kept in memory; a
+    record the engine hands out has them filled in from the database before anyone sees
+    it (``None`` until then). ``slot`` names where the engine holds it, ``score`` is its
+    address score and ``lease`` its live lease, if any.
     """
 
     __slots__ = ("rid", "id", "campaign", "list", "phones", "timezone", "priority", "data",
                  "state", "reason", "due_at", "attempts", "owner", "team", "best_cp",
-                 "phone_idx", "callback", "score", "ver", "lease", "slot")
+                 "phone_idx", "callback", "score", "lease", "slot")
 
-    def __init__(self, rid: int, id: str, campaign: str, list: str,
-                 phones: list[list[str]] | str, timezone: str, priority: int, data: str,
+    def __init__(self, rid: int, id: str | None, campaign: str, list: str | None,
+                 phones: list[list[str]] | str, timezone: str, priority: int,
+                 data: str | None,
                  state: str = READY, reason: str | None = None, due_at: float = 0.0,
                  attempts: int = 0, owner: str | None = None, team: str | None = None,
                  best_cp: int = 0, phone_idx: int = 0,
@@ -109,7 +115,6 @@ class Record:
         self.phone_idx = phone_idx
         self.callback = callback
         self.score = 0.0
-        self.ver = 0
         self.lease: Lease | None = None
         #: which structure holds the live entry (for invariants and stats)
         self.slot = ""
@@ -119,7 +124,7 @@ class Record:
         text, parsed here on first use so a million-record start does no parsing."""
         phones = self.phones
         if isinstance(phones, str):
-            phones = self.phones = json.loads(phones)
+            phones = self.phones = orjson.loads(phones)
         return phones
 
     def callable_phone(self, listed: dict[str, str] | None = None,

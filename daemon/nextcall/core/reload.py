@@ -8,15 +8,12 @@ change of scoring weights needs the due heaps rebuilt (O(n) per affected campaig
 
 from __future__ import annotations
 
-import heapq
 from dataclasses import dataclass, field
 from typing import Any
 
 from . import calendar
-from .engine import S_CB_DUE, S_DUE, Engine
+from .engine import Engine
 from .model import Campaign
-from .records import Record
-from .scoring import address_score
 
 SAMPLE = 20
 
@@ -33,67 +30,73 @@ class CampaignChange:
     codes_changed: list[str] = field(default_factory=list)
     eligibility_changed: int = 0
     order_changed: int = 0
+    #: ids of some records whose eligibility or order changes (filled by the caller from
+    #: ``sample_rids``: pool records' ids live in the database)
     sample: list[str] = field(default_factory=list)
     leases_orphaned: int = 0
+    sample_rids: list[int] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         """The wire form."""
-        return {k: v for k, v in self.__dict__.items()}
+        return {k: v for k, v in self.__dict__.items() if k != "sample_rids"}
 
 
 _SETTINGS = ("window", "legal_window", "holidays", "max_attempts", "lease_s", "grace_s",
              "timezone", "scoring", "enabled", "description")
 
 
-def _eligible(camp: Campaign | None, rec: Record, now: float,
-              cache: dict[tuple[int, str, bool], bool]) -> bool:
+def _open(camp: Campaign | None, tz_key: str, now: float, override: bool) -> bool:
     if camp is None or not camp.enabled:
         return False
-    override = bool(rec.slot == S_CB_DUE and rec.callback and rec.callback.override_window)
-    key = (id(camp), rec.timezone, override)
-    hit = cache.get(key)
-    if hit is None:
-        hit = cache[key] = calendar.window_state(camp, calendar.zone(rec.timezone), now,
-                                                 override)[0]
-    return hit
+    return calendar.window_state(camp, calendar.zone(tz_key), now, override)[0]
+
+
+def _diff(a: Campaign | None, b: Campaign | None, name: str) -> CampaignChange:
+    ch = CampaignChange(name, "added" if a is None else "removed" if b is None
+                        else "unchanged")
+    if a is not None and b is not None:
+        ch.settings = [k for k in _SETTINGS if getattr(a, k) != getattr(b, k)]
+        ch.codes_added = sorted(set(b.codes) - set(a.codes))
+        ch.codes_removed = sorted(set(a.codes) - set(b.codes))
+        ch.codes_changed = sorted(c for c in set(a.codes) & set(b.codes)
+                                  if a.codes[c] != b.codes[c])
+        if ch.settings or ch.codes_added or ch.codes_removed or ch.codes_changed:
+            ch.status = "changed"
+    return ch
+
+
+def _sample(ch: CampaignChange, rids: list[int]) -> None:
+    room = SAMPLE - len(ch.sample_rids)
+    if room > 0:
+        ch.sample_rids.extend(rids[:room])
 
 
 def plan(engine: Engine, new: dict[str, Campaign], now: float) -> list[CampaignChange]:
     """Every campaign's changes if ``new`` replaced the engine's campaigns now."""
     old = engine.campaigns
     out: dict[str, CampaignChange] = {}
-    for name in sorted(set(old) | set(new)):
+    for name in sorted(set(old) | set(new) | set(engine.queues)):
         a, b = old.get(name), new.get(name)
-        ch = CampaignChange(name, "added" if a is None else "removed" if b is None
-                            else "unchanged")
-        if a is not None and b is not None:
-            ch.settings = [k for k in _SETTINGS if getattr(a, k) != getattr(b, k)]
-            ch.codes_added = sorted(set(b.codes) - set(a.codes))
-            ch.codes_removed = sorted(set(a.codes) - set(b.codes))
-            ch.codes_changed = sorted(c for c in set(a.codes) & set(b.codes)
-                                      if a.codes[c] != b.codes[c])
-            if ch.settings or ch.codes_added or ch.codes_removed or ch.codes_changed:
-                ch.status = "changed"
-        out[name] = ch
-    cache_old: dict[tuple[int, str, bool], bool] = {}
-    cache_new: dict[tuple[int, str, bool], bool] = {}
-    for rec in engine.records.values():
-        got = out.get(rec.campaign)
-        if got is None or got.status == "unchanged":
+        ch = out[name] = _diff(a, b, name)
+        if ch.status == "unchanged" or name not in engine.queues:
             continue
-        ch = got
-        a, b = old.get(rec.campaign), new.get(rec.campaign)
-        moved = False
-        if rec.slot in (S_DUE, S_CB_DUE):
-            moved = _eligible(a, rec, now, cache_old) != _eligible(b, rec, now, cache_new)
-            if moved:
+        # due pool records change eligibility zone by zone
+        for tz_key, (_, _, due) in engine.zone_states(name, now).items():
+            if _open(a, tz_key, now, False) != _open(b, tz_key, now, False):
+                ch.eligibility_changed += due
+                _sample(ch, engine.due_rids(name, tz_key, SAMPLE))
+        for rid in engine.due_callback_rids(name):
+            rec = engine.record(rid)
+            assert rec is not None
+            override = bool(rec.callback and rec.callback.override_window)
+            if _open(a, rec.timezone, now, override) != _open(b, rec.timezone, now, override):
                 ch.eligibility_changed += 1
-        if b is not None and a is not None and a.scoring != b.scoring:
-            if address_score(b.scoring, rec.priority, rec.best_cp, rec.attempts) != rec.score:
-                ch.order_changed += 1
-                moved = True
-        if moved and len(ch.sample) < SAMPLE:
-            ch.sample.append(rec.id)
+                _sample(ch, [rid])
+        if a is not None and b is not None and a.scoring != b.scoring:
+            rids, old_s, new_s = engine.scores(name, b.scoring)
+            moved = rids[old_s != new_s]
+            ch.order_changed += int(len(moved))
+            _sample(ch, [int(r) for r in moved[:SAMPLE]])
     for lease in engine.leases.values():
         if lease.record.campaign not in new:
             out[lease.record.campaign].leases_orphaned += 1
@@ -102,24 +105,5 @@ def plan(engine: Engine, new: dict[str, Campaign], now: float) -> list[CampaignC
 
 def apply(engine: Engine, new: dict[str, Campaign], now: float) -> None:
     """Swap in ``new`` campaigns; rebuild the due heaps of campaigns whose weights changed."""
-    old = engine.campaigns
-    engine.campaigns = new
-    engine._windows.clear()
-    rescored = set()
-    for name, camp in new.items():
-        engine._q(name)
-        prev = old.get(name)
-        if prev is None or prev.scoring != camp.scoring:
-            rescored.add(name)
-    if not rescored:
-        return
-    for rec in engine.records.values():
-        if rec.campaign in rescored:
-            engine.rescore(rec)
-    for name in rescored:
-        q = engine.queues[name]
-        for tz_key, heap in q.zones.items():
-            fresh = [(-e[-1].score, e[1], e[2], e[3], e[-1]) for e in heap
-                     if e[-1].ver == e[-2] and e[-1].slot == S_DUE]
-            heapq.heapify(fresh)
-            q.zones[tz_key] = fresh
+    engine.apply_campaigns(new, now)
+

@@ -52,7 +52,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler  # type: ignore[impo
 
 from ..core import calendar
 from ..core.records import CALLBACK, Record
-from ..storage import sql as S
+from ..storage import statements as S
 from .email import Mailer, MailError, reminder_message
 
 if TYPE_CHECKING:
@@ -86,12 +86,12 @@ class Reminders:
         #: rid -> (callback instant reminded, sent_at): the current callback's reminder
         #: went out; older callbacks of the record are forgotten
         self._sent: dict[int, tuple[float, float]] = {}
-        #: record id -> callback instant of the pending reminder (job or heap)
-        self._want: dict[str, float] = {}
-        #: record id -> callback instant of the APScheduler job now scheduled
-        self._jobs: dict[str, float] = {}
-        #: (remind_at, record id, callback instant) beyond the horizon; lazily deleted
-        self._later: list[tuple[float, str, float]] = []
+        #: rid -> callback instant of the pending reminder (job or heap)
+        self._want: dict[int, float] = {}
+        #: rid -> callback instant of the APScheduler job now scheduled
+        self._jobs: dict[int, float] = {}
+        #: (remind_at, rid, callback instant) beyond the horizon; lazily deleted
+        self._later: list[tuple[float, int, float]] = []
         self._tasks: set[asyncio.Task[None]] = set()
 
     # ------------------------------------------------------------------ lifecycle
@@ -105,7 +105,7 @@ class Reminders:
         """
         engine = self.service.engine
         for rid, at, sent_at in await self.service.store.reminders_of_callbacks():
-            rec = engine.callbacks.get(rid)
+            rec = engine.callback_record(rid)
             if rec is not None and rec.callback is not None and rec.callback.at == at:
                 self._sent[rid] = (at, sent_at)
         self.scheduler = AsyncIOScheduler(
@@ -120,8 +120,10 @@ class Reminders:
                                id=REFILL_JOB_ID, name="move reminders into the horizon",
                                replace_existing=True)
         now = self.service.clock()
-        for rec in list(engine.callbacks.values()):
-            self._plan(rec, now, rebuild=True)
+        for rid in engine.callback_rids():
+            rec = engine.callback_record(rid)
+            if rec is not None:
+                self._plan(rec, now, rebuild=True)
         heapq.heapify(self._later)
         self.service.callback_listeners.append(self.sync)
         self.service.reminder_status = self.status
@@ -158,7 +160,7 @@ class Reminders:
         cb = rec.callback
         if rec.state != CALLBACK or cb is None:
             self._sent.pop(rec.rid, None)
-            self._drop(rec.id)
+            self._drop(rec.rid)
             return
         sent = self._sent.get(rec.rid)
         if sent is not None and sent[0] != cb.at:
@@ -166,40 +168,40 @@ class Reminders:
             sent = None
         if sent is not None or cb.reminder_min is None or cb.at <= now:
             # sent already, not asked for, or the callback is due: nothing to remind
-            self._drop(rec.id)
+            self._drop(rec.rid)
             return
         remind_at = cb.at - cb.reminder_min * 60.0
-        if self._want.get(rec.id) == cb.at:
+        if self._want.get(rec.rid) == cb.at:
             return  # pending already (a job, or in the heap)
-        self._want[rec.id] = cb.at
+        self._want[rec.rid] = cb.at
         if remind_at <= now + SCHEDULE_AHEAD_S:
-            self._schedule(rec.id, remind_at, cb.at, now)
+            self._schedule(rec.rid, remind_at, cb.at, now)
         else:
-            self._unschedule(rec.id)
-            entry = (remind_at, rec.id, cb.at)
+            self._unschedule(rec.rid)
+            entry = (remind_at, rec.rid, cb.at)
             if rebuild:
                 self._later.append(entry)  # heapified once at the end of start()
             else:
                 heapq.heappush(self._later, entry)
 
-    def _drop(self, record_id: str) -> None:
-        self._want.pop(record_id, None)
-        self._unschedule(record_id)
+    def _drop(self, rid: int) -> None:
+        self._want.pop(rid, None)
+        self._unschedule(rid)
 
-    def _unschedule(self, record_id: str) -> None:
-        if self._jobs.pop(record_id, None) is not None and self.scheduler is not None:
+    def _unschedule(self, rid: int) -> None:
+        if self._jobs.pop(rid, None) is not None and self.scheduler is not None:
             try:
-                self.scheduler.remove_job(record_id)
+                self.scheduler.remove_job(_job_id(rid))
             except JobLookupError:
                 pass
 
-    def _schedule(self, record_id: str, remind_at: float, at: float, now: float) -> None:
+    def _schedule(self, rid: int, remind_at: float, at: float, now: float) -> None:
         assert self.scheduler is not None
         run = datetime.fromtimestamp(max(remind_at, now), UTC)
-        self.scheduler.add_job(self._fire, "date", run_date=run, args=[record_id, at],
-                               id=record_id, name=f"reminder {record_id}",
+        self.scheduler.add_job(self._fire, "date", run_date=run, args=[rid, at],
+                               id=_job_id(rid), name=f"reminder of record #{rid}",
                                replace_existing=True)
-        self._jobs[record_id] = at
+        self._jobs[rid] = at
 
     async def _refill(self) -> None:
         """Housekeeping job: move reminders entering the horizon into the scheduler."""
@@ -207,9 +209,9 @@ class Reminders:
         later = self._later
         moved = 0
         while later and later[0][0] <= now + SCHEDULE_AHEAD_S:
-            remind_at, record_id, at = heapq.heappop(later)
-            if self._want.get(record_id) == at and self._jobs.get(record_id) != at:
-                self._schedule(record_id, remind_at, at, now)
+            remind_at, rid, at = heapq.heappop(later)
+            if self._want.get(rid) == at and self._jobs.get(rid) != at:
+                self._schedule(rid, remind_at, at, now)
                 moved += 1
         if len(later) > 2 * len(self._want) + 1024:
             # stale entries of moved or ended callbacks: compact
@@ -220,17 +222,15 @@ class Reminders:
             logger.debug("reminders_refilled moved=%d waiting=%d", moved, len(self._later))
 
     # ------------------------------------------------------------------ firing
-    async def _fire(self, record_id: str, at: float) -> None:
+    async def _fire(self, rid: int, at: float) -> None:
         """The job: hand the delivery to a task of our own, so that a scheduler shutdown
-        (which cancels running jobs, PITFALLS §1.6) cannot cut it between sending and
-        recording."""
-        if self._jobs.get(record_id) == at:
-            del self._jobs[record_id]
-        if self._want.get(record_id) != at:
+        (which cancels running jobs) cannot cut it between sending and recording."""
+        if self._jobs.get(rid) == at:
+            del self._jobs[rid]
+        if self._want.get(rid) != at:
             return  # moved or ended after the job was due: the new state rules
-        del self._want[record_id]
-        task = asyncio.create_task(self._deliver(record_id, at),
-                                   name=f"reminder-{record_id}")
+        del self._want[rid]
+        task = asyncio.create_task(self._deliver(rid, at), name=f"reminder-{rid}")
         self._tasks.add(task)
         task.add_done_callback(self._delivered)
 
@@ -263,9 +263,9 @@ class Reminders:
             "reason": cb.reason, "code": cb.code, "data": orjson.Fragment(rec.data),
         }
 
-    async def _deliver(self, record_id: str, at: float) -> None:
+    async def _deliver(self, rid: int, at: float) -> None:
         svc = self.service
-        rec = svc.engine.records.get(record_id)
+        rec = svc.engine.callback_record(rid)
         cb = rec.callback if rec is not None else None
         if rec is None or cb is None or rec.state != CALLBACK or cb.at != at:
             return
@@ -274,6 +274,9 @@ class Reminders:
         now = svc.clock()
         # marked before the first await: nothing can send this reminder twice
         self._sent[rec.rid] = (at, now)
+        payload = (await svc.store.payloads([rid])).get(rid)
+        if payload is not None:
+            rec.id, rec.list, rec.data = payload[0], payload[1], payload[2]
         remind_at = at - (cb.reminder_min or 0) * 60.0
         recipients = self.recipients(rec)
         body = self._body(rec, at, now)
@@ -284,11 +287,8 @@ class Reminders:
         settings = svc.settings
         if settings.smtp.active:
             channels.update(await self._email(rec, body, recipients))
-        await svc.store.write([
-            (S.DEL_REMINDER, {"b_rid": rec.rid, "b_at": at}),
-            (S.INS_REMINDER, {"rid": rec.rid, "at": at, "remind_at": remind_at,
-                              "sent_at": now, "recipients": orjson.dumps(recipients).decode(),
-                              "channels": orjson.dumps(channels).decode()})])
+        await svc.store.write(S.reminder_sent(rec.rid, at, remind_at, now, recipients,
+                                              channels))
         logger.info("reminder_sent campaign=%s scope=%s recipients=%d connections=%d "
                     "emails=%d late_s=%.1f", rec.campaign, cb.scope, len(recipients),
                     connections, len(channels.get("email", [])), max(now - remind_at, 0.0))
@@ -326,7 +326,7 @@ class Reminders:
         return {"at": calendar.utc_iso(cb.at - cb.reminder_min * 60.0),
                 "minutes": cb.reminder_min,
                 "sent_at": calendar.utc_iso(sent_at) if sent_at is not None else None,
-                "pending": rec.id in self._want}
+                "pending": rec.rid in self._want}
 
     def _job_event(self, event: aps_events.JobEvent) -> None:
         # job exceptions are only logged by APScheduler (PITFALLS §1.5): count them;
@@ -338,6 +338,10 @@ class Reminders:
                      getattr(event, "exception", None))
         if event.job_id != REFILL_JOB_ID:
             self.service.observer.reminder_failed("scheduler")
+
+
+def _job_id(rid: int) -> str:
+    return f"reminder-{rid}"
 
 
 def _text(agent: str, body: dict[str, Any]) -> str:

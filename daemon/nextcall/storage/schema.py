@@ -38,6 +38,7 @@ records = Table(
     Column("updated_at", Float, nullable=False),
 )
 Index("ix_records_campaign_state", records.c.campaign, records.c.state)
+Index("ix_records_open", records.c.state, records.c.campaign, records.c.timezone)
 
 leases = Table(
     "leases", metadata,

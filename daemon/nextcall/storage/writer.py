@@ -1,0 +1,277 @@
+"""Group commit: the one writer of each database.
+
+Every change is queued as a ``Write`` (ops, the records whose stored fields the caller
+needs back, and a callback). The writer commits whatever is queued the moment it is free,
+in one transaction, then hands the whole batch back to the event loop in one call, where
+each callback runs. Nothing waits to build a batch (a batch is what queued during the
+previous commit), and nothing costs a wake-up per request: the loop wakes the writer only
+when it is idle, and the writer wakes the loop once per batch.
+
+SQLite: a dedicated thread with its own ``sqlite3`` connection (``BEGIN IMMEDIATE``;
+``sqlite3`` releases the GIL while SQLite works, so commits overlap the event loop).
+PostgreSQL: an asyncio task on one asyncpg connection. Both read back, inside the same
+transaction, the stored fields (id, list, data, team) of records handed out in the batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ..core.errors import StorageError
+from .statements import Op, Stmt
+
+logger = logging.getLogger(__name__)
+
+#: a record's fields kept only in the database: (id, list, data, team)
+Payload = tuple[str, str, str, str | None]
+Fetched = dict[int, Payload]
+Done = Callable[[Fetched | BaseException], None]
+#: called on the event loop with each batch: (writes, fetched rows or None, the failure or
+#: None, seconds the commit took)
+Finished = Callable[[list["Write"], Fetched | None, BaseException | None, float], None]
+_FETCH_COLS = 'rid, id, "list", data, team'
+
+
+class Write:
+    """One caller's changes: committed together with whatever else is queued."""
+
+    __slots__ = ("ops", "fetch", "done")
+
+    def __init__(self, ops: Sequence[Op], fetch: Sequence[int], done: Done) -> None:
+        self.ops = ops
+        self.fetch = fetch
+        self.done = done
+
+
+def _runs(ops: list[Op]) -> list[tuple[Stmt, list[tuple[Any, ...]]]]:
+    """Consecutive ops of one statement, as (statement, rows); order is kept."""
+    out: list[tuple[Stmt, list[tuple[Any, ...]]]] = []
+    last: Stmt | None = None
+    for stmt, params in ops:
+        if stmt is last:
+            out[-1][1].append(params)
+        else:
+            out.append((stmt, [params]))
+            last = stmt
+    return out
+
+
+class Writer:
+    """What the store needs of a writer."""
+
+    def submit(self, w: Write) -> None:
+        """Queue ``w`` for the next commit."""
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        """Commit what is queued, then stop."""
+        raise NotImplementedError
+
+
+class SqliteWriter(Writer):
+    """Group commit on a dedicated thread (see the module docstring)."""
+
+    def __init__(self, path: str, synchronous: str, loop: asyncio.AbstractEventLoop,
+                 finished: Finished) -> None:
+        self.path = path
+        self.synchronous = synchronous
+        self._loop = loop
+        self._finished = finished
+        self._queue: deque[Write | None] = deque()
+        self._idle = True
+        self._wake = threading.Event()
+        self._sql: dict[Stmt, str] = {}
+        self._thread = threading.Thread(target=self._run, name="nextcall-writer", daemon=True)
+        self._con: sqlite3.Connection | None = None
+
+    def start(self) -> None:
+        """Open the connection (in the caller's thread, so errors surface) and start."""
+        con = sqlite3.connect(self.path, timeout=10, isolation_level=None,
+                              check_same_thread=False)
+        con.execute("PRAGMA journal_mode=WAL")
+        con.execute("PRAGMA busy_timeout=10000")
+        con.execute(f"PRAGMA synchronous={self.synchronous.upper()}")
+        con.execute("PRAGMA foreign_keys=ON")
+        # checkpoints run on a side thread, never inside a commit
+        con.execute("PRAGMA wal_autocheckpoint=0")
+        self._con = con
+        self._thread.start()
+
+    def submit(self, w: Write) -> None:
+        """Queue ``w``; wake the writer only if it sleeps."""
+        self._queue.append(w)
+        if self._idle:
+            self._idle = False
+            self._wake.set()
+
+    async def close(self) -> None:
+        """Commit what is queued, stop the thread, close the connection."""
+        self._queue.append(None)
+        self._idle = False
+        self._wake.set()
+        await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
+
+    def _run(self) -> None:
+        q = self._queue
+        con = self._con
+        assert con is not None
+        stop = False
+        try:
+            while not stop:
+                if not q:
+                    self._idle = True
+                    if not q:  # checked again after publishing "idle" (no lost wake-up)
+                        self._wake.wait()
+                    self._wake.clear()
+                    self._idle = False
+                batch: list[Write] = []
+                while q:
+                    w = q.popleft()
+                    if w is None:
+                        stop = True
+                    else:
+                        batch.append(w)
+                if not batch:
+                    continue
+                t0 = time.perf_counter()
+                try:
+                    fetched = self._commit(con, batch)
+                except BaseException as exc:  # noqa: BLE001 - fails the batch, stops the writer
+                    self._loop.call_soon_threadsafe(self._finished, batch, None, exc, 0.0)
+                    return
+                self._loop.call_soon_threadsafe(self._finished, batch, fetched, None,
+                                                time.perf_counter() - t0)
+        finally:
+            con.close()
+
+    def _commit(self, con: sqlite3.Connection, batch: list[Write]) -> Fetched:
+        ops = [op for w in batch for op in w.ops]
+        sql = self._sql
+        try:
+            con.execute("BEGIN IMMEDIATE")
+            for stmt, rows in _runs(ops):
+                text = sql.get(stmt)
+                if text is None:
+                    text = sql[stmt] = stmt.render("sqlite")
+                if len(rows) == 1:
+                    con.execute(text, rows[0])
+                else:
+                    con.executemany(text, rows)
+            fetched: Fetched = {}
+            rids = [rid for w in batch for rid in w.fetch]
+            for k in range(0, len(rids), 500):
+                chunk = rids[k:k + 500]
+                for rid, rec_id, lst, data, team in con.execute(
+                        f"SELECT {_FETCH_COLS} FROM records WHERE rid IN "
+                        f"({','.join('?' * len(chunk))})", chunk):
+                    fetched[rid] = (rec_id, lst, data, team)
+            con.execute("COMMIT")
+        except BaseException:
+            try:
+                con.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            raise
+        return fetched
+
+
+def asyncpg_dsn(url: str) -> str:
+    """A SQLAlchemy ``postgresql+asyncpg://`` URL as an asyncpg DSN."""
+    scheme, sep, rest = url.partition("://")
+    return f"postgresql://{rest}" if sep else url
+
+
+class PgWriter(Writer):
+    """Group commit on one asyncpg connection, as an asyncio task."""
+
+    def __init__(self, dsn: str, finished: Finished) -> None:
+        self.dsn = dsn
+        self._finished = finished
+        self._queue: list[Write] = []
+        self._wake = asyncio.Event()
+        self._closing = False
+        self._task: asyncio.Task[None] | None = None
+        self._conn: Any = None
+        self._sql: dict[Stmt, str] = {}
+
+    async def start(self) -> None:
+        """Connect (errors surface here) and start the task."""
+        import asyncpg
+        self._conn = await asyncpg.connect(self.dsn)
+        self._task = asyncio.create_task(self._run(), name="store-writer")
+
+    @property
+    def task(self) -> asyncio.Task[None] | None:
+        """The writer task (the daemon watches it)."""
+        return self._task
+
+    def submit(self, w: Write) -> None:
+        """Queue ``w`` and wake the task."""
+        self._queue.append(w)
+        self._wake.set()
+
+    async def close(self) -> None:
+        """Commit what is queued, stop the task, disconnect."""
+        self._closing = True
+        self._wake.set()
+        if self._task is not None:
+            await asyncio.wait([self._task])
+        if self._conn is not None:
+            await self._conn.close()
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if not self._queue:
+                if self._closing:
+                    return
+                continue
+            batch, self._queue = self._queue, []
+            t0 = time.perf_counter()
+            try:
+                fetched = await self._commit(batch)
+            except BaseException as exc:  # noqa: BLE001 - fails the batch, stops the writer
+                self._finished(batch, None, exc, 0.0)
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+                return
+            self._finished(batch, fetched, None, time.perf_counter() - t0)
+            if self._queue:
+                self._wake.set()
+
+    async def _commit(self, batch: list[Write]) -> Fetched:
+        conn = self._conn
+        sql = self._sql
+        ops = [op for w in batch for op in w.ops]
+        fetched: Fetched = {}
+        # the commit is not cancelled half-way: a stop waits for it (PITFALLS §3)
+        async with conn.transaction():
+            for stmt, rows in _runs(ops):
+                text = sql.get(stmt)
+                if text is None:
+                    text = sql[stmt] = stmt.render("postgresql")
+                if len(rows) == 1:
+                    await conn.execute(text, *rows[0])
+                else:
+                    await conn.executemany(text, rows)
+            rids = [rid for w in batch for rid in w.fetch]
+            if rids:
+                for row in await conn.fetch(f"SELECT {_FETCH_COLS} FROM records "
+                                            "WHERE rid = ANY($1::bigint[])", rids):
+                    fetched[row[0]] = (row[1], row[2], row[3], row[4])
+        return fetched
+
+
+def translate(exc: BaseException) -> StorageError:
+    """A driver failure as the storage error callers see."""
+    err = StorageError(f"commit failed: {exc}")
+    err.__cause__ = exc
+    return err
