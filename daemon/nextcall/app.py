@@ -44,8 +44,10 @@ def setup_logging(level: str) -> None:
 class Daemon:
     """Owns the store, service and server of one running daemon."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, prefetched: Any = None) -> None:
         self.settings = settings
+        #: the start-up read ``nextcall serve`` began before importing the daemon
+        self._prefetched = prefetched
         self.stop_event = asyncio.Event()
         self.exit_code = 0
         self.store = SqlStore(settings.daemon.database,
@@ -93,7 +95,8 @@ class Daemon:
         for step in applied:
             logger.info("schema_migrated step=%s", step)
         systemd.notify("STATUS=rebuilding heap", "EXTEND_TIMEOUT_USEC=120000000")
-        stats = await self.service.rebuild()
+        stats = await self.service.rebuild(self._prefetched)
+        self._prefetched = None
         await self.service.fill_leases()
         await self.reminders.start()
         if self.exporter is not None:
@@ -163,13 +166,13 @@ def loop_factory(choice: str) -> Any:
     return uvloop.new_event_loop
 
 
-def serve(settings: Settings) -> int:
+def serve(settings: Settings, prefetched: Any = None) -> int:
     """Run the daemon in the foreground; returns the process exit status."""
     setup_logging(settings.daemon.log_level)
     t0 = time.perf_counter()
     factory = loop_factory(settings.daemon.event_loop)
     logger.info("event_loop_selected loop=%s", factory.__module__.split(".")[0])
     with asyncio.Runner(loop_factory=factory) as runner:
-        code = runner.run(Daemon(settings).run())
+        code = runner.run(Daemon(settings, prefetched).run())
     logger.debug("daemon_exited ran_for_s=%.1f", time.perf_counter() - t0)
     return code

@@ -282,11 +282,12 @@ class Service:
         self.store.submit(ops, done)
 
     # ------------------------------------------------------------------ rebuild
-    async def rebuild(self) -> dict[str, float]:
-        """Load every open record, lease and login from the database into the engine."""
+    async def rebuild(self, prefetched: Any = None) -> dict[str, float]:
+        """Load every open record, lease and login from the database into the engine
+        (``prefetched``: the read ``nextcall serve`` started before its imports)."""
         t0 = time.perf_counter()
+        snap = await self.store.snapshot(prefetched)
         now = self.clock()
-        snap = await self.store.snapshot(now)
         t1 = time.perf_counter()
         # the few objects a rebuild makes live for good; the collector need not scan them
         gc.disable()
@@ -314,6 +315,8 @@ class Service:
         for campaign, reason, count in snap.closed_counts:
             eng.set_closed_counts(campaign, reason, count)
         for (lid, secret, rid, agent, uid, issued, expires, phone, pidx, why) in snap.leases:
+            if expires <= now:
+                continue  # ran out while the daemon was down: the record is free
             rec = eng.record(rid)
             if rec is None or rec.lease is not None or eng.lease_of(rid) is not None:
                 continue

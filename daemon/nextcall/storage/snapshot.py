@@ -7,7 +7,9 @@ them per (campaign, timezone) in C (``group_concat`` / ``string_agg``); Python d
 result with one ``bytes.fromhex`` and a numpy view, without an object per record. The
 work is split into chunks by record number and run on several connections at once
 (SQLite works without the GIL while it steps through rows; PostgreSQL works in its own
-processes). Nothing writes while the daemon rebuilds, so the chunks see one state.
+processes). Nothing writes while the daemon rebuilds, so the chunks see one state. The
+SQLite read itself is ``storage/prefetch.py``, which ``nextcall serve`` starts before
+the daemon's heavy imports.
 
 Packed layout (big-endian): rid (64 bits), whole seconds of due_at (64), the fraction as
 1/2**32 s (32: exact for a float timestamp), (priority + 32768) << 48 | attempts << 16 |
@@ -20,9 +22,6 @@ Callback and appointment records (few) are read as rows into ``Record`` values.
 from __future__ import annotations
 
 import asyncio
-import os
-import sqlite3
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,26 +30,10 @@ import orjson
 
 from ..core.engine import ReadyGroup
 from ..core.records import CallbackIntent, Record
+from . import prefetch as P
 
-#: ready records per chunk (a chunk is one query on one connection)
-CHUNK_ROWS = 200_000
 _PACKED = np.dtype([("rid", ">i8"), ("sec", ">i8"), ("frac", ">u4"), ("packed", ">u8"),
                     ("phone", ">i8")])
-HEX_WIDTH = 2 * _PACKED.itemsize
-
-_SQLITE_DUE = "max(due_at, 0.0)"
-_SQLITE_PHONE = ("CAST(substr(phones, 5, length(phones) - 16) AS INTEGER)")
-_SQLITE_SIMPLE = (f"(length(phones) < 40 AND printf('[[\"+%d\",\"active\"]]', {_SQLITE_PHONE})"
-                  " = phones)")
-_SQLITE_HEX = (
-    f"printf('%016x%016x%08x%016x%016x', rid, CAST({_SQLITE_DUE} AS INTEGER), "
-    f"CAST(({_SQLITE_DUE} - CAST({_SQLITE_DUE} AS INTEGER)) * 4294967296 AS INTEGER), "
-    "((priority + 32768) << 48) | (attempts << 16) | ((best_cp + 128) << 8) | phone_idx, "
-    f"CASE WHEN {_SQLITE_SIMPLE} THEN {_SQLITE_PHONE} ELSE 0 END)")
-_SQLITE_CHUNK = (
-    f"SELECT group_concat({_SQLITE_HEX}, ''), group_concat(CASE WHEN {_SQLITE_SIMPLE} THEN "
-    "NULL ELSE rid || char(9) || phones END, char(30)) FROM records WHERE state = 'ready' "
-    "AND campaign = ? AND timezone = ? AND rid BETWEEN ? AND ?")
 
 _PG_DUE = "greatest(due_at, 0)"
 _PG_SIMPLE = "(phones ~ '^\\[\\[\"\\+[1-9][0-9]{0,17}\",\"active\"\\]\\]$')"
@@ -66,20 +49,7 @@ _PG_CHUNK = (
     f"SELECT string_agg({_PG_HEX}, ''), string_agg(CASE WHEN {_PG_SIMPLE} THEN NULL ELSE "
     "rid || chr(9) || phones END, chr(30)) FROM records WHERE state = 'ready' "
     "AND campaign = $1 AND timezone = $2 AND rid BETWEEN $3 AND $4")
-
-_PAIRS = ("SELECT campaign, timezone, count(*), min(rid), max(rid) FROM records "
-          "WHERE state = 'ready' GROUP BY campaign, timezone")
-OTHER_COLUMNS = ("rid", "id", "campaign", "list", "phones", "timezone", "priority", "data",
-                 "state", "reason", "due_at", "attempts", "owner", "team", "best_cp",
-                 "phone_idx", "callback")
-_OTHERS = (f"SELECT {', '.join(OTHER_COLUMNS)} FROM records "
-           "WHERE state IN ('callback', 'held') ORDER BY rid")
-_CLOSED = ("SELECT campaign, COALESCE(reason, 'final'), count(*) FROM records "
-           "WHERE state = 'closed' GROUP BY 1, 2")
-_AGENTS = "SELECT agent, campaigns, teams, logged_in FROM agents"
-_LISTED = "SELECT number, list FROM phone_lists"
-_MAX_RID = "SELECT COALESCE(max(rid), 0) FROM records"
-_MAX_LID = "SELECT COALESCE(max(lid), 0) FROM leases"
+OTHER_COLUMNS = P.OTHER_COLUMNS
 
 
 @dataclass
@@ -92,25 +62,14 @@ class Snapshot:
     #: callback and appointment records
     others: list[Record]
     closed_counts: list[tuple[str, str, int]]
-    #: (lid, secret, rid, agent, uid, issued_at, expires_at, phone, phone_idx, reason)
+    #: (lid, secret, rid, agent, uid, issued_at, expires_at, phone, phone_idx, reason) of
+    #: every lease not ended (expired ones included)
     leases: list[tuple[Any, ...]]
     #: (agent, campaigns JSON, teams JSON, logged_in)
     agents: list[tuple[Any, ...]]
     max_rid: int
     max_lid: int
     listed: list[tuple[str, str]] = field(default_factory=list)
-
-
-def _chunks(pairs: list[tuple[Any, ...]]) -> list[tuple[str, str, int, int]]:
-    """(campaign, timezone, first rid, last rid) ranges of about ``CHUNK_ROWS`` records."""
-    out = []
-    for campaign, tz, count, lo, hi in pairs:
-        parts = max(1, -(-int(count) // CHUNK_ROWS))
-        step = -(-(int(hi) - int(lo) + 1) // parts)
-        for k in range(parts):
-            a = int(lo) + k * step
-            out.append((campaign, tz, a, min(int(hi), a + step - 1)))
-    return out
 
 
 def decode_group(campaign: str, timezone: str, hexes: list[str]) -> ReadyGroup:
@@ -129,13 +88,6 @@ def decode_group(campaign: str, timezone: str, hexes: list[str]) -> ReadyGroup:
         phone=a["phone"].astype(np.int64))
 
 
-def _phones_of(text: str | None, into: dict[int, str]) -> None:
-    if text:
-        for item in text.split("\x1e"):
-            rid, _, phones = item.partition("\t")
-            into[int(rid)] = phones
-
-
 def record_from_row(row: tuple[Any, ...]) -> Record:
     """A ``Record`` value from a row of ``OTHER_COLUMNS``."""
     (rid, rec_id, campaign, lst, phones, tz, prio, data, state, reason, due, attempts, owner,
@@ -145,64 +97,37 @@ def record_from_row(row: tuple[Any, ...]) -> Record:
                   CallbackIntent.from_json(orjson.loads(callback)) if callback else None)
 
 
-def _assemble(chunks: list[tuple[str, str, int, int]], results: list[tuple[Any, Any]],
-              others: list[Record], closed: list[tuple[Any, ...]], leases: list[Any],
-              agents: list[Any], listed: list[Any], max_rid: int, max_lid: int) -> Snapshot:
+def assemble(raw: P.RawSnapshot) -> Snapshot:
+    """Decode a read into columns and values."""
     by_pair: dict[tuple[str, str], list[str]] = {}
     phones: dict[int, str] = {}
-    for (campaign, tz, _, _), (hexes, complex_phones) in zip(chunks, results, strict=True):
+    for (campaign, tz, _, _), (hexes, complex_phones) in zip(raw.chunks, raw.results,
+                                                            strict=True):
         if hexes:
             by_pair.setdefault((campaign, tz), []).append(hexes)
-        _phones_of(complex_phones, phones)
+        if complex_phones:
+            for item in complex_phones.split("\x1e"):
+                rid, _, text = item.partition("\t")
+                phones[int(rid)] = text
     groups = [decode_group(c, z, h) for (c, z), h in by_pair.items()]
-    return Snapshot(groups, phones, others, [(c, r or "final", int(n)) for c, r, n in closed],
-                    [tuple(x) for x in leases], [tuple(x) for x in agents], int(max_rid),
-                    int(max_lid), [(str(n), str(x)) for n, x in listed])
+    return Snapshot(groups, phones, [record_from_row(tuple(r)) for r in raw.others],
+                    [(c, r or "final", int(n)) for c, r, n in raw.closed],
+                    [tuple(x) for x in raw.leases], [tuple(x) for x in raw.agents],
+                    raw.max_rid, raw.max_lid, [(str(n), str(x)) for n, x in raw.listed])
 
 
-def _sqlite_chunk(path: str, chunk: tuple[str, str, int, int]) -> tuple[Any, Any]:
-    con = sqlite3.connect(path, timeout=10)
-    try:
-        row = con.execute(_SQLITE_CHUNK, chunk).fetchone()
-        return row[0], row[1]
-    finally:
-        con.close()
-
-
-def read_sqlite(path: str, now: float, workers: int | None = None) -> Snapshot:
+def read_sqlite(path: str) -> Snapshot:
     """The snapshot of a SQLite database (blocking; run it off the event loop)."""
-    workers = workers or min(4, os.cpu_count() or 1)
-    main = sqlite3.connect(path, timeout=10)
-    try:
-        pairs = main.execute(_PAIRS).fetchall()
-        chunks = _chunks(pairs)
-        with ThreadPoolExecutor(workers, thread_name_prefix="nextcall-rebuild") as pool:
-            futures = [pool.submit(_sqlite_chunk, path, c) for c in chunks]
-            others = [record_from_row(r) for r in main.execute(_OTHERS)]
-            closed = main.execute(_CLOSED).fetchall()
-            leases = main.execute(
-                "SELECT lid, secret, rid, agent, uid, issued_at, expires_at, phone, phone_idx, "
-                "reason FROM leases WHERE ended_at IS NULL AND expires_at > ?",
-                (now,)).fetchall()
-            agents = main.execute(_AGENTS).fetchall()
-            listed = main.execute(_LISTED).fetchall()
-            max_rid = main.execute(_MAX_RID).fetchone()[0]
-            max_lid = main.execute(_MAX_LID).fetchone()[0]
-            results = [f.result() for f in futures]
-    finally:
-        main.close()
-    return _assemble(chunks, results, others, closed, leases, agents, listed, max_rid,
-                     max_lid)
+    return assemble(P.SqliteRead(path).result())
 
 
-async def read_postgres(dsn: str, now: float, workers: int = 4) -> Snapshot:
+async def read_postgres(dsn: str, workers: int = 4) -> Snapshot:
     """The snapshot of a PostgreSQL database, on ``workers`` connections at once."""
     import asyncpg
     conns = [await asyncpg.connect(dsn) for _ in range(workers)]
     try:
         main = conns[0]
-        pairs = [tuple(r) for r in await main.fetch(_PAIRS)]
-        chunks = _chunks(pairs)
+        chunks = P.chunks_of([tuple(r) for r in await main.fetch(P.PAIRS)])
         results: list[tuple[Any, Any]] = [(None, None)] * len(chunks)
 
         async def run(k: int, conn: Any) -> None:
@@ -210,17 +135,14 @@ async def read_postgres(dsn: str, now: float, workers: int = 4) -> Snapshot:
                 row = await conn.fetchrow(_PG_CHUNK, *chunks[i])
                 results[i] = (row[0], row[1])
         await asyncio.gather(*(run(k, c) for k, c in enumerate(conns)))
-        others = [record_from_row(tuple(r)) for r in await main.fetch(_OTHERS)]
-        closed = [tuple(r) for r in await main.fetch(_CLOSED)]
-        leases = [tuple(r) for r in await main.fetch(
-            "SELECT lid, secret, rid, agent, uid, issued_at, expires_at, phone, phone_idx, "
-            "reason FROM leases WHERE ended_at IS NULL AND expires_at > $1", now)]
-        agents = [tuple(r) for r in await main.fetch(_AGENTS)]
-        listed = [tuple(r) for r in await main.fetch(_LISTED)]
-        max_rid = await main.fetchval(_MAX_RID)
-        max_lid = await main.fetchval(_MAX_LID)
+        raw = P.RawSnapshot(
+            chunks, results, [tuple(r) for r in await main.fetch(P.OTHERS)],
+            [tuple(r) for r in await main.fetch(P.CLOSED)],
+            [tuple(r) for r in await main.fetch(P.LEASES)],
+            [tuple(r) for r in await main.fetch(P.AGENTS)],
+            [tuple(r) for r in await main.fetch(P.LISTED)],
+            int(await main.fetchval(P.MAX_RID)), int(await main.fetchval(P.MAX_LID)))
     finally:
         for c in conns:
             await c.close()
-    return _assemble(chunks, results, others, closed, leases, agents, listed, max_rid,
-                     max_lid)
+    return assemble(raw)

@@ -23,8 +23,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from alembic import command
-from alembic.config import Config as AlembicConfig
 from sqlalchemy import event, func, select
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import SQLAlchemyError
@@ -32,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from ..core.errors import StorageError
 from . import snapshot as snap
+from .prefetch import HEAD_REVISION, SqliteRead
 from .schema import history, leases, records, reminders
 from .statements import Op
 from .writer import Done, Fetched, PgWriter, SqliteWriter, Write, Writer, asyncpg_dsn, translate
@@ -141,9 +140,28 @@ class SqlStore:
     def _safe_url(self) -> str:
         return make_url(self.url).render_as_string(hide_password=True)
 
-    async def migrate(self) -> list[str]:
-        """Bring the schema to the newest revision; returns the revisions applied."""
+    async def revision(self) -> str | None:
+        """The schema's Alembic revision (None when the database is empty)."""
         assert self.admin is not None
+        try:
+            async with self.admin.connect() as conn:
+                row = (await conn.exec_driver_sql(
+                    "SELECT version_num FROM alembic_version")).first()
+                await conn.rollback()
+        except SQLAlchemyError:
+            return None
+        return str(row[0]) if row else None
+
+    async def migrate(self) -> list[str]:
+        """Bring the schema to the newest revision; returns the revisions applied.
+
+        A schema already at the head is left alone without loading Alembic (the common
+        start, where half a second matters)."""
+        assert self.admin is not None
+        if await self.revision() == HEAD_REVISION:
+            return []
+        from alembic import command
+        from alembic.config import Config as AlembicConfig
         applied: list[str] = []
 
         def _upgrade(sync_conn: Connection) -> None:
@@ -262,16 +280,20 @@ class SqlStore:
                 logger.warning("wal_checkpoint_failed error=%r", exc)
 
     # ------------------------------------------------------------------ reads
-    async def snapshot(self, now: float) -> Snapshot:
-        """Read everything a rebuild needs (``storage/snapshot.py``).
+    async def snapshot(self, prefetched: SqliteRead | None = None) -> Snapshot:
+        """Read everything a rebuild needs (``storage/snapshot.py``), or finish the read
+        ``nextcall serve`` started early.
 
         Raises:
             StorageError: the read failed.
         """
         try:
             if self.dialect == "sqlite":
-                return await asyncio.to_thread(snap.read_sqlite, self.sqlite_path or "", now)
-            return await snap.read_postgres(asyncpg_dsn(self.url), now)
+                if prefetched is not None:
+                    raw = await asyncio.to_thread(prefetched.result)
+                    return snap.assemble(raw)
+                return await asyncio.to_thread(snap.read_sqlite, self.sqlite_path or "")
+            return await snap.read_postgres(asyncpg_dsn(self.url))
         except (sqlite3.Error, OSError) as exc:
             raise StorageError(f"rebuild read failed: {exc}") from exc
         except Exception as exc:
