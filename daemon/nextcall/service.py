@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import ctypes
+import ctypes.util
 import gc
 import logging
 import os
@@ -142,6 +144,15 @@ class Observer:
     def reminder_failed(self, channel: str) -> None:
         """A callback reminder could not be delivered on ``channel`` (``email``: the SMTP
         server was unreachable or refused it; ``scheduler``: its job failed)."""
+
+
+def _give_back_memory() -> None:
+    """Return the rebuild's freed buffers to the system (glibc keeps freed small blocks
+    in its arenas otherwise, and the RSS would stay at the rebuild's peak)."""
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        pass
 
 
 def _fill(rec: Record, payload: tuple[str, str, str, str | None] | None) -> None:
@@ -296,6 +307,8 @@ class Service:
         finally:
             gc.enable()
             gc.freeze()
+        del snap
+        _give_back_memory()
         t2 = time.perf_counter()
         n = len(self.engine)
         self.rebuild_stats = {"records": float(n), "leases": float(len(self.engine.leases)),

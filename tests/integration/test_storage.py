@@ -15,6 +15,7 @@ from nextcall.config import load
 from nextcall.core.errors import StorageError
 from nextcall.storage import sql as S
 from nextcall.storage import statements as ST
+from nextcall.storage.prefetch import HEAD_REVISION
 from tests.conftest import AsyncClient, make_records, write_config
 
 
@@ -39,6 +40,15 @@ def _record_row(rid: int, **kw: Any) -> dict[str, Any]:
 def _insert(rid: int, **kw: Any) -> ST.Op:
     row = _record_row(rid, **kw)
     return (ST.INS_RECORD, tuple(row[c] for c in ST.RECORD_COLS))
+
+
+def test_the_fast_start_knows_the_newest_migration() -> None:
+    """``nextcall serve`` reads early (and skips Alembic) only at this revision."""
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+    cfg = Config()
+    cfg.set_main_option("script_location", str(S.MIGRATIONS_DIR))
+    assert ScriptDirectory.from_config(cfg).get_current_head() == HEAD_REVISION
 
 
 async def test_migrate_is_idempotent(db_url: str) -> None:
@@ -162,3 +172,42 @@ async def test_daemon_restart_restores_state(db_url: str, tmp_path: Path) -> Non
     finally:
         await c.close()
         await d.stop()
+
+
+async def test_batches_land_whole_and_read_back_the_records(db_url: str) -> None:
+    """A batch of leases, history and record updates lands in full and reads back the
+    leased records' stored fields; a batch touching one row twice (the set-based form of
+    one PostgreSQL statement cannot) takes the transaction path and lands too."""
+    store = S.SqlStore(db_url)
+    await store.open()
+    await store.migrate()
+    try:
+        await store.write([_insert(i, team="red" if i == 1 else None) for i in (1, 2, 3)])
+
+        def lease(lid: int, rid: int) -> ST.Op:
+            return (ST.INS_LEASE, (lid, "s", rid, "a", 0, 1.0, 2.0, "+31612340000", 0, "pool"))
+
+        upd3 = (ST.UPD_RECORD, ("callback", None, 9.0, 1, "ann", "blue", 4, 0, None, 3.0, 3))
+        hist3 = (ST.INS_HISTORY, (3, None, 3.0, "ann", "t", "CB", None, None, None, None, None,
+                                  "callback", None, 9.0, 1))
+        first = [store.future([lease(1, 1)], fetch=[1]), store.future([lease(2, 2)], fetch=[2]),
+                 store.future([hist3, upd3])]
+        got = await asyncio.gather(*first)
+        assert got[0][1] == ("x1", "l", "{}", "red") and got[1][2] == ("x2", "l", "{}", None)
+        await store.write([ST.lease_ended(1, 5.0, "released")])
+        # the same record updated twice, and fetched, in one batch
+        again = [store.future([(ST.UPD_RECORD, ("ready", None, 1.0, 2, None, "green", 4, 0,
+                                                None, 4.0, 1))]),
+                 store.future([(ST.UPD_RECORD, ("ready", None, 2.0, 3, None, "green", 4, 0,
+                                                None, 5.0, 1)), lease(3, 1)], fetch=[1])]
+        got = await asyncio.gather(*again)
+        assert got[1][1] == ("x1", "l", "{}", "green")
+        row = await store.get_record("x1")
+        assert row is not None
+        assert (row["record"]["attempts"], row["record"]["due_at"]) == (3, 2.0)
+        assert [(x["lid"], x["end"]) for x in row["leases"]] == [(1, "released"), (3, None)]
+        three = await store.get_record("x3")
+        assert three is not None and three["record"]["team"] == "blue"
+        assert [h["code"] for h in three["history"]] == ["CB"]
+    finally:
+        await store.close()

@@ -285,7 +285,9 @@ class Engine:
     def _grow(self, rid: int) -> None:
         if rid < self._cap:
             return
-        cap = max(rid + 1, self._cap * 2, 1024)
+        # a quarter more at a time: a ten-million-record engine does not double its columns
+        # for one import
+        cap = max(rid + 1, self._cap + self._cap // 4, 1024)
         extra = cap - self._cap
         for name, code in _COLUMNS:
             col: array[Any] = getattr(self, "c_" + name)
@@ -1008,7 +1010,16 @@ class Engine:
         self._set_slot(rid, self._q(self._camp_names[self.c_camp[rid]]), N_LEASED)
         self.leases[lease.lid] = lease
         self._lease_of[rid] = lease.lid
-        heapq.heappush(self.lease_expiry, (lease.expires_at, lease.lid, lease.ver))
+        self._push_expiry(lease)
+
+    def _push_expiry(self, lease: Lease) -> None:
+        exp = self.lease_expiry
+        heapq.heappush(exp, (lease.expires_at, lease.lid, lease.ver))
+        if len(exp) > 2 * len(self.leases) + 1024:
+            # entries of leases disposed long before their expiry would pile up for a
+            # whole lease length (millions at full speed): keep the live ones only
+            self.lease_expiry = [(lz.expires_at, lz.lid, lz.ver) for lz in self.leases.values()]
+            heapq.heapify(self.lease_expiry)
 
     def restore_lease(self, lease: Lease) -> None:
         """Rebuild: re-attach a persisted unexpired lease to its open record."""
@@ -1064,7 +1075,7 @@ class Engine:
         """Renew the lease to ``now + lease_s``."""
         lease.expires_at = now + lease_s
         lease.ver += 1
-        heapq.heappush(self.lease_expiry, (lease.expires_at, lease.lid, lease.ver))
+        self._push_expiry(lease)
 
     def dispose(self, lease: Lease, outcome: Outcome, now: float, result: bytes,
                 code: str) -> Record:

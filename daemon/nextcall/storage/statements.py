@@ -22,11 +22,20 @@ from ..core.records import CallbackIntent, Lease, Record
 
 @dataclass(frozen=True, slots=True)
 class Stmt:
-    """One parameterised statement; ``sql`` has ``{}`` where the placeholders go."""
+    """One parameterised statement; ``sql`` has ``{}`` where the placeholders go.
+
+    Inserts and single-key updates also carry their table, columns and key, from which
+    the PostgreSQL writer builds a set-based form (``unnest`` of one array per column) to
+    apply a whole batch in one statement.
+    """
 
     name: str
     sql: str
     arity: int
+    table: str = ""
+    cols: tuple[str, ...] = ()
+    #: the WHERE column of an update (its value is the last parameter); None: an insert
+    key: str | None = None
 
     def render(self, dialect: str) -> str:
         """The SQL with the dialect's placeholders."""
@@ -44,13 +53,40 @@ def _q(name: str) -> str:
 
 def _insert(table: str, cols: tuple[str, ...]) -> Stmt:
     return Stmt(f"insert {table}", f"INSERT INTO {table} ({', '.join(map(_q, cols))}) "
-                f"VALUES ({', '.join('{}' for _ in cols)})", len(cols))
+                f"VALUES ({', '.join('{}' for _ in cols)})", len(cols), table, cols)
 
 
 def _update(table: str, cols: tuple[str, ...], key: str) -> Stmt:
     sets = ", ".join(f"{_q(c)} = {{}}" for c in cols)
     return Stmt(f"update {table}", f"UPDATE {table} SET {sets} WHERE {_q(key)} = {{}}",
-                len(cols) + 1)
+                len(cols) + 1, table, cols, key)
+
+
+#: PostgreSQL types of the columns the set-based forms bind as arrays
+PG_TYPES = {
+    "lid": "bigint", "rid": "bigint", "secret": "text", "agent": "text", "uid": "int",
+    "issued_at": "float8", "expires_at": "float8", "phone": "text", "phone_idx": "int",
+    "reason": "text", "ended_at": "float8", "end": "text", "code": "text", "result": "text",
+    "at": "float8", "campaign": "text", "note": "text", "revenue": "float8",
+    "fields": "text", "callback": "text", "state": "text", "due_at": "float8",
+    "attempts": "int", "owner": "text", "team": "text", "best_cp": "int",
+    "updated_at": "float8", "phones": "text", "list": "text",
+}
+
+
+def pg_set_based(stmt: Stmt, first: int) -> str | None:
+    """``stmt`` over arrays ``$first``... (one per column, the key last for an update), as
+    a data-modifying statement; None when it has no such form."""
+    if not stmt.table or any(c not in PG_TYPES for c in stmt.cols):
+        return None
+    cols = (*stmt.cols, stmt.key) if stmt.key else stmt.cols
+    args = ", ".join(f"${first + i}::{PG_TYPES[c]}[]" for i, c in enumerate(cols))
+    if stmt.key is None:
+        return f"INSERT INTO {stmt.table} ({', '.join(map(_q, cols))}) SELECT * FROM unnest({args})"
+    names = [f"c{i}" for i in range(len(cols))]
+    sets = ", ".join(f"{_q(c)} = u.{n}" for c, n in zip(stmt.cols, names, strict=False))
+    return (f"UPDATE {stmt.table} SET {sets} FROM unnest({args}) AS u({', '.join(names)}) "
+            f"WHERE {stmt.table}.{_q(stmt.key)} = u.{names[-1]}")
 
 
 LEASE_COLS = ("lid", "secret", "rid", "agent", "uid", "issued_at", "expires_at", "phone",

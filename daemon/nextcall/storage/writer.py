@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..core.errors import StorageError
-from .statements import Op, Stmt
+from .statements import Op, Stmt, pg_set_based
 
 logger = logging.getLogger(__name__)
 
@@ -182,6 +182,47 @@ class SqliteWriter(Writer):
         return fetched
 
 
+#: the primary key each set-based table is checked on (a batch touching one row twice
+#: takes the transaction path: one statement sees one snapshot)
+_PK = {"leases": "lid", "records": "rid"}
+
+
+def _one_statement(ops: list[Op], rids: list[int]) -> tuple[str, list[Any]] | None:
+    """The batch as one PostgreSQL statement (data-modifying CTEs over ``unnest``ed
+    arrays, then the fetch), or None when it needs the transaction path: a statement
+    without a set-based form, one row touched twice, or a fetched record also updated
+    (the fetch would see it as it was before the statement)."""
+    by_stmt: dict[Stmt, list[tuple[Any, ...]]] = {}
+    for stmt, params in ops:
+        by_stmt.setdefault(stmt, []).append(params)
+    touched: dict[str, set[Any]] = {}
+    ctes = []
+    args: list[Any] = []
+    for stmt, rows in by_stmt.items():
+        text = pg_set_based(stmt, len(args) + 1)
+        if text is None:
+            return None
+        pk = _PK.get(stmt.table)
+        if pk is not None:
+            col = len(stmt.cols) if stmt.key is not None else (
+                stmt.cols.index(pk) if pk in stmt.cols else None)
+            if col is not None:
+                keys = touched.setdefault(stmt.table, set())
+                for row in rows:
+                    if row[col] in keys:
+                        return None
+                    keys.add(row[col])
+        ctes.append(f"s{len(ctes)} AS ({text})")
+        args.extend(list(col) for col in zip(*rows, strict=True))
+    if touched.get("records", set()) & set(rids):
+        return None
+    tail = (f" SELECT {_FETCH_COLS} FROM records WHERE rid = ANY(${len(args) + 1}::bigint[])"
+            if rids else " SELECT NULL, NULL, NULL, NULL, NULL WHERE false")
+    if rids:
+        args.append(rids)
+    return ("WITH " + ", ".join(ctes) + tail if ctes else tail.lstrip()), args
+
+
 def asyncpg_dsn(url: str) -> str:
     """A SQLAlchemy ``postgresql+asyncpg://`` URL as an asyncpg DSN."""
     scheme, sep, rest = url.partition("://")
@@ -248,9 +289,18 @@ class PgWriter(Writer):
                 self._wake.set()
 
     async def _commit(self, batch: list[Write]) -> Fetched:
+        ops = [op for w in batch for op in w.ops]
+        rids = [rid for w in batch for rid in w.fetch]
+        one = _one_statement(ops, rids)
+        if one is not None:
+            # the whole batch in one statement: one round trip, committed on its own
+            rows = await self._conn.fetch(one[0], *one[1])
+            return {row[0]: (row[1], row[2], row[3], row[4]) for row in rows}
+        return await self._transaction(ops, rids)
+
+    async def _transaction(self, ops: list[Op], rids: list[int]) -> Fetched:
         conn = self._conn
         sql = self._sql
-        ops = [op for w in batch for op in w.ops]
         fetched: Fetched = {}
         # the commit is not cancelled half-way: a stop waits for it (PITFALLS §3)
         async with conn.transaction():
@@ -262,7 +312,6 @@ class PgWriter(Writer):
                     await conn.execute(text, *rows[0])
                 else:
                     await conn.executemany(text, rows)
-            rids = [rid for w in batch for rid in w.fetch]
             if rids:
                 for row in await conn.fetch(f"SELECT {_FETCH_COLS} FROM records "
                                             "WHERE rid = ANY($1::bigint[])", rids):
