@@ -111,9 +111,11 @@ class Queues:
     #: due records per zone (live entries), for stats and metrics
     zone_due: dict[int, int] = field(default_factory=lambda: defaultdict(int))
     wheap: list[tuple[float, int]] = field(default_factory=list)
-    #: (key, zone): for every open zone, an entry whose key is at most the zone's best
-    #: live key (and the zone's best key once it is examined)
+    #: (key, zone): every open zone's representative, ``head_of[zone]``, whose key is at
+    #: most the zone's best live key; entries whose key is no longer their zone's
+    #: representative are outdated and dropped when they reach the top
     heads: list[tuple[int, int]] = field(default_factory=list)
+    head_of: dict[int, int] = field(default_factory=dict)
     #: the latest instant the zone states were brought up to (a clock stepped back
     #: before it recomputes them all)
     win_asof: float = -INF
@@ -396,9 +398,7 @@ class Engine:
         if until < INF:
             heapq.heappush(q.wheap, (until, z))
         if is_open and not was:
-            top = self._zone_top(q, z)
-            if top is not None:
-                heapq.heappush(q.heads, (top, z))
+            self._represent(q, z)
 
     def _refresh_zones(self, q: Queues, camp: Campaign, now: float) -> None:
         if now < q.win_asof:
@@ -410,10 +410,20 @@ class Engine:
             if q.zone_until.get(z) == until:
                 self._zone_state(q, camp, z, now)
 
+    def _represent(self, q: Queues, z: int) -> None:
+        """Put open zone ``z``'s best entry among the heads as its representative."""
+        top = self._zone_top(q, z)
+        if top is None:
+            q.head_of.pop(z, None)
+        else:
+            q.head_of[z] = top
+            heapq.heappush(q.heads, (top, z))
+
     def _reset_zones(self, q: Queues, camp: Campaign | None, now: float) -> None:
         """Recompute every zone's window state and the heads (reload, clock stepped back)."""
         q.wheap.clear()
         q.heads.clear()
+        q.head_of.clear()
         q.zone_open.clear()
         q.zone_until.clear()
         q.win_asof = now
@@ -514,9 +524,12 @@ class Engine:
             # a zone this campaign has not seen yet: learn its window (pushes its front)
             self._zone_state(q, self.campaigns.get(self._camp_names[self.c_camp[rid]]), z,
                              now)
-        elif q.zone_open.get(z) and self._zone_top(q, z) == key:
-            # the zone's best entry improved: the heads must hold one at most as good
-            heapq.heappush(q.heads, (key, z))
+        elif q.zone_open.get(z):
+            rep = q.head_of.get(z)
+            if rep is None or key < rep:
+                # better than the representative: it becomes the representative
+                q.head_of[z] = key
+                heapq.heappush(q.heads, (key, z))
 
     def _push_due_callback(self, rid: int, q: Queues, gen: int) -> None:
         ex = self._extras.get(rid)
@@ -902,16 +915,23 @@ class Engine:
         heads = q.heads
         if len(heads) > 4 * len(q.zones) + 64:
             self._rebuild_heads(q)
+        head_of = q.head_of
         while heads:
             h, z = heads[0]
+            if head_of.get(z) != h:
+                heapq.heappop(heads)  # outdated: the zone has a newer representative
+                continue
             if not q.zone_open.get(z, False):
                 heapq.heappop(heads)
+                del head_of[z]  # a zone that opens again is represented anew
                 continue
             top = self._zone_top(q, z)
             if top is None:
                 heapq.heappop(heads)
+                del head_of[z]
                 continue
             if top != h:
+                head_of[z] = top
                 heapq.heapreplace(heads, (top, z))
                 continue
             rid = rid_of(h)
@@ -922,14 +942,8 @@ class Engine:
         return None
 
     def _rebuild_heads(self, q: Queues) -> None:
-        heads = []
-        for z, is_open in q.zone_open.items():
-            if is_open:
-                top = self._zone_top(q, z)
-                if top is not None:
-                    heads.append((top, z))
-        heapq.heapify(heads)
-        q.heads = heads
+        q.heads = [(h, z) for z, h in q.head_of.items()]
+        heapq.heapify(q.heads)
 
     def select(self, agent: str, campaigns: tuple[str, ...], teams: tuple[str, ...],
                now: float) -> tuple[int, str] | None:
@@ -1296,8 +1310,10 @@ class Engine:
             for z, is_open in q.zone_open.items():
                 if is_open:
                     top = self._zone_top(q, z)
-                    assert top is None or any(hz == z and hk <= top for hk, hz in q.heads), \
-                        ("no head for an open zone", name, z)
+                    rep = q.head_of.get(z)
+                    assert top is None or (rep is not None and rep <= top
+                                           and (rep, z) in q.heads), \
+                        ("no representative for an open zone", name, z)
         for lid, lease in self.leases.items():
             assert lease.lid == lid
             assert lease.record.lease is lease
