@@ -56,6 +56,7 @@ class Daemon:
         self.service = Service(settings, self.store)
         self.server = Server(settings, self.service)
         self.store.after_batch = self.server.flush
+        self.store.commit_now_when = self.server.calm
         #: callback reminders (APScheduler); started after the rebuild
         self.reminders = Reminders(self.service)
         self.service.reload_listeners.append(self._apply_settings)

@@ -27,6 +27,7 @@ import platform
 import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -98,6 +99,10 @@ LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5
 LAG_PROBE_S = 0.5
 #: the window and callback scans may take at most this share of the loop's time
 MAX_SCAN_SHARE = 0.01
+
+
+# kinds of recorded events (identity-compared markers)
+_REQUEST, _NEXT, _DISPOSED, _COMMIT = "request", "next", "disposed", "commit"
 
 
 def _error_codes() -> frozenset[str]:
@@ -172,10 +177,13 @@ class FastHistogram:
 
 
 class _FastCollector(Collector):
-    """Exposes the fast counters and histograms at scrape time."""
+    """Exposes the fast counters and histograms at scrape time, after ``drain`` has
+    counted the events the loop recorded since the last scrape."""
 
-    def __init__(self, metrics: list[FastCounter | FastHistogram]) -> None:
+    def __init__(self, metrics: list[FastCounter | FastHistogram],
+                 drain: Callable[[], None]) -> None:
         self.metrics = metrics
+        self.drain = drain
 
     def describe(self) -> Iterable[Metric]:
         """The families (lets the registry check name clashes)."""
@@ -183,6 +191,7 @@ class _FastCollector(Collector):
 
     def collect(self) -> Iterable[Metric]:
         """Every family with its series."""
+        self.drain()
         return [m.collect() for m in self.metrics]
 
 
@@ -236,9 +245,13 @@ class Metrics(Observer):
         self.db_commit_batch = FastHistogram(
             "nextcall_db_commit_batch_size", "Writes (requests waiting on it) per group "
             "commit.", [], BATCH_BUCKETS)
+        #: what the loop records on the request path: appended there (one atomic deque
+        #: append, no lock), counted into the series by whoever scrapes (``drain``)
+        self._events: deque[tuple[Any, ...]] = deque()
+        self._drain_lock = threading.Lock()
         r.register(_FastCollector([self.requests, self.request_latency, self.next_latency,
                                    self.dispositions, self.granted, self.expired,
-                                   self.db_commit, self.db_commit_batch]))
+                                   self.db_commit, self.db_commit_batch], self.drain))
         self.reminders_sent = Counter(
             "nextcall_reminders_sent_total", "Callback reminders delivered, by channel "
             "(event: to a subscribed connection; email: accepted by the SMTP server).",
@@ -280,23 +293,48 @@ class Metrics(Observer):
 
     # ------------------------------------------------------------------ hooks
     def request_done(self, op: str, code: str, seconds: float) -> None:
-        """The server answered one request (``Server(metrics=...)``).
+        """The server answered one request (``Server(metrics=...)``): recorded for the
+        next scrape (every request passes here: one append, nothing else)."""
+        self._events.append((_REQUEST, op, code, seconds))
 
-        On every request, so the labelled children are looked up once and cached
-        (``labels()`` costs more than the increment itself).
-        """
-        keys = self._request_keys.get((op, code))
-        if keys is None:
-            lop = op if op in self._ops else OTHER
-            keys = self._request_keys[(op, code)] = (
-                (lop, code if code in self._codes else OTHER), (lop,))
-        self.requests.inc(keys[0])
-        self.request_latency.observe(keys[1], seconds)
+    def drain(self) -> None:
+        """Count the recorded events into the series (the scrape thread, or a test)."""
+        events = self._events
+        with self._drain_lock:
+            while events:
+                try:
+                    ev = events.popleft()
+                except IndexError:
+                    break
+                kind = ev[0]
+                if kind is _REQUEST:
+                    keys = self._request_keys.get((ev[1], ev[2]))
+                    if keys is None:
+                        lop = ev[1] if ev[1] in self._ops else OTHER
+                        keys = self._request_keys[(ev[1], ev[2])] = (
+                            (lop, ev[2] if ev[2] in self._codes else OTHER), (lop,))
+                    self.requests.inc(keys[0])
+                    self.request_latency.observe(keys[1], ev[3])
+                elif kind is _NEXT:
+                    self.next_latency.observe((), ev[1])
+                    for campaign, reason in ev[2]:
+                        self.granted.inc((self._campaign(campaign),
+                                          reason if reason in LEASE_REASONS else OTHER))
+                elif kind is _DISPOSED:
+                    campaign, code = ev[1], ev[2]
+                    camp = self._campaigns().get(campaign)
+                    if camp is None:
+                        campaign = code = OTHER
+                    elif code not in camp.codes:
+                        code = OTHER
+                    self.dispositions.inc((campaign, code))
+                else:
+                    self.db_commit.observe((), ev[1])
+                    self.db_commit_batch.observe((), ev[2])
 
     def commit_done(self, seconds: float, batch_size: int) -> None:
         """The store committed one group (``SqlStore.commit_observer``)."""
-        self.db_commit.observe((), seconds)
-        self.db_commit_batch.observe((), batch_size)
+        self._events.append((_COMMIT, seconds, batch_size))
 
     def rebuilt(self, seconds: float) -> None:
         """The heap was rebuilt from the database in ``seconds``."""
@@ -304,19 +342,12 @@ class Metrics(Observer):
 
     def next_answered(self, seconds: float, leases: list[Lease]) -> None:
         """See ``Observer.next_answered``."""
-        self.next_latency.observe((), seconds)
-        for lz in leases:
-            reason = lz.reason if lz.reason in LEASE_REASONS else OTHER
-            self.granted.inc((self._campaign(lz.record.campaign), reason))
+        self._events.append((_NEXT, seconds,
+                             [(lz.record.campaign, lz.reason) for lz in leases]))
 
     def disposed(self, campaign: str, code: str) -> None:
         """See ``Observer.disposed``."""
-        camp = self._campaigns().get(campaign)
-        if camp is None:
-            campaign = code = OTHER
-        elif code not in camp.codes:
-            code = OTHER
-        self.dispositions.inc((campaign, code))
+        self._events.append((_DISPOSED, campaign, code))
 
     def leases_expired(self, leases: list[Lease]) -> None:
         """See ``Observer.leases_expired``."""

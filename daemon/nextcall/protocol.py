@@ -8,6 +8,7 @@ with unknown fields refused, so a typo is an error naming the field, not a silen
 from __future__ import annotations
 
 import builtins
+import re
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -87,7 +88,7 @@ class DisposeReq(_Req):
     revenue: Annotated[float, Field(allow_inf_nan=False)] | None = None
     callback: CallbackReq | None = None
     appointment: AppointmentReq | None = None
-    fields: dict[str, Any] = {}
+    fields: dict[str, Any] = Field(default_factory=dict)
 
 
 class LeaseReq(_Req):
@@ -285,6 +286,11 @@ def decode(line: bytes) -> tuple[RequestId, str, _Req]:
         op = obj.pop("op", None)
         if not isinstance(op, str):
             raise BadRequest("op must be a string", field="op")
+        fast = _FAST.get(op)
+        if fast is not None:
+            req = fast(obj)
+            if req is not None:
+                return req_id, op, req  # type: ignore[return-value]
         model = REQUESTS.get(op)
         if model is None:
             raise UnknownOp(f"unknown op {op!r}", field="op")
@@ -295,6 +301,75 @@ def decode(line: bytes) -> tuple[RequestId, str, _Req]:
     except NextcallError as err:
         err.req_id = req_id  # type: ignore[attr-defined]
         raise
+
+
+# --------------------------------------------------------------------------- fast path
+# The two requests of every call cycle, in their common shape, are checked by hand: the
+# same rules as their models, a tenth of the cost. Anything else (another field, a value
+# out of range, a wrong type) goes through the model, which names the problem.
+_CONTROL = re.compile(r"[\x00-\x1f]")
+_NEXT_KEYS = frozenset(("agent", "campaigns", "count", "wait"))
+_DISPOSE_KEYS = frozenset(("lease", "code", "agent"))
+
+
+def _name(v: Any) -> bool:
+    return type(v) is str and 0 < len(v) <= 100 and _CONTROL.search(v) is None
+
+
+class FastNext:
+    """A ``next`` request checked by ``_fast_next`` (the attributes of ``NextReq``)."""
+
+    __slots__ = ("agent", "campaigns", "count", "wait")
+
+    def __init__(self, agent: str, campaigns: builtins.list[str] | None, count: int,
+                 wait: float) -> None:
+        self.agent, self.campaigns, self.count, self.wait = agent, campaigns, count, wait
+
+
+class FastDispose:
+    """A plain ``dispose`` (lease, code, maybe agent) checked by ``_fast_dispose``."""
+
+    __slots__ = ("lease", "code", "agent")
+    phone = note = revenue = callback = appointment = None
+    fields: dict[str, Any] = {}
+
+    def __init__(self, lease: str, code: str, agent: str | None) -> None:
+        self.lease, self.code, self.agent = lease, code, agent
+
+
+def _fast_next(obj: dict[str, Any]) -> FastNext | None:
+    if not obj.keys() <= _NEXT_KEYS:
+        return None
+    agent = obj.get("agent")
+    if not _name(agent):
+        return None
+    campaigns = obj.get("campaigns")
+    if campaigns is not None and (type(campaigns) is not list or not 0 < len(campaigns) <= 100
+                                  or not all(_name(c) for c in campaigns)):
+        return None
+    count = obj.get("count", 1)
+    if type(count) is not int or not 1 <= count <= 10_000:
+        return None
+    wait = obj.get("wait", 0.0)
+    if type(wait) not in (int, float) or not 0 <= wait <= 3600:
+        return None
+    return FastNext(agent, campaigns, count, float(wait))
+
+
+def _fast_dispose(obj: dict[str, Any]) -> FastDispose | None:
+    if not obj.keys() <= _DISPOSE_KEYS:
+        return None
+    lease, code, agent = obj.get("lease"), obj.get("code"), obj.get("agent")
+    if type(lease) is not str or not 3 <= len(lease) <= 100:
+        return None
+    if type(code) is not str or not 1 <= len(code) <= 32:
+        return None
+    if agent is not None and not _name(agent):
+        return None
+    return FastDispose(lease, code, agent)
+
+
+_FAST: dict[str, Any] = {"next": _fast_next, "dispose": _fast_dispose}
 
 
 def _default(obj: Any) -> Any:

@@ -23,6 +23,7 @@ import os
 import socket
 import struct
 import sys
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any, cast
 
@@ -34,6 +35,10 @@ from .service import Body, Peer, Service, role_for
 logger = logging.getLogger(__name__)
 
 WRITE_TIMEOUT_S = 30.0
+#: after seeing two requests in flight at once, or two writes closer than ``CALM_GAP_S``,
+#: commits go to the writer thread for this long (the load is concurrent; batching pays)
+CALM_AFTER_S = 0.05
+CALM_GAP_S = 0.00015
 _ids = itertools.count(1)
 
 
@@ -64,22 +69,23 @@ class Reply:
         if self.sent:
             return
         self.sent = True
-        if isinstance(result, NextcallError):
-            data, code = P.encode_error(self.req_id, result), result.code
-        else:
-            try:
-                data = P.encode_ok_raw(self.req_id, result) if isinstance(result, bytes) \
-                    else P.encode_ok(self.req_id, result)
-                code = "ok"
-            except (TypeError, ValueError):
-                logger.exception("answer_unencodable op=%s", self.op)
-                data = P.encode_error(self.req_id, NextcallError(
-                    "internal error; see the daemon log"))
-                code = "internal"
+        code = "ok"
+        try:
+            if type(result) is bytes:
+                data = P.encode_ok_raw(self.req_id, result)
+            elif isinstance(result, NextcallError):
+                data, code = P.encode_error(self.req_id, result), result.code
+            else:
+                data = P.encode_ok(self.req_id, result)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            logger.exception("answer_unencodable op=%s", self.op)
+            data = P.encode_error(self.req_id, NextcallError(
+                "internal error; see the daemon log"))
+            code = "internal"
         conn = self.conn
-        server = conn.server
-        if server.metrics is not None:
-            server.metrics(self.op, code, server.loop.time() - self.t0)
+        metrics = conn.server.metrics
+        if metrics is not None:
+            metrics(self.op, code, conn.server.loop.time() - self.t0)
         conn.done_one(data)
 
 
@@ -118,9 +124,25 @@ class Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closing:
             return
-        self._buf += data
-        self._process()
-        self.flush()
+        if not self._buf and data.find(b"\n") == len(data) - 1 and \
+                len(data) <= self.server.max_line_bytes and \
+                self.inflight < self.server.max_inflight:
+            # the common case: exactly one whole request
+            if len(data) > 1 and data.strip():
+                self.inflight += 1
+                self.server.inflight += 1
+                self._processing = True
+                try:
+                    self.server.handle(self, data)
+                finally:
+                    self._processing = False
+                if self.inflight >= self.server.max_inflight:
+                    self._set_reading()
+        else:
+            self._buf += data
+            self._process()
+        if self._dirty:
+            self.flush()
 
     def eof_received(self) -> bool:
         if self._buf.strip():
@@ -175,8 +197,8 @@ class Connection(asyncio.Protocol):
 
     def _process_lines(self) -> None:
         buf = self._buf
-        limit = self.server.settings.daemon.max_line_bytes
-        max_inflight = self.server.settings.daemon.max_inflight
+        limit = self.server.max_line_bytes
+        max_inflight = self.server.max_inflight
         start = 0
         while self.inflight < max_inflight and not self.closing:
             i = buf.find(b"\n", start)
@@ -190,6 +212,7 @@ class Connection(asyncio.Protocol):
             start = i + 1
             if line.strip():
                 self.inflight += 1
+                self.server.inflight += 1
                 self.server.handle(self, line)
         if start:
             del buf[:start]
@@ -208,8 +231,7 @@ class Connection(asyncio.Protocol):
         t = self.transport
         if t is None or self.closing:
             return
-        want_pause = self._write_paused or \
-            self.inflight >= self.server.settings.daemon.max_inflight
+        want_pause = self._write_paused or self.inflight >= self.server.max_inflight
         if want_pause and not self._read_paused:
             self._read_paused = True
             t.pause_reading()
@@ -227,12 +249,16 @@ class Connection(asyncio.Protocol):
     def done_one(self, data: bytes) -> None:
         """One request answered: queue its line, read on if we had paused."""
         self.inflight -= 1
-        self.queue(data)
+        self.server.inflight -= 1
+        self._out.append(data)
+        if not self._dirty:
+            self._dirty = True
+            self.server.dirty(self)
         if self._processing:
             return  # answered while its line was being dispatched: _process reads on
         if self._buf and not self.closing:
             self._process()
-        else:
+        elif self._read_paused:
             self._set_reading()
         if self._eof and self.inflight == 0:
             self.flush()
@@ -303,6 +329,12 @@ class Server:
         self.metrics = metrics
         self.stopping = False
         self.drain_timeout_s = settings.daemon.drain_timeout_s
+        self.max_line_bytes = settings.daemon.max_line_bytes
+        self.max_inflight = settings.daemon.max_inflight
+        #: requests read and not yet answered, on every connection
+        self.inflight = 0
+        self._busy_until = 0.0
+        self._last_write = 0.0
         self._server: asyncio.AbstractServer | None = None
         self.conns: set[Connection] = set()
         self._dirty: list[Connection] = []
@@ -334,12 +366,12 @@ class Server:
             if not service.ready:
                 raise Unavailable("the daemon is starting")
             kind, fn = service.handlers[op]
-            if kind == "sync":
-                reply(fn(req, conn.peer))
-            elif kind == "deferred":
+            if kind == "deferred":
                 pending = fn(req, conn.peer, reply)
                 if pending is not None:
                     conn.run_task(pending, reply)
+            elif kind == "sync":
+                reply(fn(req, conn.peer))
             else:
                 conn.run_task(fn(req, conn.peer), reply)
         except NextcallError as err:
@@ -347,6 +379,18 @@ class Server:
         except Exception:  # noqa: BLE001 - a bug must not take the connection down
             logger.exception("request_failed op=%s", op)
             reply(NextcallError("internal error; see the daemon log"))
+
+    def calm(self) -> bool:
+        """Whether this write's request is the only one in flight and requests come far
+        apart: it may then commit at once (``SqlStore.commit_now_when``); under load,
+        the writer thread batches."""
+        now = time.perf_counter()  # uvloop's loop.time() ticks in milliseconds
+        gap = now - self._last_write
+        self._last_write = now
+        if self.inflight > 1 or gap < CALM_GAP_S:
+            self._busy_until = now + CALM_AFTER_S
+            return False
+        return now >= self._busy_until
 
     def dirty(self, conn: Connection) -> None:
         """``conn`` has answers queued: write them before this loop iteration ends."""

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from nextcall import protocol as P
 from nextcall.core.errors import NextcallError
@@ -18,7 +22,7 @@ def _err(line: bytes) -> NextcallError:
 def test_decodes_every_op_with_defaults() -> None:
     rid, op, req = P.decode(b'{"id":"a1","op":"next","agent":"ann"}')
     assert (rid, op) == ("a1", "next")
-    assert isinstance(req, P.NextReq) and req.count == 1 and req.wait == 0.0
+    assert req.count == 1 and req.wait == 0.0 and req.agent == "ann"
     for op in P.REQUESTS:
         assert P.REQUESTS[op].__doc__, f"{op} model documents itself"
 
@@ -74,3 +78,41 @@ def test_import_record_model() -> None:
     assert r.priority == 0 and r.data == {}
     with pytest.raises(Exception):
         P.ImportRecord.model_validate({"id": "a", "phones": []})
+
+
+# The hand-checked fast path of next and dispose must accept exactly what the models
+# accept (and give the same values), or leave the request to the model.
+_VALUES = st.one_of(st.none(), st.booleans(), st.integers(-5, 20_000),
+                    st.sampled_from([0.0, 1.5, 3600.0, 3600.5, -0.1, float("nan"),
+                                     float("inf")]),
+                    st.text(max_size=8),
+                    st.sampled_from(["ann", "a\x01b", "x" * 100, "x" * 101, "1.abcdef", "",
+                                     "NA", "y" * 33]),
+                    st.lists(st.sampled_from(["t", "", "u\x00", "x" * 101]), max_size=3))
+_SETTINGS = settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+
+
+@_SETTINGS
+@given(st.dictionaries(st.sampled_from(["agent", "campaigns", "count", "wait", "extra"]),
+                       _VALUES, max_size=5))
+def test_fast_next_agrees_with_the_model(obj: dict[str, Any]) -> None:
+    fast = P._fast_next(dict(obj))
+    if fast is None:
+        return
+    model = P.NextReq.model_validate(obj)
+    assert (fast.agent, fast.campaigns, fast.count, fast.wait) == \
+        (model.agent, model.campaigns, model.count, model.wait)
+
+
+@_SETTINGS
+@given(st.dictionaries(st.sampled_from(["lease", "code", "agent", "note"]), _VALUES,
+                       max_size=4))
+def test_fast_dispose_agrees_with_the_model(obj: dict[str, Any]) -> None:
+    fast = P._fast_dispose(dict(obj))
+    if fast is None:
+        return
+    model = P.DisposeReq.model_validate(obj)
+    assert (fast.lease, fast.code, fast.agent, fast.phone, fast.note, fast.revenue,
+            fast.callback, fast.appointment, fast.fields) == \
+        (model.lease, model.code, model.agent, model.phone, model.note, model.revenue,
+         model.callback, model.appointment, model.fields)

@@ -41,8 +41,8 @@ import orjson
 
 from . import calendar
 from .errors import BadRequest, NotLoggedIn, UnknownCampaign
-from .keys import (DUE_SCALE, GEN_MASK, RunHeap, callback_key, due_q, due_q_of, gen_of,
-                   pool_key, rid_of, time_key)
+from .keys import (DUE_SCALE, GEN_BITS, GEN_MASK, RID_MASK, RunHeap, callback_key, due_q,
+                   due_q_of, gen_of, pool_key, rid_of, time_key)
 from .model import Campaign, Scoring
 from .records import CALLBACK, CLOSED, HELD, PHONE_ACTIVE, READY, CallbackIntent, Lease, Record
 from .results import Outcome
@@ -119,6 +119,9 @@ class Queues:
     #: the latest instant the zone states were brought up to (a clock stepped back
     #: before it recomputes them all)
     win_asof: float = -INF
+    #: no dormant record, upcoming callback or appointment falls due before this instant
+    #: (a lower bound, so ``next`` does not look at those heaps at every call)
+    promote_at: float = -INF
     cb_dormant: list[int] = field(default_factory=list)
     personal: dict[str, list[int]] = field(default_factory=dict)
     team: dict[str, list[int]] = field(default_factory=dict)
@@ -227,6 +230,8 @@ class Engine:
         self._listed_n: set[int] = set()
         self._camp_names: list[str] = [""]
         self._camp_idx: dict[str, int] = {}
+        #: queues by campaign index (index 0: none)
+        self._qs: list[Queues | None] = [None]
         self._zone_names: list[str] = [""]
         self._zone_idx: dict[str, int] = {}
         self.queues: dict[str, Queues] = {}
@@ -269,6 +274,7 @@ class Engine:
         if i is None:
             i = self._camp_idx[name] = len(self._camp_names)
             self._camp_names.append(name)
+            self._qs.append(self._q(name))
         return i
 
     def _zidx(self, name: str) -> int:
@@ -500,17 +506,23 @@ class Engine:
             else:
                 heapq.heappush(q.held, time_key(due, rid, gen))
                 self._set_slot(rid, q, N_HELD)
+                if due < q.promote_at:
+                    q.promote_at = due
         elif state == ST_READY:
             if due <= now:
                 self._push_due(rid, q, gen, now)
             else:
                 q.dormant.push(time_key(due, rid, gen))
                 self._set_slot(rid, q, N_DORMANT)
+                if due < q.promote_at:
+                    q.promote_at = due
         elif due <= now:
             self._push_due_callback(rid, q, gen)
         else:
             heapq.heappush(q.cb_dormant, time_key(due, rid, gen))
             self._set_slot(rid, q, N_CB_DORMANT)
+            if due < q.promote_at:
+                q.promote_at = due
 
     def _push_due(self, rid: int, q: Queues, gen: int, now: float) -> None:
         z = self.c_tz[rid]
@@ -694,6 +706,7 @@ class Engine:
             self.add(rec, now)
             n += 1
         for name, q in self.queues.items():
+            q.promote_at = -INF
             self._reset_zones(q, self.campaigns.get(name), now)
         return n
 
@@ -751,6 +764,8 @@ class Engine:
             self._promote(q, now)
 
     def _promote(self, q: Queues, now: float) -> None:
+        if now < q.promote_at:
+            return
         nq = due_q(now)
         dormant = q.dormant
         while True:
@@ -786,6 +801,14 @@ class Engine:
                     self._push_due_callback(rid, q, gen)
                 else:
                     self._set_slot(rid, q, N_NO_NUMBER)
+        # the earliest instant anything left may fall due (stale tops make it early,
+        # which costs one more pass, never a miss)
+        top = dormant.top()
+        at = INF if top is None else due_q_of(top) / DUE_SCALE
+        for heap in (q.held, q.cb_dormant):
+            if heap:
+                at = min(at, due_q_of(heap[0]) / DUE_SCALE)
+        q.promote_at = at
 
     def expire(self, now: float) -> list[Lease]:
         """End every lease whose time is up; their records go back unchanged."""
@@ -800,6 +823,11 @@ class Engine:
             self._place(lease.record.rid, now)
             out.append(lease)
         return out
+
+    def expiry_due(self, now: float) -> bool:
+        """Whether a lease-expiry entry (maybe a stale one) is due at ``now``."""
+        exp = self.lease_expiry
+        return bool(exp) and exp[0][0] <= now
 
     def next_expiry(self) -> float:
         """When the earliest live lease runs out (inf when none)."""
@@ -916,6 +944,7 @@ class Engine:
         if len(heads) > 4 * len(q.zones) + 64:
             self._rebuild_heads(q)
         head_of = q.head_of
+        c_gen, c_slot = self.c_gen, self.c_slot
         while heads:
             h, z = heads[0]
             if head_of.get(z) != h:
@@ -924,6 +953,13 @@ class Engine:
             if not q.zone_open.get(z, False):
                 heapq.heappop(heads)
                 del head_of[z]  # a zone that opens again is represented anew
+                continue
+            rid = (h >> GEN_BITS) & RID_MASK
+            if c_gen[rid] == h & GEN_MASK and c_slot[rid] == N_DUE:
+                # a live representative is the zone's best entry (it is at most as good)
+                if self._callable(rid):
+                    return h
+                self._park(rid, q)
                 continue
             top = self._zone_top(q, z)
             if top is None:

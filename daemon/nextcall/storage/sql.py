@@ -62,6 +62,9 @@ class SqlStore:
         #: called on the event loop after each batch's callbacks ran (the server writes
         #: the answers they queued, one write per connection)
         self.after_batch: Callable[[], None] | None = None
+        #: whether a write may commit at once on the event loop instead of going to the
+        #: writer thread (SQLite): the server says so when no other request is in flight
+        self.commit_now_when: Callable[[], bool] | None = None
 
     # ------------------------------------------------------------------ lifecycle
     @property
@@ -210,7 +213,12 @@ class SqlStore:
         if self.broken is not None or self.writer is None:
             done(StorageError("storage has failed; the daemon is stopping"))
             return
-        self.writer.submit(Write(ops, fetch, done))
+        w = Write(ops, fetch, done)
+        now_ok = self.commit_now_when
+        if now_ok is not None and now_ok() and isinstance(self.writer, SqliteWriter) \
+                and self.writer.commit_now(w):
+            return
+        self.writer.submit(w)
 
     def future(self, ops: Sequence[Op], fetch: Sequence[int] = ()) -> asyncio.Future[Fetched]:
         """``submit`` as a future (resolves with the fetched rows)."""
