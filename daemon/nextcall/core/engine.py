@@ -127,8 +127,14 @@ class Queues:
     team: dict[str, list[int]] = field(default_factory=dict)
     anyone: list[int] = field(default_factory=list)
     held: list[int] = field(default_factory=list)
-    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SLOTS, 0))
+    #: open records by slot number (``SLOT_NAMES``); ``counts`` names them
+    nslot: list[int] = field(default_factory=lambda: [0] * len(SLOT_NAMES))
     closed: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Open records by slot name."""
+        return dict(zip(SLOTS, self.nslot[1:], strict=True))
 
 
 @dataclass(slots=True)
@@ -470,19 +476,18 @@ class Engine:
             zone.pop()
 
     def _set_slot(self, rid: int, q: Queues, slot: int) -> None:
-        old = self.c_slot[rid]
+        c_slot = self.c_slot
+        old = c_slot[rid]
         if old == slot:
             return
-        counts = q.counts
-        if old:
-            counts[SLOT_NAMES[old]] -= 1
-            if old == N_DUE:
-                q.zone_due[self.c_tz[rid]] -= 1
-        self.c_slot[rid] = slot
-        if slot:
-            counts[SLOT_NAMES[slot]] += 1
-            if slot == N_DUE:
-                q.zone_due[self.c_tz[rid]] += 1
+        nslot = q.nslot
+        nslot[old] -= 1
+        nslot[slot] += 1
+        c_slot[rid] = slot
+        if old == N_DUE:
+            q.zone_due[self.c_tz[rid]] -= 1
+        elif slot == N_DUE:
+            q.zone_due[self.c_tz[rid]] += 1
 
     def rescore(self, rid: int) -> None:
         """Recompute record ``rid``'s address score from its campaign's weights."""
@@ -678,7 +683,7 @@ class Engine:
             if later.any():
                 dormant[g.campaign].append(rid[later])
             for s in (N_DUE, N_DORMANT, N_NO_NUMBER):
-                q.counts[SLOT_NAMES[s]] += int((slot == s).sum())
+                q.nslot[s] += int((slot == s).sum())
             n += len(rid)
         for name, parts in dormant.items():
             rid = np.concatenate(parts)
@@ -1132,6 +1137,22 @@ class Engine:
         """Apply a decided outcome and end the lease; returns the record's new value."""
         rec = lease.record
         self._end(lease, "disposed", result, code)
+        rid = rec.rid
+        if outcome.state == READY and self.c_state[rid] == ST_READY and outcome.phones is None \
+                and outcome.campaign is None and not outcome.listed:
+            # the common case (a retry): only the scheduling columns change
+            rec.due_at, rec.attempts = outcome.due_at, outcome.attempts
+            rec.best_cp, rec.phone_idx, rec.team = outcome.best_cp, outcome.phone_idx, \
+                outcome.team
+            self.c_due[rid] = outcome.due_at
+            self.c_att[rid] = min(outcome.attempts, 0xFFFFFFFF)
+            self.c_bcp[rid] = outcome.best_cp
+            self.c_pidx[rid] = outcome.phone_idx
+            self.rescore(rid)
+            self._place(rid, now)
+            rec.score = self.c_score[rid]
+            rec.slot = SLOT_NAMES[self.c_slot[rid]]
+            return rec
         rec.state = outcome.state
         rec.reason = outcome.reason
         rec.due_at = outcome.due_at
