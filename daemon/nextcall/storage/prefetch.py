@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 #: the newest migration (``storage/migrations/versions``); a test keeps them equal
-HEAD_REVISION = "0004"
+HEAD_REVISION = "0005"
 #: ready records per chunk (a chunk is one query on one connection)
 CHUNK_ROWS = 200_000
 

@@ -58,7 +58,8 @@ leases = Table(
     Column("code", String(32)),
     Column("result", Text),  # JSON answer of the disposition, for idempotent retries
 )
-Index("ix_leases_open", leases.c.ended_at, leases.c.expires_at)
+Index("ix_leases_live", leases.c.expires_at, sqlite_where=leases.c.ended_at.is_(None),
+      postgresql_where=leases.c.ended_at.is_(None))
 
 history = Table(
     "history", metadata,

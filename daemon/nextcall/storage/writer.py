@@ -179,11 +179,15 @@ class SqliteWriter(Writer):
             con.close()
 
     def _commit(self, con: sqlite3.Connection, batch: list[Write]) -> Fetched:
-        ops = [op for w in batch for op in w.ops]
+        if len(batch) == 1:
+            ops, rids = batch[0].ops, batch[0].fetch
+        else:
+            ops = [op for w in batch for op in w.ops]
+            rids = [rid for w in batch for rid in w.fetch]
         sql = self._sql
         try:
             con.execute("BEGIN IMMEDIATE")
-            for stmt, rows in _runs(ops):
+            for stmt, rows in _grouped(ops):
                 text = sql.get(stmt)
                 if text is None:
                     text = sql[stmt] = stmt.render("sqlite")
@@ -192,12 +196,11 @@ class SqliteWriter(Writer):
                 else:
                     con.executemany(text, rows)
             fetched: Fetched = {}
-            rids = [rid for w in batch for rid in w.fetch]
-            for k in range(0, len(rids), 500):
-                chunk = rids[k:k + 500]
-                for rid, rec_id, lst, data, team in con.execute(
-                        f"SELECT {_FETCH_COLS} FROM records WHERE rid IN "
-                        f"({','.join('?' * len(chunk))})", chunk):
+            for k in range(0, len(rids), _FETCH_CHUNK):
+                chunk = list(rids[k:k + _FETCH_CHUNK])
+                size = _padded(len(chunk))
+                chunk += chunk[-1:] * (size - len(chunk))  # one statement per size class
+                for rid, rec_id, lst, data, team in con.execute(_fetch_sql(size), chunk):
                     fetched[rid] = (rec_id, lst, data, team)
             con.execute("COMMIT")
         except BaseException:
@@ -207,6 +210,63 @@ class SqliteWriter(Writer):
                 pass
             raise
         return fetched
+
+
+_FETCH_CHUNK = 512
+_fetch_texts: dict[int, str] = {}
+
+
+def _padded(n: int) -> int:
+    size = 1
+    while size < n:
+        size *= 2
+    return size
+
+
+def _fetch_sql(size: int) -> str:
+    text = _fetch_texts.get(size)
+    if text is None:
+        text = _fetch_texts[size] = (f"SELECT {_FETCH_COLS} FROM records WHERE rid IN "
+                                     f"({','.join('?' * size)})")
+    return text
+
+
+def _grouped(ops: Sequence[Op]) -> list[tuple[Stmt, list[tuple[Any, ...]]]]:
+    """The ops as runs for ``executemany``: one run per statement when no row is touched
+    twice (order between rows of different tables and different rows does not matter),
+    else consecutive runs in order."""
+    by_stmt: dict[Stmt, list[tuple[Any, ...]]] = {}
+    for stmt, params in ops:
+        rows = by_stmt.get(stmt)
+        if rows is None:
+            by_stmt[stmt] = [params]
+        else:
+            rows.append(params)
+    if len(by_stmt) == len(ops) or _distinct_rows(by_stmt):
+        return list(by_stmt.items())
+    return _runs(list(ops))
+
+
+def _distinct_rows(by_stmt: dict[Stmt, list[tuple[Any, ...]]]) -> bool:
+    """Whether every op is a set-based insert or keyed update, each touching its own row
+    (the tables' primary keys), so the ops may be grouped by statement."""
+    touched: dict[str, set[Any]] = {}
+    for stmt, rows in by_stmt.items():
+        pk = _PK.get(stmt.table)
+        if not stmt.table or (stmt.key is None and stmt.table != "history" and pk is None):
+            return False
+        if pk is None:
+            continue  # history: appended rows, nothing to collide with
+        col = len(stmt.cols) if stmt.key is not None else (
+            stmt.cols.index(pk) if pk in stmt.cols else None)
+        if col is None:
+            return False
+        keys = touched.setdefault(stmt.table, set())
+        for row in rows:
+            if row[col] in keys:
+                return False
+            keys.add(row[col])
+    return True
 
 
 #: the primary key each set-based table is checked on (a batch touching one row twice
