@@ -111,24 +111,18 @@ def main(ctx: click.Context, config: str | None, socket_: str | None, as_json: b
 def serve(ctx: click.Context) -> None:
     """Run the daemon in the foreground (migrates and rebuilds first)."""
     settings = _load_or_exit(_config_path(ctx.obj["config"]))
-    # start reading the records now: SQLite works on threads while the daemon's modules
-    # load (storage/prefetch.py)
+    # the records are read while the daemon's modules load (storage/prefetch.py); the
+    # entry point (launch.py) began before the command line's own imports
+    from . import launch
     from .storage import prefetch
-    path = sqlite_file(settings.daemon.database)
-    early = prefetch.start(path) if path else None
+    path = launch.sqlite_file(settings.daemon.database)
+    early = launch.EARLY if launch.EARLY_PATH == path and path is not None else \
+        (prefetch.start(path) if path else None)
     from .app import serve as run_daemon
     console.print(f"nextcall: socket [bold]{settings.daemon.socket}[/bold], database "
                   f"{settings.daemon.database}; Ctrl-C stops", highlight=False)
     sys.exit(run_daemon(settings, early))
 
-
-def sqlite_file(url: str) -> str | None:
-    """The file of a ``sqlite...:///path`` URL (None for other databases, or memory)."""
-    scheme, sep, rest = url.partition(":///")
-    if not sep or not scheme.startswith("sqlite"):
-        return None
-    path = rest.split("?", 1)[0]
-    return path if path and path != ":memory:" else None
 
 
 @main.command("check-config")

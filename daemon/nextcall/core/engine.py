@@ -345,12 +345,18 @@ class Engine:
 
     # ----------------------------------------------------------------- numbers
     def _set_phones(self, rid: int, phones: list[list[str]] | str) -> None:
-        if isinstance(phones, list) and len(phones) == 1 and phones[0][1] == PHONE_ACTIVE:
+        n = 0
+        if isinstance(phones, str):
+            # the stored JSON of one active number, recognised without parsing it
+            if phones.startswith('[["+') and phones.endswith('","active"]]') \
+                    and '"' not in phones[4:-12]:
+                n = phone_int(phones[3:-12])
+        elif len(phones) == 1 and phones[0][1] == PHONE_ACTIVE:
             n = phone_int(phones[0][0])
-            if n:
-                self.c_phone[rid] = n
-                self._phones.pop(rid, None)
-                return
+        if n:
+            self.c_phone[rid] = n
+            self._phones.pop(rid, None)
+            return
         self.c_phone[rid] = 0
         self._phones[rid] = phones
 
@@ -723,11 +729,7 @@ class Engine:
             col = array(code)
             col.frombytes(cols[name][:cap].tobytes())
             setattr(self, "c_" + name, col)
-        for g in groups:
-            for r in g.rid[g.phone == 0]:
-                text = phones.get(int(r))
-                if text is not None:
-                    self._phones[int(r)] = text
+        self._phones.update(phones)
         self._open += n
         self.next_rid = max(self.next_rid, max_rid + 1)
         for rec in others:

@@ -62,7 +62,10 @@ class CallbackIntent:
 
     @staticmethod
     def from_json(d: dict[str, object]) -> CallbackIntent:
-        """Inverse of ``to_json``."""
+        """Inverse of ``to_json`` (stored intents lacking newer keys get their defaults)."""
+        if len(d) == len(_INTENT_KEYS) and d.keys() == _INTENT_KEYS \
+                and type(d["at"]) is float:
+            return CallbackIntent(**d)  # type: ignore[arg-type]
         return CallbackIntent(
             at=float(d["at"]),  # type: ignore[arg-type]
             timezone=str(d["timezone"]), local=str(d.get("local", "")),
@@ -74,6 +77,11 @@ class CallbackIntent:
             reminder_min=None if d.get("reminder_min") is None
             else int(d["reminder_min"]),  # type: ignore[call-overload]
         )
+
+
+_INTENT_KEYS = frozenset(("at", "timezone", "local", "scope", "owner", "team",
+                          "contact_priority", "reason", "override_window", "code",
+                          "reminder_min"))
 
 
 class Record:

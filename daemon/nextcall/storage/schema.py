@@ -38,7 +38,8 @@ records = Table(
     Column("updated_at", Float, nullable=False),
 )
 Index("ix_records_campaign_state", records.c.campaign, records.c.state)
-Index("ix_records_open", records.c.state, records.c.campaign, records.c.timezone)
+Index("ix_records_open", records.c.state, records.c.campaign, records.c.timezone,
+      records.c.reason)
 
 leases = Table(
     "leases", metadata,

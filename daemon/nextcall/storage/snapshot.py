@@ -46,9 +46,11 @@ _PG_HEX = (
     f"lpad(to_hex(CASE WHEN {_PG_SIMPLE} THEN substr(phones, 5, length(phones) - 16)::bigint "
     "ELSE 0 END), 16, '0')")
 _PG_CHUNK = (
-    f"SELECT string_agg({_PG_HEX}, ''), string_agg(CASE WHEN {_PG_SIMPLE} THEN NULL ELSE "
-    "rid || chr(9) || phones END, chr(30)) FROM records WHERE state = 'ready' "
-    "AND campaign = $1 AND timezone = $2 AND rid BETWEEN $3 AND $4")
+    f"SELECT string_agg({_PG_HEX}, '' ORDER BY rid), string_agg(CASE WHEN {_PG_SIMPLE} THEN "
+    "NULL ELSE rid || chr(9) || phones END, chr(30)) FROM records WHERE state = 'ready' "
+    "AND rid BETWEEN $1 AND $2")
+_PG_PAIR_RIDS = ("SELECT campaign, timezone, string_agg(rid::text, ',') FROM records "
+                 "WHERE state = 'ready' GROUP BY campaign, timezone")
 OTHER_COLUMNS = P.OTHER_COLUMNS
 
 
@@ -72,20 +74,43 @@ class Snapshot:
     listed: list[tuple[str, str]] = field(default_factory=list)
 
 
-def decode_group(campaign: str, timezone: str, hexes: list[str]) -> ReadyGroup:
-    """One (campaign, timezone)'s packed chunks as columns."""
-    raw = bytes.fromhex("".join(hexes))
-    a = np.frombuffer(raw, dtype=_PACKED)
-    packed = a["packed"].astype(np.uint64)
+def decode(packed: list[bytes | memoryview]) -> ReadyGroup:
+    """Packed records (the children's bytes, in rid order) as columns."""
+    parts = [np.frombuffer(p, dtype=_PACKED) for p in packed if len(p)]
+    a = np.concatenate(parts) if parts else np.zeros(0, dtype=_PACKED)
+    packed_int = a["packed"].astype(np.uint64)
     return ReadyGroup(
-        campaign, timezone,
+        "", "",
         rid=a["rid"].astype(np.int64),
         due=a["sec"].astype(np.float64) + a["frac"].astype(np.float64) / 4294967296.0,
-        priority=(packed >> np.uint64(48)).astype(np.int64) - 32768,
-        attempts=((packed >> np.uint64(16)) & np.uint64(0xFFFFFFFF)).astype(np.int64),
-        best_cp=((packed >> np.uint64(8)) & np.uint64(0xFF)).astype(np.int64) - 128,
-        phone_idx=(packed & np.uint64(0xFF)).astype(np.int64),
+        priority=(packed_int >> np.uint64(48)).astype(np.int64) - 32768,
+        attempts=((packed_int >> np.uint64(16)) & np.uint64(0xFFFFFFFF)).astype(np.int64),
+        best_cp=((packed_int >> np.uint64(8)) & np.uint64(0xFF)).astype(np.int64) - 128,
+        phone_idx=(packed_int & np.uint64(0xFF)).astype(np.int64),
         phone=a["phone"].astype(np.int64))
+
+
+def split(every: ReadyGroup, pairs: list[tuple[str, str, str]]) -> list[ReadyGroup]:
+    """The ready records by (campaign, timezone): each pair's record numbers (from the
+    index) mark a code per rid; one stable sort by code groups the columns."""
+    if not len(every.rid):
+        return []
+    code = np.full(int(every.rid.max()) + 1, -1, dtype=np.int32)
+    for k, (_, _, rids) in enumerate(pairs):
+        if rids:
+            want = np.fromstring(rids, dtype=np.int64, sep=",")
+            code[want[want < len(code)]] = k
+    codes = code[every.rid]
+    order = np.argsort(codes, kind="stable")
+    bounds = np.searchsorted(codes[order], np.arange(len(pairs) + 1))
+    out = []
+    for k, (campaign, tz, _) in enumerate(pairs):
+        at = order[bounds[k]:bounds[k + 1]]
+        if len(at):
+            out.append(ReadyGroup(campaign, tz, every.rid[at], every.due[at],
+                                  every.priority[at], every.attempts[at], every.best_cp[at],
+                                  every.phone_idx[at], every.phone[at]))
+    return out
 
 
 def record_from_row(row: tuple[Any, ...]) -> Record:
@@ -99,17 +124,13 @@ def record_from_row(row: tuple[Any, ...]) -> Record:
 
 def assemble(raw: P.RawSnapshot) -> Snapshot:
     """Decode a read into columns and values."""
-    by_pair: dict[tuple[str, str], list[str]] = {}
     phones: dict[int, str] = {}
-    for (campaign, tz, _, _), (hexes, complex_phones) in zip(raw.chunks, raw.results,
-                                                            strict=True):
-        if hexes:
-            by_pair.setdefault((campaign, tz), []).append(hexes)
+    for _, complex_phones in raw.chunks:
         if complex_phones:
             for item in complex_phones.split("\x1e"):
                 rid, _, text = item.partition("\t")
                 phones[int(rid)] = text
-    groups = [decode_group(c, z, h) for (c, z), h in by_pair.items()]
+    groups = split(decode([p for p, _ in raw.chunks if p is not None]), raw.pairs)
     return Snapshot(groups, phones, [record_from_row(tuple(r)) for r in raw.others],
                     [(c, r or "final", int(n)) for c, r, n in raw.closed],
                     [tuple(x) for x in raw.leases], [tuple(x) for x in raw.agents],
@@ -127,16 +148,18 @@ async def read_postgres(dsn: str, workers: int = 4) -> Snapshot:
     conns = [await asyncpg.connect(dsn) for _ in range(workers)]
     try:
         main = conns[0]
-        chunks = P.chunks_of([tuple(r) for r in await main.fetch(P.PAIRS)])
-        results: list[tuple[Any, Any]] = [(None, None)] * len(chunks)
+        lo, hi = tuple(await main.fetchrow(P.RID_SPAN))
+        spans = P.ranges(int(lo), int(hi))
+        results: list[tuple[Any, Any]] = [(None, None)] * len(spans)
 
         async def run(k: int, conn: Any) -> None:
-            for i in range(k, len(chunks), workers):
-                row = await conn.fetchrow(_PG_CHUNK, *chunks[i])
-                results[i] = (row[0], row[1])
+            for i in range(k, len(spans), workers):
+                row = await conn.fetchrow(_PG_CHUNK, *spans[i])
+                results[i] = (bytes.fromhex(row[0]) if row[0] else b"", row[1])
         await asyncio.gather(*(run(k, c) for k, c in enumerate(conns)))
+        pairs = [(str(c), str(z), str(r or "")) for c, z, r in await main.fetch(_PG_PAIR_RIDS)]
         raw = P.RawSnapshot(
-            chunks, results, [tuple(r) for r in await main.fetch(P.OTHERS)],
+            results, pairs, [tuple(r) for r in await main.fetch(P.OTHERS)],
             [tuple(r) for r in await main.fetch(P.CLOSED)],
             [tuple(r) for r in await main.fetch(P.LEASES)],
             [tuple(r) for r in await main.fetch(P.AGENTS)],
