@@ -732,13 +732,41 @@ class Engine:
         self._phones.update(phones)
         self._open += n
         self.next_rid = max(self.next_rid, max_rid + 1)
-        for rec in others:
-            self.add(rec, now)
-            n += 1
+        n += self._load_others(others, now)
         for name, q in self.queues.items():
             q.promote_at = -INF
             self._reset_zones(q, self.campaigns.get(name), now)
         return n
+
+    def _load_others(self, others: list[Record], now: float) -> int:
+        """Rebuild: callback and appointment records. Those not yet due go straight into
+        their heaps' lists (heapified once); the rest take the general path."""
+        touched: set[int] = set()
+        for rec in others:
+            if rec.state not in (CALLBACK, HELD):
+                self.add(rec, now)
+                continue
+            self.next_rid = max(self.next_rid, rec.rid + 1)
+            self._store(rec)
+            rid = rec.rid
+            if rec.due_at <= now or (rec.state == CALLBACK and not self._callable(rid)):
+                self._place(rid, now)
+                continue
+            gen = self._bump(rid)
+            q = self._q(rec.campaign)
+            if rec.state == HELD:
+                q.held.append(time_key(rec.due_at, rid, gen))
+                self._set_slot(rid, q, N_HELD)
+            else:
+                q.cb_dormant.append(time_key(rec.due_at, rid, gen))
+                self._set_slot(rid, q, N_CB_DORMANT)
+            touched.add(id(q))
+        for q in self.queues.values():
+            if id(q) in touched:
+                heapq.heapify(q.held)
+                heapq.heapify(q.cb_dormant)
+                q.promote_at = -INF
+        return len(others)
 
     def set_closed_counts(self, campaign: str, reason: str, count: int) -> None:
         """Rebuild: closed records stay in the database only; keep their counts."""
