@@ -601,7 +601,9 @@ class Exporter:
         return str(host), int(port)
 
     def refresh(self) -> None:
-        """Recompute the engine snapshot (on the event loop)."""
+        """Count the recorded events and recompute the engine snapshot (on the event
+        loop): without a scrape the events must not pile up."""
+        self.metrics.drain()
         engine = self.service.engine
         self.metrics.ensure_campaigns(engine.campaigns)
         self.collector.snapshot = self.sampler.sample(engine, self.service.clock(),

@@ -16,6 +16,7 @@ from nextcall.core.errors import StorageError
 from nextcall.storage import sql as S
 from nextcall.storage import statements as ST
 from nextcall.storage.prefetch import HEAD_REVISION
+from nextcall.storage.writer import SqliteWriter
 from tests.conftest import AsyncClient, make_records, write_config
 
 
@@ -209,5 +210,32 @@ async def test_batches_land_whole_and_read_back_the_records(db_url: str) -> None
         three = await store.get_record("x3")
         assert three is not None and three["record"]["team"] == "blue"
         assert [h["code"] for h in three["history"]] == ["CB"]
+    finally:
+        await store.close()
+
+
+async def test_the_writer_rewinds_a_growing_log(tmp_path: Path) -> None:
+    """Under continuous writes a passive checkpoint never lets SQLite rewind its log; the
+    writer truncates it between two commits when the checkpointer asks."""
+    store = S.SqlStore(f"sqlite+aiosqlite:///{tmp_path}/wal.sqlite")
+    await store.open()
+    await store.migrate()
+    try:
+        await store.write([_insert(i) for i in range(1, 2001)])
+        wal = Path(f"{tmp_path}/wal.sqlite-wal")
+        assert wal.stat().st_size > 100_000
+        writer = store.writer
+        assert isinstance(writer, SqliteWriter)
+        writer.reset_wal()
+        # the next commit that goes through the writer thread rewinds the log after it
+        store.commit_now_when = None
+        await store.write([_insert(5000)])
+        for _ in range(200):
+            if writer.resets:
+                break
+            await asyncio.sleep(0.01)
+        assert writer.resets == 1 and wal.stat().st_size == 0
+        assert await store.existing_ids(["x5000", "x1"]) == {"x5000": (5000, "ready", "t"),
+                                                            "x1": (1, "ready", "t")}
     finally:
         await store.close()

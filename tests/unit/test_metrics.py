@@ -381,3 +381,18 @@ def test_shipped_config_serves_metrics_on_loopback() -> None:
     s = load(ROOT / "config" / "nextcall.toml")
     assert s.metrics.active
     assert listen_address(s.metrics.address)[0] == "127.0.0.1"
+
+
+def test_recorded_events_are_counted_at_scrape_and_do_not_pile_up(
+        metrics: tuple[Metrics, CollectorRegistry]) -> None:
+    m, reg = metrics
+    for _ in range(1000):
+        m.request_done("next", "ok", 0.0002)
+    m.commit_done(0.001, 3)
+    assert len(m._events) == 1001
+    m.drain()  # what the loop's refresher does every second without a scrape
+    assert len(m._events) == 0
+    got = scrape(reg)
+    assert got[("nextcall_requests_total", (("code", "ok"), ("op", "next")))] == 1000
+    assert got[("nextcall_request_latency_seconds_count", (("op", "next"),))] == 1000
+    assert got[("nextcall_db_commit_batch_size_sum", ())] == 3

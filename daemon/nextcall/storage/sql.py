@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -39,7 +40,16 @@ logger = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 CHECKPOINT_INTERVAL_S = 1.0
+#: a write-ahead log larger than this after a checkpoint is rewound by the writer
+WAL_RESET_BYTES = 64 * 1024 * 1024
 Snapshot = snap.Snapshot
+
+
+def _size(path: str) -> int:
+    try:
+        return os.stat(path).st_size
+    except FileNotFoundError:
+        return 0
 
 
 class SqlStore:
@@ -296,12 +306,20 @@ class SqlStore:
             con.close()
 
     async def _checkpoint_loop(self) -> None:
+        path = self.sqlite_path or ""
         while True:
             await asyncio.sleep(CHECKPOINT_INTERVAL_S)
             try:
                 await asyncio.to_thread(self._checkpoint)
+                wal = await asyncio.to_thread(_size, path + "-wal")
             except (sqlite3.Error, OSError) as exc:
                 logger.warning("wal_checkpoint_failed error=%r", exc)
+                continue
+            if wal > WAL_RESET_BYTES and isinstance(self.writer, SqliteWriter):
+                # Under continuous writes a passive checkpoint never finds the log fully
+                # copied when a transaction starts, so the log is never rewound and grows
+                # without end. The writer rewinds it between two of its commits.
+                self.writer.reset_wal()
 
     # ------------------------------------------------------------------ reads
     async def snapshot(self, prefetched: SqliteRead | None = None) -> Snapshot:

@@ -92,6 +92,10 @@ class SqliteWriter(Writer):
         self._con: sqlite3.Connection | None = None
         #: held while a batch commits (by the writer thread, or inline by the loop)
         self._committing = threading.Lock()
+        #: set by the checkpointer when the log should be rewound (``reset_wal``)
+        self._reset_wanted = False
+        #: how many times the writer rewound the log (tests, debugging)
+        self.resets = 0
 
     def start(self) -> None:
         """Open the connection (in the caller's thread, so errors surface) and start."""
@@ -112,6 +116,21 @@ class SqliteWriter(Writer):
         if self._idle:
             self._idle = False
             self._wake.set()
+
+    def reset_wal(self) -> None:
+        """Ask the writer to checkpoint and truncate the log after its next commit: it is
+        the only writer, so nothing waits for it, and most frames are copied already."""
+        self._reset_wanted = True
+
+    def _maybe_reset(self, con: sqlite3.Connection) -> None:
+        if not self._reset_wanted:
+            return
+        self._reset_wanted = False
+        try:
+            con.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            self.resets += 1
+        except sqlite3.Error as exc:  # a reader in the way: the next checkpoint asks again
+            logger.warning("wal_reset_failed error=%r", exc)
 
     def commit_now(self, w: Write) -> bool:
         """Commit ``w`` at once on the calling thread (the event loop) if nothing else is
@@ -175,6 +194,8 @@ class SqliteWriter(Writer):
                     return
                 self._loop.call_soon_threadsafe(self._finished, batch, fetched, None,
                                                 time.perf_counter() - t0)
+                with self._committing:
+                    self._maybe_reset(con)
         finally:
             con.close()
 
