@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import random
 import time
-from typing import Any
 
 import orjson
 import phonenumbers
@@ -13,8 +12,8 @@ from rich.console import Console
 from rich.progress import Progress
 
 from .config import Settings
+from .core.changes import RecordImported
 from .storage import sql as S
-from .storage.statements import INS_RECORD, RECORD_COLS
 
 #: (region, IANA zone) pairs about two hours apart
 REGIONS = [("US", "Pacific/Honolulu"), ("US", "America/Los_Angeles"),
@@ -45,8 +44,8 @@ def _number(region: str, zone: str, rng: random.Random) -> str:
 
 
 def demo_rows(campaign: str, count: int, start_rid: int, seed: int = 7
-              ) -> list[dict[str, Any]]:
-    """``count`` synthetic record rows ready for ``INS_RECORD``."""
+              ) -> list[RecordImported]:
+    """``count`` synthetic records, as the changes that insert them."""
     rng = random.Random(seed)
     now = time.time()
     rows = []
@@ -57,13 +56,13 @@ def demo_rows(campaign: str, count: int, start_rid: int, seed: int = 7
             phones.append([_number(region, zone, rng), "active"])
         data = {"name": f"{rng.choice(FIRST)} {rng.choice(LAST)}",
                 "donor_since": 2000 + rng.randint(0, 25)}
-        rows.append({
-            "rid": start_rid + i, "id": f"{campaign}-{i + 1:06d}", "campaign": campaign,
-            "list": "demo-list", "phones": orjson.dumps(phones).decode(), "timezone": zone,
-            "priority": rng.choice((0, 0, 0, 1, 2)), "data": orjson.dumps(data).decode(),
-            "state": "ready", "reason": None, "due_at": 0.0, "attempts": 0, "owner": None,
-            "team": rng.choice(("red", "blue")), "best_cp": 0, "phone_idx": 0,
-            "callback": None, "imported_at": now, "updated_at": now})
+        rows.append(RecordImported(
+            rid=start_rid + i, id=f"{campaign}-{i + 1:06d}", campaign=campaign,
+            list="demo-list", phones=phones, timezone=zone,
+            priority=rng.choice((0, 0, 0, 1, 2)), data=orjson.dumps(data).decode(),
+            state="ready", reason=None, due_at=0.0, attempts=0, owner=None,
+            team=rng.choice(("red", "blue")), best_cp=0, phone_idx=0, callback=None,
+            at=now))
     return rows
 
 
@@ -81,8 +80,7 @@ async def load_demo(settings: Settings, campaign: str, count: int,
             task = bar.add_task(f"loading demo campaign {campaign!r}", total=len(rows))
             for k in range(0, len(rows), 1000):
                 chunk = rows[k:k + 1000]
-                await store.write([(INS_RECORD, tuple(r[c] for c in RECORD_COLS))
-                                   for r in chunk])
+                await store.write(chunk)
                 bar.advance(task, len(chunk))
         return len(rows)
     finally:

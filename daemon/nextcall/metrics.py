@@ -42,7 +42,6 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from . import __version__
-from . import protocol as P
 from .config import MetricsCfg, listen_address
 from .core.engine import (
     S_CB_DORMANT,
@@ -59,6 +58,7 @@ from .core.engine import (
 from .core.errors import NextcallError
 from .core.model import Campaign
 from .core.records import Lease
+from .ops import REGISTRY
 from .service import Observer, Service
 
 if TYPE_CHECKING:  # the exporter hooks into them; nothing here depends on their modules
@@ -208,7 +208,7 @@ class Metrics(Observer):
                  process_metrics: bool = True) -> None:
         self.registry = registry
         self._campaigns = campaigns
-        self._ops = frozenset(P.REQUESTS)
+        self._ops = frozenset(REGISTRY)
         self._codes = _error_codes() | {"ok"}
         self._labelled: set[str] = set()
         self._request_keys: dict[tuple[str, str], tuple[tuple[str, str], tuple[str]]] = {}

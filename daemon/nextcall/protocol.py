@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import builtins
 import re
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -214,27 +215,6 @@ class StatsReq(_Req):
     campaign: Name | None = None
 
 
-REQUESTS: dict[str, type[_Req]] = {
-    "ping": PingReq,
-    "campaigns": CampaignsReq,
-    "agent.login": LoginReq,
-    "agent.logout": LogoutReq,
-    "next": NextReq,
-    "dispose": DisposeReq,
-    "release": LeaseReq,
-    "extend": ExtendReq,
-    "record.get": RecordGetReq,
-    "records.import": ImportReq,
-    "stats": StatsReq,
-    "config.reload": ReloadReq,
-    "record.reopen": ReopenReq,
-    "callback.schedule": ScheduleReq,
-    "resolution": ResolutionReq,
-    "callbacks": CallbacksReq,
-    "subscribe": SubscribeReq,
-}
-
-
 def field_path(loc: tuple[Any, ...]) -> str:
     """pydantic's ``loc`` as ``a.b[2].c``."""
     out = ""
@@ -266,8 +246,10 @@ def validation_error(exc: ValidationError, prefix: str = "") -> BadRequest:
     return BadRequest(text, field=path or None)
 
 
-def decode(line: bytes) -> tuple[RequestId, str, _Req]:
-    """Parse one request line.
+def decode(line: bytes, models: Mapping[str, type[BaseModel]]
+           ) -> tuple[RequestId, str, BaseModel]:
+    """Parse one request line; ``models`` are the ops' request models (the registry in
+    ``ops/__init__.py``).
 
     Raises:
         NextcallError: (``bad_json``, ``bad_request``, ``unknown_op``), with ``.req_id``
@@ -291,7 +273,7 @@ def decode(line: bytes) -> tuple[RequestId, str, _Req]:
             req = fast(obj)
             if req is not None:
                 return req_id, op, req  # type: ignore[return-value]
-        model = REQUESTS.get(op)
+        model = models.get(op)
         if model is None:
             raise UnknownOp(f"unknown op {op!r}", field="op")
         try:

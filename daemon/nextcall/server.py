@@ -21,7 +21,6 @@ import itertools
 import logging
 import os
 import socket
-import struct
 import sys
 import time
 from collections.abc import Callable, Coroutine
@@ -30,7 +29,10 @@ from typing import Any, cast
 from . import protocol as P
 from .config import Settings
 from .core.errors import NextcallError, TooLarge, Unavailable
-from .service import Body, Peer, Service, role_for
+from .ops import MODELS, REGISTRY
+from .ops.base import DEFERRED, SYNC, Body
+from .roles import RANK, Peer, peer_credentials, require, role_for
+from .service import Service
 
 logger = logging.getLogger(__name__)
 
@@ -40,17 +42,6 @@ WRITE_TIMEOUT_S = 30.0
 CALM_AFTER_S = 0.05
 CALM_GAP_S = 0.00015
 _ids = itertools.count(1)
-
-
-def peer_credentials(transport: asyncio.BaseTransport) -> tuple[int, int, int]:
-    """(pid, uid, gid) of the connected peer via SO_PEERCRED."""
-    sock = transport.get_extra_info("socket")
-    try:
-        raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-        pid, uid, gid = struct.unpack("=iII", raw)
-        return pid, uid, gid
-    except (OSError, AttributeError):
-        return 0, -1, -1
 
 
 class Reply:
@@ -355,7 +346,7 @@ class Server:
         """Decode and dispatch one request line; exactly one answer follows."""
         t0 = self.loop.time()
         try:
-            req_id, op, req = P.decode(line)
+            req_id, op, req = P.decode(line, MODELS)
         except NextcallError as err:
             reply = Reply(conn, getattr(err, "req_id", None), "?", t0)
             reply(err)
@@ -365,15 +356,19 @@ class Server:
         try:
             if not service.ready:
                 raise Unavailable("the daemon is starting")
-            kind, fn = service.handlers[op]
-            if kind == "deferred":
-                pending = fn(req, conn.peer, reply)
+            spec = REGISTRY[op]
+            peer = conn.peer
+            if RANK[peer.role] < RANK[spec.role]:
+                require(peer, spec.role, op)
+            kind = spec.kind
+            if kind is DEFERRED:
+                pending = spec.handler(service, req, peer, reply)
                 if pending is not None:
                     conn.run_task(pending, reply)
-            elif kind == "sync":
-                reply(fn(req, conn.peer))
+            elif kind is SYNC:
+                reply(spec.handler(service, req, peer))
             else:
-                conn.run_task(fn(req, conn.peer), reply)
+                conn.run_task(spec.handler(service, req, peer), reply)
         except NextcallError as err:
             reply(err)
         except Exception:  # noqa: BLE001 - a bug must not take the connection down

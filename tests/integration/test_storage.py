@@ -14,6 +14,7 @@ from nextcall.app import Daemon
 from nextcall.config import load
 from nextcall.core.errors import StorageError
 from nextcall.storage import sql as S
+from nextcall.core.changes import LeaseEnded
 from nextcall.storage import statements as ST
 from nextcall.storage.prefetch import HEAD_REVISION
 from nextcall.storage.writer import SqliteWriter
@@ -72,10 +73,10 @@ async def test_group_commit_and_snapshot(db_url: str) -> None:
         # many concurrent writers: all land, in one or more batches
         batches: list[int] = []
         store.commit_observer = lambda dt, n: batches.append(n)
-        await asyncio.gather(*(store.write([_insert(i)]) for i in range(1, 201)))
+        await asyncio.gather(*(store.write_ops([_insert(i)]) for i in range(1, 201)))
         assert sum(batches) == 200
         assert len(batches) < 200, "concurrent writes must share commits"
-        await store.write([
+        await store.write_ops([
             (ST.UPD_RECORD, ("closed", "final", 0.0, 1, None, None, 4, 0, None, 2.0, 5)),
             (ST.INS_LEASE, (1, "s", 7, "a", 0, 1.0, time.time() + 60, "+31612340000", 0,
                             "pool")),
@@ -106,13 +107,13 @@ async def test_failed_commit_fails_callers_and_breaks_store(db_url: str) -> None
     await store.open()
     await store.migrate()
     try:
-        await store.write([_insert(1)])
+        await store.write_ops([_insert(1)])
         with pytest.raises(StorageError):
             # duplicate primary key: the whole batch fails and nothing of it lands
-            await store.write([_insert(2), _insert(1)])
+            await store.write_ops([_insert(2), _insert(1)])
         assert failures, "the daemon must be told to stop"
         with pytest.raises(StorageError):
-            await store.write([_insert(3)])
+            await store.write_ops([_insert(3)])
     finally:
         await store.close()
     store = S.SqlStore(db_url)
@@ -183,7 +184,7 @@ async def test_batches_land_whole_and_read_back_the_records(db_url: str) -> None
     await store.open()
     await store.migrate()
     try:
-        await store.write([_insert(i, team="red" if i == 1 else None) for i in (1, 2, 3)])
+        await store.write_ops([_insert(i, team="red" if i == 1 else None) for i in (1, 2, 3)])
 
         def lease(lid: int, rid: int) -> ST.Op:
             return (ST.INS_LEASE, (lid, "s", rid, "a", 0, 1.0, 2.0, "+31612340000", 0, "pool"))
@@ -191,15 +192,15 @@ async def test_batches_land_whole_and_read_back_the_records(db_url: str) -> None
         upd3 = (ST.UPD_RECORD, ("callback", None, 9.0, 1, "ann", "blue", 4, 0, None, 3.0, 3))
         hist3 = (ST.INS_HISTORY, (3, None, 3.0, "ann", "t", "CB", None, None, None, None, None,
                                   "callback", None, 9.0, 1))
-        first = [store.future([lease(1, 1)], fetch=[1]), store.future([lease(2, 2)], fetch=[2]),
-                 store.future([hist3, upd3])]
+        first = [store.ops_future([lease(1, 1)], fetch=[1]), store.ops_future([lease(2, 2)], fetch=[2]),
+                 store.ops_future([hist3, upd3])]
         got = await asyncio.gather(*first)
         assert got[0][1] == ("x1", "l", "{}", "red") and got[1][2] == ("x2", "l", "{}", None)
-        await store.write([ST.lease_ended(1, 5.0, "released")])
+        await store.write([LeaseEnded(1, 5.0, "released")])
         # the same record updated twice, and fetched, in one batch
-        again = [store.future([(ST.UPD_RECORD, ("ready", None, 1.0, 2, None, "green", 4, 0,
+        again = [store.ops_future([(ST.UPD_RECORD, ("ready", None, 1.0, 2, None, "green", 4, 0,
                                                 None, 4.0, 1))]),
-                 store.future([(ST.UPD_RECORD, ("ready", None, 2.0, 3, None, "green", 4, 0,
+                 store.ops_future([(ST.UPD_RECORD, ("ready", None, 2.0, 3, None, "green", 4, 0,
                                                 None, 5.0, 1)), lease(3, 1)], fetch=[1])]
         got = await asyncio.gather(*again)
         assert got[1][1] == ("x1", "l", "{}", "green")
@@ -221,7 +222,7 @@ async def test_the_writer_rewinds_a_growing_log(tmp_path: Path) -> None:
     await store.open()
     await store.migrate()
     try:
-        await store.write([_insert(i) for i in range(1, 2001)])
+        await store.write_ops([_insert(i) for i in range(1, 2001)])
         wal = Path(f"{tmp_path}/wal.sqlite-wal")
         assert wal.stat().st_size > 100_000
         writer = store.writer
@@ -229,7 +230,7 @@ async def test_the_writer_rewinds_a_growing_log(tmp_path: Path) -> None:
         writer.reset_wal()
         # the next commit that goes through the writer thread rewinds the log after it
         store.commit_now_when = None
-        await store.write([_insert(5000)])
+        await store.write_ops([_insert(5000)])
         for _ in range(200):
             if writer.resets:
                 break

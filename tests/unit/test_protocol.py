@@ -11,20 +11,22 @@ from hypothesis import strategies as st
 
 from nextcall import protocol as P
 from nextcall.core.errors import NextcallError
+from nextcall.ops import MODELS, REGISTRY
 
 
 def _err(line: bytes) -> NextcallError:
     with pytest.raises(NextcallError) as exc:
-        P.decode(line)
+        P.decode(line, MODELS)
     return exc.value
 
 
 def test_decodes_every_op_with_defaults() -> None:
-    rid, op, req = P.decode(b'{"id":"a1","op":"next","agent":"ann"}')
+    rid, op, req = P.decode(b'{"id":"a1","op":"next","agent":"ann"}', MODELS)
     assert (rid, op) == ("a1", "next")
     assert req.count == 1 and req.wait == 0.0 and req.agent == "ann"
-    for op in P.REQUESTS:
-        assert P.REQUESTS[op].__doc__, f"{op} model documents itself"
+    for op, spec in REGISTRY.items():
+        assert spec.model.__doc__, f"{op} model documents itself"
+        assert spec.handler.__doc__, f"{op} handler documents itself"
 
 
 @pytest.mark.parametrize("line, code, field, req_id", [

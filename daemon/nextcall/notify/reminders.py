@@ -51,8 +51,8 @@ from apscheduler.schedulers import SchedulerNotRunningError  # type: ignore[impo
 from apscheduler.schedulers.asyncio import AsyncIOScheduler  # type: ignore[import-untyped]
 
 from ..core import calendar
+from ..core.changes import ReminderSent
 from ..core.records import CALLBACK, Record
-from ..storage import statements as S
 from .email import Mailer, MailError, reminder_message
 
 if TYPE_CHECKING:
@@ -276,7 +276,7 @@ class Reminders:
         self._sent[rec.rid] = (at, now)
         payload = (await svc.store.payloads([rid])).get(rid)
         if payload is not None:
-            rec.id, rec.list, rec.data = payload[0], payload[1], payload[2]
+            rec.id, rec.list, rec.data = payload[0], payload[1], payload[2]  # not the team
         remind_at = at - (cb.reminder_min or 0) * 60.0
         recipients = self.recipients(rec)
         body = self._body(rec, at, now)
@@ -287,8 +287,8 @@ class Reminders:
         settings = svc.settings
         if settings.smtp.active:
             channels.update(await self._email(rec, body, recipients))
-        await svc.store.write(S.reminder_sent(rec.rid, at, remind_at, now, recipients,
-                                              channels))
+        await svc.store.write([ReminderSent(rec.rid, at, remind_at, now, recipients,
+                                            channels)])
         logger.info("reminder_sent campaign=%s scope=%s recipients=%d connections=%d "
                     "emails=%d late_s=%.1f", rec.campaign, cb.scope, len(recipients),
                     connections, len(channels.get("email", [])), max(now - remind_at, 0.0))

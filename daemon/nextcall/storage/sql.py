@@ -19,7 +19,6 @@ import asyncio
 import logging
 import os
 import sqlite3
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,12 +28,14 @@ from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from ..core.changes import Change
 from ..core.errors import StorageError
 from . import snapshot as snap
+from .base import Done, Fetched
 from .prefetch import HEAD_REVISION, SqliteRead
 from .schema import history, leases, records, reminders
-from .statements import Op
-from .writer import Done, Fetched, PgWriter, SqliteWriter, Write, Writer, asyncpg_dsn, translate
+from .statements import Op, ops_of
+from .writer import PgWriter, SqliteWriter, Write, Writer, asyncpg_dsn, translate
 
 logger = logging.getLogger(__name__)
 
@@ -218,11 +219,16 @@ class SqlStore:
                 await eng.dispose()
 
     # ------------------------------------------------------------------ writes
-    def submit(self, ops: Sequence[Op], done: Done, fetch: Sequence[int] = ()) -> None:
-        """Queue ``ops`` for the next group commit. ``done`` is called on the event loop
-        once they are committed, with the stored fields (id, list, data, team) of the
+    def submit(self, changes: Sequence[Change], done: Done, fetch: Sequence[int] = ()
+               ) -> None:
+        """Queue ``changes`` for the next group commit. ``done`` is called on the event
+        loop once they are committed, with the stored fields (id, list, data, team) of the
         records in ``fetch``, or with a ``StorageError`` if the commit failed or the
         store is broken."""
+        self.submit_ops(ops_of(changes), done, fetch)
+
+    def submit_ops(self, ops: Sequence[Op], done: Done, fetch: Sequence[int] = ()) -> None:
+        """``submit`` of statements already built (``storage/statements.py``)."""
         if self.broken is not None or self.writer is None:
             done(StorageError("storage has failed; the daemon is stopping"))
             return
@@ -233,8 +239,14 @@ class SqlStore:
             return
         self.writer.submit(w)
 
-    def future(self, ops: Sequence[Op], fetch: Sequence[int] = ()) -> asyncio.Future[Fetched]:
+    def future(self, changes: Sequence[Change], fetch: Sequence[int] = ()
+               ) -> asyncio.Future[Fetched]:
         """``submit`` as a future (resolves with the fetched rows)."""
+        return self.ops_future(ops_of(changes), fetch)
+
+    def ops_future(self, ops: Sequence[Op], fetch: Sequence[int] = ()
+                   ) -> asyncio.Future[Fetched]:
+        """``submit_ops`` as a future."""
         fut: asyncio.Future[Fetched] = asyncio.get_running_loop().create_future()
 
         def done(result: Fetched | BaseException) -> None:
@@ -244,12 +256,16 @@ class SqlStore:
                 fut.set_exception(result)
             else:
                 fut.set_result(result)
-        self.submit(ops, done, fetch)
+        self.submit_ops(ops, done, fetch)
         return fut
 
-    async def write(self, ops: Sequence[Op]) -> None:
-        """Commit ``ops`` and wait. The commit itself is shielded from cancellation."""
-        await asyncio.shield(self.future(ops))
+    async def write(self, changes: Sequence[Change]) -> None:
+        """Commit ``changes`` and wait. The commit itself is shielded from cancellation."""
+        await asyncio.shield(self.future(changes))
+
+    async def write_ops(self, ops: Sequence[Op]) -> None:
+        """``write`` of statements already built."""
+        await asyncio.shield(self.ops_future(ops))
 
     def _finished(self, batch: list[Write], fetched: Fetched | None,
                   exc: BaseException | None, seconds: float) -> None:

@@ -1,4 +1,4 @@
-"""The write statements of the hot path, and the ops that carry them to the writer.
+"""The write statements, and the translation of changes (``core/changes.py``) into them.
 
 An op is ``(Stmt, params)`` with ``params`` a tuple in the statement's column order: the
 writer hands runs of ops with the same statement to the driver's ``executemany`` as they
@@ -6,18 +6,31 @@ are, so no per-row work happens in Python between the request and the database. 
 is written once here and rendered for each dialect's placeholder style (``?`` for
 SQLite, ``$n`` for PostgreSQL); identifiers are quoted (``end`` is a keyword).
 
-Nothing outside ``storage/`` builds SQL or knows a column order: callers use the
-functions below, which take domain values.
+Nothing outside ``storage/`` builds SQL or knows a column order: callers hand changes to
+the store, which turns them into ops here (``ops_of``) before queueing them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-from ..core.records import CallbackIntent, Lease, Record
+from ..core.changes import (
+    AgentSaved,
+    Change,
+    HistoryAppended,
+    LeaseEnded,
+    LeaseExtended,
+    LeaseIssued,
+    NumberListed,
+    RecordImported,
+    RecordReimported,
+    RecordSaved,
+    ReminderSent,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,78 +138,77 @@ def _json(v: Any) -> str:
     return orjson.dumps(v).decode()
 
 
-def _cb(cb: CallbackIntent | None) -> str | None:
-    return _json(cb.to_json()) if cb is not None else None
+def _opt_json(v: Any) -> str | None:
+    return orjson.dumps(v).decode() if v else None
 
 
-def lease_issued(lz: Lease) -> Op:
-    """A lease handed out."""
-    return (INS_LEASE, (lz.lid, lz.secret, lz.record.rid, lz.agent, lz.uid, lz.issued_at,
-                        lz.expires_at, lz.phone, lz.phone_idx, lz.reason))
+def _lease_issued(c: LeaseIssued) -> list[Op]:
+    return [(INS_LEASE, tuple(c))]
 
 
-def lease_ended(lid: int, now: float, end: str, code: str | None = None,
-                result: bytes | None = None) -> Op:
-    """A lease disposed (with its answer, for retries), released or expired."""
-    return (END_LEASE, (now, end, code, result.decode() if result is not None else None,
-                        lid))
+def _lease_ended(c: LeaseEnded) -> list[Op]:
+    result = c.result.decode() if c.result is not None else None
+    return [(END_LEASE, (c.at, c.end, c.code, result, c.lid))]
 
 
-def lease_extended(lid: int, expires_at: float) -> Op:
-    """A lease renewed."""
-    return (EXT_LEASE, (expires_at, lid))
+def _lease_extended(c: LeaseExtended) -> list[Op]:
+    return [(EXT_LEASE, (c.expires_at, c.lid))]
 
 
-def history(rec: Record, *, lid: int | None, at: float, agent: str, code: str,
-            phone: str | None, note: str | None = None, revenue: float | None = None,
-            fields: dict[str, Any] | None = None) -> Op:
-    """A contact-history row: what happened, and the record's state after it."""
-    return (INS_HISTORY, (rec.rid, lid, at, agent, rec.campaign, code, phone, note, revenue,
-                          _json(fields) if fields else None, _cb(rec.callback), rec.state,
-                          rec.reason, rec.due_at, rec.attempts))
+def _history(c: HistoryAppended) -> list[Op]:
+    return [(INS_HISTORY, (c.rid, c.lid, c.at, c.agent, c.campaign, c.code, c.phone, c.note,
+                           c.revenue, _opt_json(c.fields), _opt_json(c.callback), c.state,
+                           c.reason, c.due_at, c.attempts))]
 
 
-def record_state(rec: Record, now: float, moved: bool = False) -> Op:
-    """The record row's state after a change (with its numbers, campaign and list too when
-    a disposition ``moved`` them)."""
-    params = (rec.state, rec.reason, rec.due_at, rec.attempts, rec.owner, rec.team,
-              rec.best_cp, rec.phone_idx, _cb(rec.callback), now)
-    if not moved:
-        return (UPD_RECORD, (*params, rec.rid))
-    return (UPD_RECORD_MOVE, (*params, _json(rec.phone_list()), rec.campaign, rec.list,
-                              rec.rid))
+def _record_saved(c: RecordSaved) -> list[Op]:
+    params = (c.state, c.reason, c.due_at, c.attempts, c.owner, c.team, c.best_cp,
+              c.phone_idx, _opt_json(c.callback), c.at)
+    if c.moved is None:
+        return [(UPD_RECORD, (*params, c.rid))]
+    phones, campaign, list_name = c.moved
+    return [(UPD_RECORD_MOVE, (*params, _json(phones), campaign, list_name, c.rid))]
 
 
-def record_data(rid: int, *, list_name: str, phones: list[list[str]], timezone: str,
-                priority: int, data: str, team: str | None, now: float) -> Op:
-    """A re-imported record's list, numbers, zone, priority, data and (if given) team."""
-    return (UPD_RECORD_DATA, (list_name, _json(phones), timezone, priority, data, now, team,
-                              rid))
+def _record_imported(c: RecordImported) -> list[Op]:
+    return [(INS_RECORD, (c.rid, c.id, c.campaign, c.list, _json(c.phones), c.timezone,
+                          c.priority, c.data, c.state, c.reason, c.due_at, c.attempts,
+                          c.owner, c.team, c.best_cp, c.phone_idx, _opt_json(c.callback),
+                          c.at, c.at))]
 
 
-def record_inserted(rec: Record, now: float) -> Op:
-    """A new record."""
-    return (INS_RECORD, (rec.rid, rec.id, rec.campaign, rec.list, _json(rec.phone_list()),
-                         rec.timezone, rec.priority, rec.data, rec.state, rec.reason,
-                         rec.due_at, rec.attempts, rec.owner, rec.team, rec.best_cp,
-                         rec.phone_idx, _cb(rec.callback), now, now))
+def _record_reimported(c: RecordReimported) -> list[Op]:
+    return [(UPD_RECORD_DATA, (c.list, _json(c.phones), c.timezone, c.priority, c.data, c.at,
+                               c.team, c.rid))]
 
 
-def listed(number: str, which: str, now: float, rid: int | None, agent: str | None
-           ) -> list[Op]:
-    """A number put on the DNC or block list (one list per number: the last one wins)."""
-    return [(DEL_LISTED, (number,)), (INS_LISTED, (number, which, now, rid, agent))]
+def _number_listed(c: NumberListed) -> list[Op]:
+    return [(DEL_LISTED, (c.number,)), (INS_LISTED, tuple(c))]
 
 
-def agent_saved(agent: str, campaigns: list[str], teams: list[str], logged_in: bool,
-                now: float) -> list[Op]:
-    """An agent's login state."""
-    return [(DEL_AGENT, (agent,)),
-            (INS_AGENT, (agent, _json(campaigns), _json(teams), logged_in, now))]
+def _agent_saved(c: AgentSaved) -> list[Op]:
+    return [(DEL_AGENT, (c.agent,)),
+            (INS_AGENT, (c.agent, _json(c.campaigns), _json(c.teams), c.logged_in, c.at))]
 
 
-def reminder_sent(rid: int, at: float, remind_at: float, sent_at: float,
-                  recipients: list[str], channels: dict[str, Any]) -> list[Op]:
-    """A callback reminder went out (one row per record and callback instant)."""
-    return [(DEL_REMINDER, (rid, at)),
-            (INS_REMINDER, (rid, at, remind_at, sent_at, _json(recipients), _json(channels)))]
+def _reminder_sent(c: ReminderSent) -> list[Op]:
+    return [(DEL_REMINDER, (c.rid, c.at)),
+            (INS_REMINDER, (c.rid, c.at, c.remind_at, c.sent_at, _json(c.recipients),
+                            _json(c.channels)))]
+
+
+_ROWS: dict[type, Any] = {
+    LeaseIssued: _lease_issued, LeaseEnded: _lease_ended, LeaseExtended: _lease_extended,
+    HistoryAppended: _history, RecordSaved: _record_saved, RecordImported: _record_imported,
+    RecordReimported: _record_reimported, NumberListed: _number_listed,
+    AgentSaved: _agent_saved, ReminderSent: _reminder_sent,
+}
+
+
+def ops_of(changes: Iterable[Change]) -> list[Op]:
+    """The statements that make ``changes`` durable, in order."""
+    rows = _ROWS
+    out: list[Op] = []
+    for c in changes:
+        out += rows[type(c)](c)
+    return out

@@ -25,14 +25,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..core.errors import StorageError
+from .base import Done, Fetched
 from .statements import Op, Stmt, pg_set_based
 
 logger = logging.getLogger(__name__)
 
-#: a record's fields kept only in the database: (id, list, data, team)
-Payload = tuple[str, str, str, str | None]
-Fetched = dict[int, Payload]
-Done = Callable[[Fetched | BaseException], None]
 #: called on the event loop with each batch: (writes, fetched rows or None, the failure or
 #: None, seconds the commit took)
 Finished = Callable[[list["Write"], Fetched | None, BaseException | None, float], None]

@@ -1,0 +1,48 @@
+"""The ops of the protocol: one registry that the decoder and the dispatcher both read.
+
+Each entry names the op's request model (``protocol.py``), its handler, the least role
+that may send it and how it runs (``ops/base.py``: ``sync``, ``deferred``, ``async``).
+Handlers live by concern:
+
+- ``leases.py``: next, dispose, release, extend (the call cycle)
+- ``agents.py``: agent.login, agent.logout, subscribe
+- ``records.py``: record.get, record.reopen, callback.schedule, resolution
+- ``imports.py``: records.import
+- ``queries.py``: ping, campaigns, stats, callbacks
+- ``admin.py``: config.reload
+
+Adding an op: its request model in ``protocol.py``, its handler in one of these modules,
+a line below, a command in the CLI, and its section in docs/protocol.md.
+"""
+
+from __future__ import annotations
+
+from .. import protocol as P
+from ..roles import ADMIN, AGENT, SUPERVISOR
+from . import admin, agents, imports, leases, queries, records
+from .base import ASYNC, DEFERRED, SYNC, OpSpec
+
+REGISTRY: dict[str, OpSpec] = {spec.name: spec for spec in (
+    OpSpec("ping", P.PingReq, queries.ping, AGENT, SYNC),
+    OpSpec("campaigns", P.CampaignsReq, queries.campaigns, AGENT, SYNC),
+    OpSpec("agent.login", P.LoginReq, agents.login, AGENT, DEFERRED),
+    OpSpec("agent.logout", P.LogoutReq, agents.logout, AGENT, DEFERRED),
+    OpSpec("next", P.NextReq, leases.next_, AGENT, DEFERRED),
+    OpSpec("dispose", P.DisposeReq, leases.dispose, AGENT, DEFERRED),
+    OpSpec("release", P.LeaseReq, leases.release, AGENT, DEFERRED),
+    OpSpec("extend", P.ExtendReq, leases.extend, AGENT, DEFERRED),
+    OpSpec("record.get", P.RecordGetReq, records.get, AGENT, ASYNC),
+    OpSpec("records.import", P.ImportReq, imports.import_, SUPERVISOR, ASYNC),
+    OpSpec("stats", P.StatsReq, queries.stats, AGENT, SYNC),
+    OpSpec("config.reload", P.ReloadReq, admin.reload, ADMIN, SYNC),
+    OpSpec("record.reopen", P.ReopenReq, records.reopen, ADMIN, ASYNC),
+    OpSpec("callback.schedule", P.ScheduleReq, records.schedule, AGENT, ASYNC),
+    OpSpec("resolution", P.ResolutionReq, records.resolution, AGENT, ASYNC),
+    OpSpec("callbacks", P.CallbacksReq, queries.callbacks, AGENT, SYNC),
+    OpSpec("subscribe", P.SubscribeReq, agents.subscribe, AGENT, SYNC),
+)}
+
+#: request models by op name, for the decoder
+MODELS = {name: spec.model for name, spec in REGISTRY.items()}
+
+__all__ = ["ASYNC", "DEFERRED", "MODELS", "REGISTRY", "SYNC", "OpSpec"]

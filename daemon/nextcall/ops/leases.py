@@ -1,0 +1,295 @@
+"""The call cycle: ``next`` hands a record out, ``dispose`` records its result,
+``release`` gives it back unchanged, ``extend`` renews the lease.
+
+These are the hot ops: each changes the engine at once and answers from the commit's
+callback (no task, no future). A lease token is ``<lid>.<secret>``; a disposition retried
+with the same token and code gets the original answer (marked ``duplicate``), even after
+a restart (the answer is stored with the lease's end).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from .. import protocol as P
+from .. import views
+from ..core.changes import (
+    Change,
+    HistoryAppended,
+    LeaseEnded,
+    LeaseExtended,
+    NumberListed,
+    RecordSaved,
+)
+from ..core.errors import (
+    BadRequest,
+    LeaseExpired,
+    NotFound,
+    NotLeaseHolder,
+    Unavailable,
+    UnknownCampaign,
+)
+from ..core.errors import (
+    LeaseEnded as LeaseEndedError,
+)
+from ..core.records import CLOSED, Lease, Record
+from ..core.results import CallbackRequest, Disposition, Outcome, decide
+from ..roles import ADMIN, Peer
+from ..storage.base import Fetched
+from .base import Body, Reply, hand_out
+from .waits import Waiter
+
+if TYPE_CHECKING:
+    from ..service import Service
+
+#: what a token lookup found: the live lease, a retry's stored answer, a function that
+#: answers once the original commit is in, or a coroutine reading an old lease's row
+Found = Lease | bytes | Callable[[Reply], None] | Coroutine[Any, Any, Body]
+
+
+def next_(svc: Service, req: P.NextReq, peer: Peer, reply: Reply) -> None:
+    """``next``: lease the best records for the agent, or long-poll up to ``wait``
+    seconds for one; answered once the leases are committed."""
+    cfg = svc.settings.daemon
+    if req.count > cfg.max_count:
+        raise BadRequest(f"count must be at most {cfg.max_count}", field="count")
+    if req.wait > cfg.max_wait_s:
+        raise BadRequest(f"wait must be at most {cfg.max_wait_s} s", field="wait")
+    campaigns, teams = svc.engine.scope_for(req.agent, req.campaigns)
+    t0 = time.perf_counter()
+    now = svc.clock()
+    svc.expire(now)
+    leases = svc.engine.next(req.agent, campaigns, teams, req.count, peer.uid, now)
+    if leases:
+        hand_out(svc, leases, now, reply, t0)
+    elif req.wait > 0 and not svc.stopping:
+        svc.polls.add(Waiter(req, peer, reply, campaigns, teams, now + req.wait, t0), now)
+    else:
+        svc.observer.next_answered(time.perf_counter() - t0, [])
+        reply({"leases": []})
+
+
+def live_lease(svc: Service, token: str, peer: Peer, agent: str | None, now: float,
+               code: str | None = None) -> Found:
+    """The live lease for ``token``; or, for an identical retried disposition, the
+    original answer (``bytes``) or a function that answers once the original is
+    committed; or a coroutine that finds an old lease in the database.
+
+    Raises:
+        NotFound, LeaseExpired, LeaseEnded, NotLeaseHolder, BadRequest.
+    """
+    svc.expire(now)
+    lid, secret = svc.engine.find_lease(token)
+    lease = svc.engine.leases.get(lid)
+    if lease is not None:
+        if lease.secret != secret:
+            raise NotLeaseHolder("the lease token is not valid", field="lease")
+        if agent is not None and agent != lease.agent:
+            raise NotLeaseHolder(f"the lease is held by agent {lease.agent!r}",
+                                 field="agent")
+        if peer.uid != lease.uid and peer.role != ADMIN:
+            raise NotLeaseHolder("the lease was taken by another user", field="lease")
+        return lease
+    ended = svc.engine.ended.get(lid)
+    if ended is None:
+        return _stored_lease(svc, lid, secret, now, code)
+    if ended.secret != secret:
+        raise NotLeaseHolder("the lease token is not valid", field="lease")
+    return _ended_answer(svc, lid, ended.kind, ended.code, ended.result, code)
+
+
+def _ended_answer(svc: Service, lid: int, kind: str, e_code: str | None,
+                  result: bytes | None, code: str | None) -> bytes | Callable[[Reply], None]:
+    """The answer to a request on an ended lease: the original answer of an identical
+    retried disposition (once it is committed), else the error saying how it ended.
+
+    Raises:
+        LeaseExpired, LeaseEnded.
+    """
+    if kind in ("expired", "open"):
+        raise LeaseExpired(field="lease")
+    if kind == "disposed" and code is not None and code == e_code and result:
+        dup = result[:-1] + b',"duplicate":true}'
+        pending = svc.inflight.get(lid)
+        if pending is None:
+            return dup
+        return lambda reply: pending.append(lambda: reply(dup))
+    raise LeaseEndedError(f"the lease was already {kind}"
+                          + (f" with code {e_code!r}" if e_code else ""), field="lease")
+
+
+async def _stored_lease(svc: Service, lid: int, secret: str, now: float, code: str | None
+                        ) -> Body:
+    """A lease the engine no longer remembers: its row decides the answer."""
+    row = await svc.store.get_lease(lid)
+    if row is None:
+        raise NotFound("no such lease", field="lease")
+    if row["secret"] != secret:
+        raise NotLeaseHolder("the lease token is not valid", field="lease")
+    kind = row["end"] or ("expired" if row["expires_at"] <= now else "open")
+    result = row["result"].encode() if row["result"] else None
+    got = _ended_answer(svc, lid, kind, row["code"], result, code)
+    assert isinstance(got, bytes)
+    body: Body = orjson.loads(got)
+    return body
+
+
+def _disposition(svc: Service, req: P.DisposeReq, lease: Lease) -> Disposition:
+    """The request as the core's rules take it.
+
+    Raises:
+        BadRequest: ``phone`` is not one of the record's numbers.
+    """
+    rec = lease.record
+    phone_idx = lease.phone_idx
+    if req.phone is not None:
+        numbers = [n for n, _ in rec.phone_list()]
+        if req.phone not in numbers:
+            raise BadRequest(f"{req.phone!r} is not a number of record {rec.id!r}",
+                             field="phone")
+        phone_idx = numbers.index(req.phone)
+    cb = None
+    if req.callback is not None:
+        c = req.callback
+        cb = CallbackRequest(at=c.at, timezone=c.timezone, scope=c.scope, owner=c.owner,
+                             team=c.team, reason=c.reason, override_window=c.override_window)
+    appt = req.appointment
+    return Disposition(
+        code=req.code, agent=req.agent or lease.agent, phone_idx=phone_idx, note=req.note,
+        revenue=req.revenue, callback=cb, fields=dict(req.fields),
+        appointment_at=appt.at if appt else None,
+        appointment_tz=appt.timezone if appt else None,
+        listed=svc.engine.listed, owner_allowed=svc.owner_check(rec.campaign))
+
+
+def _answer(rec: Record, code: str, outcome: Outcome) -> bytes:
+    """The disposition's answer, encoded once: it is sent now and kept for retries."""
+    result: Body = {
+        "record": rec.id, "code": code, "state": outcome.state,
+        "reason": outcome.reason, "attempts": outcome.attempts,
+        "due_at": views.utc_iso(outcome.due_at) if outcome.state != CLOSED else None,
+        "owner": outcome.owner, "team": outcome.team,
+        "callback": outcome.callback.to_json() if outcome.callback else None,
+    }
+    if outcome.phones is not None:
+        result["phones"] = [{"number": n, "status": s} for n, s in outcome.phones]
+    if outcome.campaign is not None:
+        result["campaign"], result["list"] = outcome.campaign, outcome.list_name
+    if outcome.listed:
+        result["listed"] = [{"number": n, "list": w} for n, w in outcome.listed]
+    # an exact-size copy: orjson's own bytes sit in a 4 KiB block, and this one is kept
+    # for retries (``Engine.ended``)
+    return bytes(memoryview(orjson.dumps(result)))
+
+
+def dispose(svc: Service, req: P.DisposeReq, peer: Peer, reply: Reply
+            ) -> Coroutine[Any, Any, Body] | None:
+    """``dispose``: apply a result code to a leased record; answered with the record's new
+    state once committed. A retried identical disposition is answered with the original
+    result."""
+    now = svc.clock()
+    got = live_lease(svc, req.lease, peer, req.agent, now, req.code)
+    if isinstance(got, bytes):
+        reply(got)
+        return None
+    if not isinstance(got, Lease):
+        if asyncio.iscoroutine(got):
+            return got
+        got(reply)  # type: ignore[operator]
+        return None
+    lease, rec = got, got.record
+    camp = svc.engine.campaigns.get(rec.campaign)
+    if camp is None:
+        raise UnknownCampaign(f"campaign {rec.campaign!r} is no longer configured",
+                              field="lease")
+    disp = _disposition(svc, req, lease)
+    outcome = decide(rec, camp, disp, now)
+    phone = rec.phone_list()[disp.phone_idx][0] if rec.phone_list() else lease.phone
+    if outcome.campaign is not None and outcome.campaign not in svc.engine.campaigns:
+        raise UnknownCampaign(f"roll target {outcome.campaign!r} is not configured",
+                              field="code")
+    answer = _answer(rec, req.code, outcome)
+    moved = outcome.phones is not None or outcome.campaign is not None
+    svc.engine.dispose(lease, outcome, now, answer, req.code)
+    changes: list[Change] = [
+        HistoryAppended.of(rec, lid=lease.lid, at=now, agent=disp.agent, code=req.code,
+                           phone=phone, note=req.note, revenue=req.revenue,
+                           fields=disp.fields),
+        LeaseEnded(lease.lid, now, "disposed", req.code, answer),
+    ]
+    changes += [NumberListed(number, which, now, rec.rid, disp.agent)
+                for number, which in outcome.listed]
+    changes.append(RecordSaved.of(rec, now, moved=moved))
+    svc.notify()
+    _commit_disposition(svc, changes, lease.lid, rec, req.code, answer, reply)
+    return None
+
+
+def _commit_disposition(svc: Service, changes: list[Change], lid: int, rec: Record,
+                        code: str, answer: bytes, reply: Reply) -> None:
+    """Commit a disposition; identical retries that arrive meanwhile wait for it."""
+    waiting: list[Callable[[], None]] = []
+    svc.inflight[lid] = waiting
+    campaign = rec.campaign
+
+    def done(res: Fetched | BaseException) -> None:
+        svc.inflight.pop(lid, None)
+        if isinstance(res, BaseException):
+            reply(Unavailable(str(res)))
+            return
+        # counted once durable, even if the client left while it was committing
+        svc.observer.disposed(campaign, code)
+        reply(answer)
+        # reminders follow the record once the new state is durable
+        svc.callback_changed(rec)
+        for w in waiting:
+            w()
+    svc.store.submit(changes, done)
+
+
+def _not_live(got: Found) -> Coroutine[Any, Any, Body]:
+    """Release and extend of a lease that is not live: the stored answer is an error
+    (only a disposition has a retry answer)."""
+    if asyncio.iscoroutine(got):
+        async def check() -> Body:
+            await got
+            raise LeaseEndedError("the lease was already disposed", field="lease")
+        return check()
+    raise LeaseEndedError("the lease was already disposed", field="lease")
+
+
+def release(svc: Service, req: P.LeaseReq, peer: Peer, reply: Reply
+            ) -> Coroutine[Any, Any, Body] | None:
+    """``release``: give the record back unchanged."""
+    now = svc.clock()
+    got = live_lease(svc, req.lease, peer, req.agent, now)
+    if not isinstance(got, Lease):
+        return _not_live(got)
+    svc.engine.release(got, now)
+    svc.notify()
+    rec = got.record
+    svc.commit_then([LeaseEnded(got.lid, now, "released")], reply,
+                    lambda: {"record": rec.id, "state": rec.state})
+    return None
+
+
+def extend(svc: Service, req: P.ExtendReq, peer: Peer, reply: Reply
+           ) -> Coroutine[Any, Any, Body] | None:
+    """``extend``: renew the lease for ``seconds`` (default: the campaign's length)."""
+    now = svc.clock()
+    got = live_lease(svc, req.lease, peer, req.agent, now)
+    if not isinstance(got, Lease):
+        return _not_live(got)
+    camp = svc.engine.campaigns.get(got.record.campaign)
+    seconds = req.seconds or (camp.lease_s if camp else svc.settings.daemon.lease_s)
+    svc.engine.extend(got, now, seconds)
+    lz = got
+    svc.commit_then([LeaseExtended(lz.lid, lz.expires_at)], reply,
+                    lambda: {"token": lz.token, "expires_at": views.utc_iso(lz.expires_at),
+                             "expires_in_s": round(lz.expires_at - now, 3)})
+    return None

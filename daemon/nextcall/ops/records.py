@@ -1,0 +1,199 @@
+"""One record at a time: ``record.get`` shows it with its history and leases;
+``record.reopen`` and ``callback.schedule`` bring it back; ``resolution`` lists the records
+whose appointment has passed.
+
+These read the database first (a record's stored row; the engine keeps only what
+selection needs), so they run as tasks.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from .. import protocol as P
+from .. import views
+from ..core import calendar
+from ..core.changes import Change, HistoryAppended, RecordSaved
+from ..core.errors import BadRequest, Conflict, Forbidden, NextcallError, NotFound
+from ..core.model import ResultCode
+from ..core.records import CLOSED, CallbackIntent, Record
+from ..core.results import CallbackRequest, resolve_callback
+from ..roles import ADMIN, SUPERVISOR, Peer
+from ..storage.snapshot import OTHER_COLUMNS, record_from_row
+from .base import Body, fill_record
+
+if TYPE_CHECKING:
+    from ..service import Service
+
+logger = logging.getLogger(__name__)
+
+
+async def _row(svc: Service, record_id: str) -> dict[str, Any]:
+    """The stored record with its history and leases.
+
+    Raises:
+        NotFound.
+    """
+    row = await svc.store.get_record(record_id)
+    if row is None:
+        raise NotFound(f"no record {record_id!r}", field="record")
+    return row
+
+
+def _current(svc: Service, r: dict[str, Any]) -> Record:
+    """A record's present value: the engine's (an open record, completed with its stored
+    fields) or the stored row's (closed)."""
+    live = svc.engine.record(r["rid"])
+    if live is None:
+        return record_from_row(tuple(r[c] for c in OTHER_COLUMNS))
+    live.id, live.list, live.data = r["id"], r["list"], r["data"]
+    if live.team is None:
+        live.team = r["team"]
+    return live
+
+
+def _lease_view(x: dict[str, Any], live_lid: int | None) -> dict[str, Any]:
+    return {"lease": x["lid"], "agent": x["agent"],
+            "issued_at": calendar.utc_iso(x["issued_at"]),
+            "expires_at": calendar.utc_iso(x["expires_at"]), "phone": x["phone"],
+            "reason": x["reason"],
+            "end": x["end"] or ("active" if live_lid == x["lid"] else "expired"),
+            "code": x["code"]}
+
+
+async def get(svc: Service, req: P.RecordGetReq, peer: Peer) -> Body:
+    """``record.get``: the record with its contact history and leases."""
+    row = await _row(svc, req.record)
+    rec = _current(svc, row["record"])
+    view = views.record_view(rec)
+    if not svc.engine.is_open(rec.rid):
+        view["score"] = None  # closed: no pool score
+    live = svc.engine.lease_of(rec.rid)
+    view["history"] = [views.history_view(h) for h in row["history"]]
+    view["leases"] = [_lease_view(x, live.lid if live is not None else None)
+                      for x in row["leases"]]
+    return {"record": view}
+
+
+async def _unleased(svc: Service, record_id: str) -> Record:
+    """The record's present value, which no lease holds.
+
+    Raises:
+        NotFound, Conflict (leased).
+    """
+    rec = _current(svc, (await _row(svc, record_id))["record"])
+    if rec.lease is not None:
+        raise Conflict(f"record {record_id!r} is leased; it must be disposed or released "
+                       "first", field="record")
+    return rec
+
+
+def changed(rec: Record, now: float, actor: str, code: str, note: str | None = None
+            ) -> list[Change]:
+    """A change made outside the call cycle: a history entry and the record's state."""
+    return [HistoryAppended.of(rec, lid=None, at=now, agent=actor, code=code, phone=None,
+                               note=note),
+            RecordSaved.of(rec, now)]
+
+
+def _callback_intent(svc: Service, rec: Record, req: Any, agent: str, scope_default: str,
+                     cp: int, now: float) -> CallbackIntent:
+    camp = svc.engine.campaign(rec.campaign, "record")
+    rc = ResultCode(code="@callback", description="scheduled callback", action="callback",
+                    scope=scope_default, contact_priority=cp,
+                    reminder_min=getattr(req, "reminder_min", None))
+    return resolve_callback(rec, camp, rc, CallbackRequest(
+        at=req.at, timezone=req.timezone, scope=req.scope, owner=req.owner, team=req.team,
+        reason=req.reason, override_window=req.override_window),
+        agent, now, svc.owner_check(rec.campaign))
+
+
+async def reopen(svc: Service, req: P.ReopenReq, peer: Peer) -> Body:
+    """``record.reopen`` (admin): back into the pool now, at ``at``, or as a callback."""
+    if req.at is not None and req.callback is not None:
+        raise BadRequest("give at or callback, not both", field="callback")
+    rec = await _unleased(svc, req.record)
+    now = svc.clock()
+    cb = None
+    due = None
+    if req.callback is not None:
+        c = req.callback
+        # an owner named here must be an agent of the campaign (agent "" checks it)
+        cb = _callback_intent(svc, rec, c, "", "team" if c.team else "anyone", 4, now)
+        if cb.scope == "personal" and not c.owner:
+            raise BadRequest("a personal callback needs callback.owner",
+                             field="callback.owner")
+    elif req.at is not None:
+        due = calendar.resolve_local(req.at, req.timezone or rec.timezone, field="at")
+    svc.engine.reopen(rec, now, due, cb)
+    svc.notify()
+    await svc.store.write(changed(rec, now, f"admin:{peer.uid}", "@reopen", req.note))
+    svc.callback_changed(rec)
+    logger.info("record_reopened campaign=%s state=%s", rec.campaign, rec.state)
+    return {"record": views.record_view(rec)}
+
+
+def _may_schedule(svc: Service, req: P.ScheduleReq, peer: Peer, rec: Record) -> None:
+    """A supervisor may; so may an agent logged in to a team allowed to reopen a record
+    closed as special. A record closed as DNC or for lack of numbers needs an admin.
+
+    Raises:
+        Forbidden.
+    """
+    allowed = peer.at_least(SUPERVISOR)
+    if not allowed and rec.state == CLOSED and rec.reason == "special" and req.agent:
+        camp = svc.engine.campaign(rec.campaign, "record")
+        teams = {t for rc in camp.codes.values() if rc.action == "special"
+                 for t in rc.reopen_teams}
+        s = svc.engine.agents.get(req.agent)
+        allowed = bool(s and s.logged_in and rec.campaign in s.campaigns
+                       and teams & set(s.teams))
+    if not allowed:
+        raise Forbidden("callback.schedule needs the supervisor role, or (for a record "
+                        "closed as special) an agent logged in to a team allowed to "
+                        "reopen it", field="agent" if req.agent else None)
+    if rec.state == CLOSED and rec.reason in ("dnc", "no_numbers") and peer.role != ADMIN:
+        raise Forbidden(f"a record closed as {rec.reason!r} is reopened by an admin "
+                        "(record.reopen)", field="record")
+
+
+async def schedule(svc: Service, req: P.ScheduleReq, peer: Peer) -> Body:
+    """``callback.schedule`` (supervisor, or an agent of a team allowed to reopen a record
+    closed as special): give the record a callback."""
+    rec = await _unleased(svc, req.record)
+    now = svc.clock()
+    svc.engine.campaign(rec.campaign, "record")
+    _may_schedule(svc, req, peer, rec)
+    scope = req.scope or ("personal" if req.owner else "team" if (req.team or rec.team)
+                          else "anyone")
+    try:
+        cb = _callback_intent(svc, rec, req, req.agent or "", scope, req.contact_priority,
+                              now)
+    except NextcallError as err:
+        # this op's fields are top-level (at, timezone, owner, ...), not under "callback."
+        # as in dispose and record.reopen: name the field sent
+        if err.field is not None:
+            err.field = err.field.removeprefix("callback.")
+        raise
+    svc.engine.reopen(rec, now, None, cb)
+    svc.notify()
+    actor = req.agent or f"uid:{peer.uid}"
+    await svc.store.write(changed(rec, now, actor, "@callback", req.reason))
+    svc.callback_changed(rec)
+    logger.info("callback_scheduled campaign=%s scope=%s", rec.campaign, cb.scope)
+    return {"record": views.record_view(rec)}
+
+
+async def resolution(svc: Service, req: P.ResolutionReq, peer: Peer) -> Body:
+    """``resolution``: records whose appointment has passed, waiting for an admin."""
+    if req.campaign is not None:
+        svc.engine.campaign(req.campaign)
+    now = svc.clock()
+    recs = svc.engine.held_records(req.campaign, now)
+    got = await svc.store.payloads([r.rid for r in recs])
+    for r in recs:
+        fill_record(r, got.get(r.rid))
+    return {"records": [{**views.record_view(r), "state": "resolution",
+                         "appointment_at": calendar.utc_iso(r.due_at),
+                         "waiting_s": round(now - r.due_at, 3)} for r in recs]}
