@@ -29,9 +29,9 @@ from typing import Any, cast
 from . import protocol as P
 from .config import Settings
 from .core.errors import NextcallError, TooLarge, Unavailable
-from .ops import MODELS, REGISTRY
-from .ops.base import DEFERRED, SYNC, Body
-from .roles import RANK, Peer, peer_credentials, require, role_for
+from .ops import MODELS, REGISTRY, dispatch
+from .ops.base import Body
+from .roles import Peer, peer_credentials, role_for
 from .service import Service
 
 logger = logging.getLogger(__name__)
@@ -356,19 +356,7 @@ class Server:
         try:
             if not service.ready:
                 raise Unavailable("the daemon is starting")
-            spec = REGISTRY[op]
-            peer = conn.peer
-            if RANK[peer.role] < RANK[spec.role]:
-                require(peer, spec.role, op)
-            kind = spec.kind
-            if kind is DEFERRED:
-                pending = spec.handler(service, req, peer, reply)
-                if pending is not None:
-                    conn.run_task(pending, reply)
-            elif kind is SYNC:
-                reply(spec.handler(service, req, peer))
-            else:
-                conn.run_task(spec.handler(service, req, peer), reply)
+            dispatch(service, REGISTRY[op], req, conn.peer, reply, conn.run_task)
         except NextcallError as err:
             reply(err)
         except Exception:  # noqa: BLE001 - a bug must not take the connection down

@@ -17,10 +17,21 @@ a line below, a command in the CLI, and its section in docs/protocol.md.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel
+
 from .. import protocol as P
-from ..roles import ADMIN, AGENT, SUPERVISOR
+from ..roles import ADMIN, AGENT, RANK, SUPERVISOR, Peer, require
 from . import admin, agents, imports, leases, queries, records
-from .base import ASYNC, DEFERRED, SYNC, OpSpec
+from .base import ASYNC, DEFERRED, SYNC, Body, OpSpec, Reply
+
+if TYPE_CHECKING:
+    from ..service import Service
+
+#: runs a coroutine handler as a task whose result (or error) answers the reply
+Runner = Callable[[Coroutine[Any, Any, Body], Reply], None]
 
 REGISTRY: dict[str, OpSpec] = {spec.name: spec for spec in (
     OpSpec("ping", P.PingReq, queries.ping, AGENT, SYNC),
@@ -45,4 +56,27 @@ REGISTRY: dict[str, OpSpec] = {spec.name: spec for spec in (
 #: request models by op name, for the decoder
 MODELS = {name: spec.model for name, spec in REGISTRY.items()}
 
-__all__ = ["ASYNC", "DEFERRED", "MODELS", "REGISTRY", "SYNC", "OpSpec"]
+
+
+def dispatch(svc: Service, spec: OpSpec, req: BaseModel, peer: Peer, reply: Reply,
+             run: Runner) -> None:
+    """Run one decoded request's handler; exactly one answer goes to ``reply``, now or
+    later. Typed errors raised before the answer propagate to the caller.
+
+    Raises:
+        NextcallError: the peer's role is too low, or the handler refused at once.
+    """
+    if RANK[peer.role] < RANK[spec.role]:
+        require(peer, spec.role, spec.name)
+    kind = spec.kind
+    if kind is DEFERRED:
+        pending = spec.handler(svc, req, peer, reply)
+        if pending is not None:
+            run(pending, reply)
+    elif kind is SYNC:
+        reply(spec.handler(svc, req, peer))
+    else:
+        run(spec.handler(svc, req, peer), reply)
+
+
+__all__ = ["ASYNC", "DEFERRED", "MODELS", "REGISTRY", "SYNC", "OpSpec", "dispatch"]
