@@ -23,7 +23,7 @@ import os
 import pwd
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -169,7 +169,8 @@ class Service:
     """Request handlers over one engine and one store."""
 
     def __init__(self, settings: Settings, store: SqlStore,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, *,
+                 reload_listeners: Iterable[Callable[[Settings], None]] = ()) -> None:
         self.settings = settings
         self.store = store
         self.clock = clock
@@ -195,7 +196,7 @@ class Service:
         self._expiry_timer: asyncio.TimerHandle | None = None
         self._expiry_at = float("inf")
         #: called with the new settings after a reload (the server keeps a reference)
-        self.reload_listeners: list[Callable[[Settings], None]] = []
+        self.reload_listeners: list[Callable[[Settings], None]] = list(reload_listeners)
         #: connections that asked for agents' events (``subscribe``)
         self.subscriptions = Subscriptions()
         #: called with a record once a change that may have set, moved or ended its
