@@ -180,6 +180,26 @@ async def test_a_clean_stop_reports_no_death_and_exits_0(
     assert messages(caplog).count("daemon_stopped exit=0") == 1
 
 
+async def test_metrics_side_tasks_run_without_an_endpoint(tmp_path: Path) -> None:
+    """A port in use leaves the daemon without an endpoint (logged), but the refresher
+    still drains the recorded events and is watched like the others."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        settings_for(tmp_path)
+        path = tmp_path / "nextcall.toml"
+        port = taken.getsockname()[1]
+        path.write_text(path.read_text().replace("127.0.0.1:0", f"127.0.0.1:{port}"))
+        d = Daemon(load(path))
+        await asyncio.wait_for(d.start(), HANG_S)
+        try:
+            assert d.exporter is not None and d.exporter.address is None
+            task_named("metrics-refresh")
+            task_named("metrics-loop-lag")
+        finally:
+            await d.stop()
+
+
 # ------------------------------------------------------------------ a dead store writer
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
