@@ -1,9 +1,13 @@
 """The daemon's life: startup, run, shutdown, as named phases in reverse order.
 
 Startup: open the store, migrate, rebuild the heap from the database, restore leases,
-then accept connections and tell systemd READY=1. SIGTERM/SIGINT: stop accepting, let
-in-flight requests finish, commit what is queued, exit 0. A storage failure stops the
-daemon with a non-zero status so a supervisor restarts it from the database.
+then accept connections and tell systemd READY=1. Each step registers its undoing on an
+``AsyncExitStack`` as it begins, so a failure part-way unwinds exactly what started, and
+shutdown is the same stack unwound. SIGTERM/SIGINT: stop accepting, let in-flight
+requests finish, commit what is queued, exit 0. A storage failure, or the death of a side
+task (store writer, checkpointer, watchdog, metrics refresh, loop-lag probe, reminders;
+``supervise.py``), stops the daemon with status 70 so systemd restarts it from the
+database: a daemon that fails stops, it never hangs.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Coroutine
+from contextlib import AsyncExitStack
 from typing import Any
 
 from . import __version__, systemd
@@ -24,8 +30,13 @@ from .notify.reminders import Reminders
 from .server import Server
 from .service import Service
 from .storage.sql import SqlStore
+from .supervise import Supervisor, cancel_and_wait, signal_handlers
 
 logger = logging.getLogger(__name__)
+
+#: exit status after a storage failure or a side task's death (sysexits EX_SOFTWARE);
+#: non-zero, so ``Restart=on-failure`` restarts the daemon
+EXIT_FAILURE = 70
 
 
 def setup_logging(level: str) -> None:
@@ -42,28 +53,40 @@ def setup_logging(level: str) -> None:
 
 
 class Daemon:
-    """Owns the store, service and server of one running daemon."""
+    """Owns the store, service and server of one running daemon.
+
+    ``run`` is the whole life under signal handlers; ``start`` and ``stop`` are its two
+    phases, for tests and embedding (``stop`` is safe to call twice, or after a failed
+    ``start``).
+    """
 
     def __init__(self, settings: Settings, prefetched: Any = None) -> None:
         self.settings = settings
         #: the start-up read ``nextcall serve`` began before importing the daemon
         self._prefetched = prefetched
         self.stop_event = asyncio.Event()
+        #: set once ``start`` returned: the daemon accepts connections
+        self.started = asyncio.Event()
         self.exit_code = 0
+        #: watches every side task; a death stops the daemon with EXIT_FAILURE
+        self.supervisor = Supervisor(on_death=self._side_task_died)
+        watch = self.supervisor.watch
         self.store = SqlStore(settings.daemon.database,
                               synchronous=settings.daemon.sqlite_synchronous,
-                              on_failure=self._storage_failed)
-        self.service = Service(settings, self.store)
+                              on_failure=self._storage_failed, watch=watch)
+        self.service = Service(settings, self.store, reload_listeners=[self._apply_settings])
         self.server = Server(settings, self.service)
+        # The store needs the server's hooks and the server needs the service, which needs
+        # the store: this cycle is closed by assignment.
         self.store.after_batch = self.server.flush
         self.store.commit_now_when = self.server.calm
         #: callback reminders (APScheduler); started after the rebuild
-        self.reminders = Reminders(self.service)
-        self.service.reload_listeners.append(self._apply_settings)
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self.reminders = Reminders(self.service, on_death=self.supervisor.died)
         #: the Prometheus endpoint and its hooks; None when ``[metrics]`` is off
-        self.exporter = Exporter(settings.metrics, self.service, self.store, self.server) \
-            if settings.metrics.active else None
+        self.exporter = Exporter(settings.metrics, self.service, self.store, self.server,
+                                 watch=watch) if settings.metrics.active else None
+        #: what ``stop`` unwinds; None before ``start`` and after ``stop``
+        self._stack: AsyncExitStack | None = None
 
     def reload(self) -> None:
         """SIGHUP: re-read campaigns and result codes; a bad config is refused and logged,
@@ -75,7 +98,7 @@ class Daemon:
         except ConfigError as exc:
             for where, msg in exc.problems:
                 logger.error("config_problem where=%s problem=%s", where, msg)
-        except Exception:  # noqa: BLE001 - a reload bug must not kill a serving daemon
+        except Exception:  # a reload bug must not kill a serving daemon
             logger.exception("config_reload_failed")
         systemd.notify("READY=1", f"STATUS=serving on {self.server.path}")
 
@@ -85,33 +108,83 @@ class Daemon:
 
     def _storage_failed(self, exc: BaseException) -> None:
         logger.critical("storage_failed error=%r action=stopping", exc)
-        self.exit_code = 70
+        self._fail()
+
+    def _side_task_died(self, name: str, error: BaseException | str) -> None:
+        # the supervisor logged side_task_died with the name and the error
+        self._fail()
+
+    def _fail(self) -> None:
+        self.exit_code = EXIT_FAILURE
         self.stop_event.set()
 
+    # ------------------------------------------------------------------ startup
     async def start(self) -> None:
-        """Startup phase; returns once the daemon accepts connections."""
-        systemd.notify("STATUS=opening database")
-        await self.store.open()
-        applied = await self.store.migrate()
-        for step in applied:
-            logger.info("schema_migrated step=%s", step)
-        systemd.notify("STATUS=rebuilding heap", "EXTEND_TIMEOUT_USEC=120000000")
-        stats = await self.service.rebuild(self._prefetched)
-        self._prefetched = None
-        await self.service.fill_leases()
-        await self.reminders.start()
-        if self.exporter is not None:
-            await self.exporter.start()
-        socks = systemd.listen_sockets()
-        await self.server.start(socks[0] if socks else None)
-        interval = systemd.watchdog_interval_s()
-        if interval:
-            t = asyncio.create_task(self._watchdog(interval), name="watchdog")
-            self._tasks.add(t)
+        """Startup phase; returns once the daemon accepts connections.
+
+        Raises:
+            Whatever a step raised (``StorageError``, ``OSError`` for a socket that
+            cannot be bound, ...), after undoing the steps that had begun.
+        """
+        if self._stack is not None:
+            raise RuntimeError("the daemon is started already")
+        stack = AsyncExitStack()
+        try:
+            stats = await self._start_steps(stack)
+        except BaseException:
+            # the unwinding ends side tasks on purpose: not deaths
+            self.supervisor.stop()
+            try:
+                await stack.aclose()
+            except Exception:  # the start's own error is the one to raise
+                logger.exception("startup_unwind_failed")
+            raise
+        self._stack = stack
+        self.started.set()
         systemd.notify("READY=1", f"STATUS=serving {int(stats['records'])} records on "
                        f"{self.server.path}")
         logger.info("daemon_ready version=%s socket=%s records=%d rebuild_s=%.3f",
                     __version__, self.server.path, int(stats["records"]), stats["total_s"])
+
+    async def _start_steps(self, stack: AsyncExitStack) -> dict[str, float]:
+        """The steps in order. Each registers its undoing before it begins: every
+        component's stop copes with a partial start (a store whose open failed still
+        disposes of the engines it created)."""
+        systemd.notify("STATUS=opening database")
+        interval = systemd.watchdog_interval_s()
+        if interval:
+            # first started, last stopped: pings go on while the daemon drains and the
+            # store commits (systemd does not enforce them during startup)
+            self._side_task(stack, self._watchdog(interval), "watchdog")
+        stack.push_async_callback(self.store.close)
+        await self.store.open()
+        for step in await self.store.migrate():
+            logger.info("schema_migrated step=%s", step)
+        systemd.notify("STATUS=rebuilding heap", "EXTEND_TIMEOUT_USEC=120000000")
+        stats = await self.service.rebuild(self._prefetched)
+        self._prefetched = None
+        stack.callback(self.service.stop_waiting)  # cancels the lease-expiry timer
+        await self.service.fill_leases()
+        # after the server (no new callbacks), before the store (sent rows committed)
+        stack.push_async_callback(self.reminders.stop)
+        await self.reminders.start()
+        if self.exporter is not None:
+            stack.push_async_callback(self.exporter.stop)
+            await self.exporter.start()
+        stack.push_async_callback(self.server.stop)
+        socks = systemd.listen_sockets()
+        await self.server.start(socks[0] if socks else None)
+        # the drain's first step: long polls answered, queued answers written
+        stack.callback(self._drain_begins)
+        return stats
+
+    def _side_task(self, stack: AsyncExitStack, coro: Coroutine[Any, Any, None],
+                   name: str) -> asyncio.Task[None]:
+        """Start a side task of the daemon's own: watched, and ended by the stack."""
+        task = asyncio.create_task(coro, name=name)
+        self.supervisor.watch(task, name)
+        stack.push_async_callback(cancel_and_wait, task)
+        return task
 
     async def _watchdog(self, interval: float) -> None:
         # pinged from the loop: a blocked loop stops the pings and systemd restarts us
@@ -119,38 +192,42 @@ class Daemon:
             systemd.notify("WATCHDOG=1")
             await asyncio.sleep(interval)
 
-    async def stop(self) -> None:
-        """Shutdown phase, in reverse order of startup."""
-        systemd.notify("STOPPING=1", "STATUS=draining")
-        logger.info("daemon_stopping")
+    def _drain_begins(self) -> None:
         self.service.stop_waiting()
         self.server.flush()
-        await self.server.stop()
-        # after the server (no new callbacks), before the store (sent rows committed)
-        await self.reminders.stop()
-        for t in self._tasks:
-            t.cancel()
-        if self.exporter is not None:
-            await self.exporter.stop()
-        await self.store.close()
+
+    # ------------------------------------------------------------------ shutdown
+    async def stop(self) -> None:
+        """Shutdown phase: the startup steps undone in reverse order. Safe to call twice.
+
+        A step that fails to stop does not keep the others from stopping: it is logged
+        and the exit status becomes EXIT_FAILURE.
+        """
+        stack, self._stack = self._stack, None
+        if stack is None:
+            return
+        systemd.notify("STOPPING=1", "STATUS=draining")
+        logger.info("daemon_stopping")
+        self.supervisor.stop()
+        try:
+            await stack.aclose()
+        except Exception:  # stop what can be stopped, then exit non-zero
+            logger.exception("daemon_stop_failed")
+            self.exit_code = EXIT_FAILURE
         logger.info("daemon_stopped exit=%d", self.exit_code)
 
     async def run(self) -> int:
-        """Start, serve until SIGTERM/SIGINT or a storage failure, stop."""
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.stop_event.set)
-        loop.add_signal_handler(signal.SIGHUP, self.reload)
-        try:
+        """Start, serve until SIGTERM/SIGINT, a storage failure or a side task's death,
+        stop; returns the exit status. The signal handlers that were there before are
+        back when it returns."""
+        handlers = {signal.SIGTERM: self.stop_event.set, signal.SIGINT: self.stop_event.set,
+                    signal.SIGHUP: self.reload}
+        with signal_handlers(asyncio.get_running_loop(), handlers):
             await self.start()
-        except BaseException:
-            await self.reminders.stop()
-            if self.exporter is not None:
-                await self.exporter.stop()
-            await self.store.close()
-            raise
-        await self.stop_event.wait()
-        await self.stop()
+            try:
+                await self.stop_event.wait()
+            finally:
+                await self.stop()
         return self.exit_code
 
 

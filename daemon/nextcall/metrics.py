@@ -578,8 +578,11 @@ class Exporter:
     """
 
     def __init__(self, cfg: MetricsCfg, service: Service, store: SqlStore, server: Server,
-                 registry: CollectorRegistry | None = None) -> None:
+                 registry: CollectorRegistry | None = None, *,
+                 watch: Callable[[Any, str], None] | None = None) -> None:
         self.cfg = cfg
+        #: puts the refresher and the loop-lag probe under watch (``supervise.Watch``)
+        self.watch = watch
         self.service = service
         self.store = store
         self.server = server
@@ -622,6 +625,14 @@ class Exporter:
         self.server.metrics = m.request_done
         m.rebuilt(self.service.rebuild_stats.get("total_s", 0.0))
         self.refresh()
+        # started even without an endpoint: the refresher drains the recorded events,
+        # which would otherwise pile up with nobody scraping
+        for coro, name in ((self._refresher(), "metrics-refresh"),
+                           (self._lag_probe(), "metrics-loop-lag")):
+            task = asyncio.create_task(coro, name=name)
+            self._tasks.add(task)
+            if self.watch is not None:
+                self.watch(task, name)
         host, port = listen_address(self.cfg.address)
         try:
             # start_http_server's default address is 0.0.0.0: always pass ours
@@ -630,10 +641,6 @@ class Exporter:
         except OSError as exc:
             logger.error("metrics_unavailable address=%s error=%r", self.cfg.address, exc)
             return
-        for coro, name in ((self._refresher(), "metrics-refresh"),
-                           (self._lag_probe(), "metrics-loop-lag")):
-            task = asyncio.create_task(coro, name=name)
-            self._tasks.add(task)
         bound = self.address
         assert bound is not None
         logger.info("metrics_serving address=%s port=%d path=/metrics", *bound)

@@ -16,7 +16,7 @@ import gc
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import orjson
@@ -79,7 +79,8 @@ class Service:
 
     def __init__(self, settings: Settings, store: Store,
                  clock: Callable[[], float] = time.time, *,
-                 observer: Observer | None = None) -> None:
+                 observer: Observer | None = None,
+                 reload_listeners: Iterable[Callable[[Settings], None]] = ()) -> None:
         self.settings = settings
         self.store = store
         self.clock = clock
@@ -99,7 +100,7 @@ class Service:
         self._expiry_timer: asyncio.TimerHandle | None = None
         self._expiry_at = float("inf")
         #: called with the new settings after a reload (the server keeps a reference)
-        self.reload_listeners: list[Callable[[Settings], None]] = []
+        self.reload_listeners: list[Callable[[Settings], None]] = list(reload_listeners)
         #: connections that asked for agents' events (``subscribe``)
         self.subscriptions = Subscriptions()
         #: called with a record once a change that may have set, moved or ended its

@@ -38,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -79,8 +80,12 @@ class Reminders:
     and drains deliveries.
     """
 
-    def __init__(self, service: Service, stop_timeout_s: float = STOP_TIMEOUT_S) -> None:
+    def __init__(self, service: Service, stop_timeout_s: float = STOP_TIMEOUT_S, *,
+                 on_death: Callable[[str, BaseException | str], None] | None = None) -> None:
         self.service = service
+        #: told when the refill job fails: reminders beyond the horizon would never be
+        #: scheduled (``supervise.Died``)
+        self.on_death = on_death
         self.stop_timeout_s = stop_timeout_s
         self.scheduler: AsyncIOScheduler | None = None
         #: rid -> (callback instant reminded, sent_at): the current callback's reminder
@@ -338,6 +343,8 @@ class Reminders:
                      getattr(event, "exception", None))
         if event.job_id != REFILL_JOB_ID:
             self.service.observer.reminder_failed("scheduler")
+        elif self.on_death is not None:
+            self.on_death(REFILL_JOB_ID, getattr(event, "exception", None) or kind)
 
 
 def _job_id(rid: int) -> str:

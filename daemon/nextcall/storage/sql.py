@@ -57,11 +57,14 @@ class SqlStore:
     """The database behind the daemon. The constructor connects nothing."""
 
     def __init__(self, url: str, *, synchronous: str = "normal",
-                 on_failure: Callable[[BaseException], None] | None = None) -> None:
+                 on_failure: Callable[[BaseException], None] | None = None,
+                 watch: Callable[[Any, str], None] | None = None) -> None:
         self.url = url
         self.dialect = make_url(url).get_backend_name()
         self.synchronous = synchronous
         self.on_failure = on_failure
+        #: puts the writer and the checkpointer under watch (``supervise.Watch``)
+        self.watch = watch
         #: migrations (Alembic) run on this engine; reads on ``reader``
         self.admin: AsyncEngine | None = None
         self.reader: AsyncEngine | None = None
@@ -135,10 +138,15 @@ class SqlStore:
                 self.writer = w
                 self._ckpt_task = asyncio.create_task(self._checkpoint_loop(),
                                                       name="store-checkpoint")
+                if self.watch is not None:
+                    self.watch(w.ended, "store-writer")
+                    self.watch(self._ckpt_task, "store-checkpoint")
             else:
                 pg = PgWriter(asyncpg_dsn(self.url), self._finished)
                 await pg.start()
                 self.writer = pg
+                if self.watch is not None:
+                    self.watch(pg.task, "store-writer")
         except (SQLAlchemyError, OSError, sqlite3.Error) as exc:
             raise StorageError(f"cannot open database {self._safe_url()}: {exc}") from exc
         except Exception as exc:  # asyncpg's own errors (connection refused, auth)
@@ -205,10 +213,7 @@ class SqlStore:
             await self.writer.close()
         if self._ckpt_task is not None:
             self._ckpt_task.cancel()
-            try:
-                await self._ckpt_task
-            except asyncio.CancelledError:
-                pass
+            await asyncio.wait([self._ckpt_task])  # a death is the supervisor's to report
         if self.dialect == "sqlite" and self.broken is None and self.writer is not None:
             await asyncio.to_thread(self._checkpoint, "TRUNCATE")
             # fresh statistics let the next start find the zones of the ready records by

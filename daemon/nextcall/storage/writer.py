@@ -93,6 +93,9 @@ class SqliteWriter(Writer):
         self._reset_wanted = False
         #: how many times the writer rewound the log (tests, debugging)
         self.resets = 0
+        #: resolved on the loop when the thread ends: None after ``close``, else the
+        #: exception it died of (the daemon watches it)
+        self.ended: asyncio.Future[None] = loop.create_future()
 
     def start(self) -> None:
         """Open the connection (in the caller's thread, so errors surface) and start."""
@@ -165,6 +168,8 @@ class SqliteWriter(Writer):
         con = self._con
         assert con is not None
         stop = False
+        batch: list[Write] = []
+        error: BaseException | None = None
         try:
             while not stop:
                 if not q:
@@ -173,7 +178,7 @@ class SqliteWriter(Writer):
                         self._wake.wait()
                     self._wake.clear()
                     self._idle = False
-                batch: list[Write] = []
+                batch = []
                 while q:
                     w = q.popleft()
                     if w is None:
@@ -183,18 +188,31 @@ class SqliteWriter(Writer):
                 if not batch:
                     continue
                 t0 = time.perf_counter()
-                try:
-                    with self._committing:
-                        fetched = self._commit(con, batch)
-                except BaseException as exc:  # noqa: BLE001 - fails the batch, stops the writer
-                    self._loop.call_soon_threadsafe(self._finished, batch, None, exc, 0.0)
-                    return
-                self._loop.call_soon_threadsafe(self._finished, batch, fetched, None,
+                with self._committing:
+                    fetched = self._commit(con, batch)
+                done, batch = batch, []
+                self._loop.call_soon_threadsafe(self._finished, done, fetched, None,
                                                 time.perf_counter() - t0)
                 with self._committing:
                     self._maybe_reset(con)
+        except BaseException as exc:  # noqa: BLE001 - fails every write, stops the writer
+            error = exc  # a failed commit or any other death
         finally:
             con.close()
+            self._loop.call_soon_threadsafe(self._stopped, batch, error)
+
+    def _stopped(self, batch: list[Write], error: BaseException | None) -> None:
+        """On the loop, once the thread is gone: resolve ``ended``; after a death, fail
+        ``batch`` and every write queued since, so no caller waits forever (the store is
+        then broken: later writes fail at once)."""
+        if error is None:
+            self.ended.set_result(None)
+            return
+        self.ended.set_exception(error)
+        self.ended.exception()  # reported through the failed writes: no warning at exit
+        pending = batch + [w for w in self._queue if w is not None]
+        self._queue.clear()
+        self._finished(pending, None, error, 0.0)
 
     def _commit(self, con: sqlite3.Connection, batch: list[Write]) -> Fetched:
         if len(batch) == 1:
@@ -369,29 +387,33 @@ class PgWriter(Writer):
         self._wake.set()
         if self._task is not None:
             await asyncio.wait([self._task])
+            if not self._task.cancelled():
+                self._task.exception()  # a death was reported through the failed writes
         if self._conn is not None:
             await self._conn.close()
 
     async def _run(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            if not self._queue:
-                if self._closing:
-                    return
-                continue
-            batch, self._queue = self._queue, []
-            t0 = time.perf_counter()
-            try:
+        batch: list[Write] = []
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                if not self._queue:
+                    if self._closing:
+                        return
+                    continue
+                batch, self._queue = self._queue, []
+                t0 = time.perf_counter()
                 fetched = await self._commit(batch)
-            except BaseException as exc:  # noqa: BLE001 - fails the batch, stops the writer
-                self._finished(batch, None, exc, 0.0)
-                if isinstance(exc, asyncio.CancelledError):
-                    raise
-                return
-            self._finished(batch, fetched, None, time.perf_counter() - t0)
-            if self._queue:
-                self._wake.set()
+                done, batch = batch, []
+                self._finished(done, fetched, None, time.perf_counter() - t0)
+                if self._queue:
+                    self._wake.set()
+        except BaseException as exc:  # noqa: BLE001 - fails every write, stops the writer
+            # a failed commit, a cancel, any other death: no caller may wait forever
+            pending, self._queue = batch + self._queue, []
+            self._finished(pending, None, exc, 0.0)
+            raise
 
     async def _commit(self, batch: list[Write]) -> Fetched:
         ops = [op for w in batch for op in w.ops]
