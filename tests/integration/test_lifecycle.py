@@ -224,12 +224,12 @@ async def test_a_dead_writer_fails_queued_and_later_writes(
                 raise RuntimeError("writer killed by the test")
             # the writer thread dies after its next commit, outside it
             monkeypatch.setattr(SqliteWriter, "_maybe_reset", dies_after_commit)
-            await asyncio.wait_for(store.write([_insert(2)]), HANG_S)  # committed
-            waiting = store.future([_insert(3)])  # queued while the writer dies
+            await asyncio.wait_for(store.write_ops([_insert(2)]), HANG_S)  # committed
+            waiting = store.ops_future([_insert(3)])  # queued while the writer dies
             queued.set()
         else:
-            await store.write([_insert(2)])
-            waiting = store.future([_insert(3)])
+            await store.write_ops([_insert(2)])
+            waiting = store.ops_future([_insert(3)])
             task = store.writer_task
             assert task is not None
             task.cancel()  # before it takes the queued write
@@ -237,7 +237,7 @@ async def test_a_dead_writer_fails_queued_and_later_writes(
             await asyncio.wait_for(waiting, HANG_S)
         assert len(failures) == 1, "the daemon is told to stop, once"
         with pytest.raises(StorageError):
-            await asyncio.wait_for(store.write([_insert(4)]), HANG_S)
+            await asyncio.wait_for(store.write_ops([_insert(4)]), HANG_S)
     finally:
         await asyncio.wait_for(store.close(), HANG_S)
 
