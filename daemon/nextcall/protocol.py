@@ -10,7 +10,7 @@ from __future__ import annotations
 import builtins
 import re
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeGuard
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -272,7 +272,7 @@ def decode(line: bytes, models: Mapping[str, type[BaseModel]]
         if fast is not None:
             req = fast(obj)
             if req is not None:
-                return req_id, op, req  # type: ignore[return-value]
+                return req_id, op, req
         model = models.get(op)
         if model is None:
             raise UnknownOp(f"unknown op {op!r}", field="op")
@@ -294,7 +294,7 @@ _NEXT_KEYS = frozenset(("agent", "campaigns", "count", "wait"))
 _DISPOSE_KEYS = frozenset(("lease", "code", "agent"))
 
 
-def _name(v: Any) -> bool:
+def _name(v: Any) -> TypeGuard[str]:
     return type(v) is str and 0 < len(v) <= 100 and _CONTROL.search(v) is None
 
 

@@ -16,6 +16,7 @@ Adding a change: a class here, a row for it in
 
 from __future__ import annotations
 
+import builtins
 from typing import Any, NamedTuple
 
 from .records import CallbackIntent, Lease, Record
@@ -114,9 +115,12 @@ class RecordSaved(NamedTuple):
     @classmethod
     def of(cls, rec: Record, at: float, moved: bool = False) -> RecordSaved:
         """The change for ``rec`` as it stands now."""
+        where = None
+        if moved:
+            assert rec.list is not None, "a moved record has a list"
+            where = (rec.phone_list(), rec.campaign, rec.list)
         return cls(rec.rid, rec.state, rec.reason, rec.due_at, rec.attempts, rec.owner,
-                   rec.team, rec.best_cp, rec.phone_idx, _cb(rec.callback), at,
-                   (rec.phone_list(), rec.campaign, rec.list) if moved else None)
+                   rec.team, rec.best_cp, rec.phone_idx, _cb(rec.callback), at, where)
 
 
 class RecordImported(NamedTuple):
@@ -126,7 +130,7 @@ class RecordImported(NamedTuple):
     id: str
     campaign: str
     list: str
-    phones: list[list[str]]
+    phones: builtins.list[builtins.list[str]]
     timezone: str
     priority: int
     data: str
@@ -144,6 +148,7 @@ class RecordImported(NamedTuple):
     @classmethod
     def of(cls, rec: Record, at: float) -> RecordImported:
         """The change inserting ``rec``."""
+        assert rec.id is not None and rec.list is not None and rec.data is not None
         return cls(rec.rid, rec.id, rec.campaign, rec.list, rec.phone_list(), rec.timezone,
                    rec.priority, rec.data, rec.state, rec.reason, rec.due_at, rec.attempts,
                    rec.owner, rec.team, rec.best_cp, rec.phone_idx, _cb(rec.callback), at)
@@ -155,7 +160,7 @@ class RecordReimported(NamedTuple):
 
     rid: int
     list: str
-    phones: list[list[str]]
+    phones: builtins.list[builtins.list[str]]
     timezone: str
     priority: int
     data: str

@@ -95,9 +95,9 @@ class RunHeap:
 
     __slots__ = ("run", "pos", "heap", "key_of")
 
-    def __init__(self, key_of: Callable[[int], int | None], run: array | None = None) -> None:
+    def __init__(self, key_of: Callable[[int], int | None], run: array[int] | None = None) -> None:
         self.key_of = key_of
-        self.run: array = run if run is not None else array("q")
+        self.run: array[int] = run if run is not None else array("q")
         self.pos = 0
         self.heap: list[int] = []
 

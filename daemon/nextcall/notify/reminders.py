@@ -265,7 +265,7 @@ class Reminders:
             "callee_local": calendar.local_iso(at, rec.timezone),
             "callee_timezone": rec.timezone, "in_s": round(at - now, 3),
             "reminder_min": cb.reminder_min, "contact_priority": cb.contact_priority,
-            "reason": cb.reason, "code": cb.code, "data": orjson.Fragment(rec.data),
+            "reason": cb.reason, "code": cb.code, "data": orjson.Fragment(rec.data or "null"),
         }
 
     async def _deliver(self, rid: int, at: float) -> None:

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from ..service import Service
 
 #: runs a coroutine handler as a task whose result (or error) answers the reply
-Runner = Callable[[Coroutine[Any, Any, Body], Reply], None]
+Runner = Callable[[Coroutine[Any, Any, Body], Any], None]
 
 REGISTRY: dict[str, OpSpec] = {spec.name: spec for spec in (
     OpSpec("ping", P.PingReq, queries.ping, AGENT, SYNC),

@@ -200,7 +200,7 @@ def dispose(svc: Service, req: P.DisposeReq, peer: Peer, reply: Reply
     if not isinstance(got, Lease):
         if asyncio.iscoroutine(got):
             return got
-        got(reply)  # type: ignore[operator]
+        got(reply)
         return None
     lease, rec = got, got.record
     camp = svc.engine.campaigns.get(rec.campaign)

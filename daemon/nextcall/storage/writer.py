@@ -319,7 +319,7 @@ def _one_statement(ops: list[Op], rids: list[int]) -> tuple[str, list[Any]] | No
     for stmt, params in ops:
         by_stmt.setdefault(stmt, []).append(params)
     touched: dict[str, set[Any]] = {}
-    ctes = []
+    ctes: list[str] = []
     args: list[Any] = []
     for stmt, rows in by_stmt.items():
         text = pg_set_based(stmt, len(args) + 1)
