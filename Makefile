@@ -26,7 +26,12 @@ run: demo
 	@echo "nextcall: socket ./run/nextcall.sock  (try: $(BIN)/nextcall login alice --campaign demo && $(BIN)/nextcall next --agent alice)"
 	exec $(BIN)/nextcall --config $(CONFIG) serve
 
-test: $(STAMP)
+# the lint gate: ruff (rules in pyproject.toml) and mypy --strict over the daemon
+lint: $(STAMP)
+	$(BIN)/ruff check daemon tests benchmarks
+	$(BIN)/mypy
+
+test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)
