@@ -12,19 +12,37 @@ import ipaddress
 import os
 import re
 import tomllib
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError,
-                      field_validator, model_validator)
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
+from .core.actions import ACTIONS, OWNED_SETTINGS, check_code
 from .core.errors import ConfigError
-from .core.model import (CALLBACK_SCOPES, DEFAULT_REMINDER_MIN, DIAL_STATUSES,
-                         IMPLEMENTED_ACTIONS, WEEKDAYS, Campaign, FieldSpec, Interval,
-                         ResultCode, Scoring)
+from .core.model import (
+    CALLBACK_SCOPES,
+    DEFAULT_REMINDER_MIN,
+    DIAL_STATUSES,
+    WEEKDAYS,
+    Campaign,
+    FieldSpec,
+    Interval,
+    ResultCode,
+    Scoring,
+)
+from .core.results import FIELD_TYPES
 
 DEFAULT_CONFIG = "config/nextcall.toml"
 
@@ -184,7 +202,7 @@ class FieldCfg(_Strict):
     """``[[resultsets.X.codes.fields]]``: a typed extra field."""
 
     name: Annotated[str, Field(min_length=1, max_length=40, pattern=r"^[a-z][a-z0-9_]*$")]
-    type: Literal["money", "percent", "date", "choice", "text", "integer"]
+    type: Literal[FIELD_TYPES]  # type: ignore[valid-type]
     required: bool = False
     label: str = ""
     choices: list[str] = []
@@ -197,8 +215,8 @@ class ResultCodeCfg(_Strict):
 
     code: Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_.:-]+$")]
     description: str = ""
-    action: Literal["retry", "callback", "close", "close_until_reload", "hold", "special",
-                    "dnc", "remove_number", "block_number", "roll"]
+    #: one of the action table's keys (``core.actions.RULES``)
+    action: Literal[ACTIONS]  # type: ignore[valid-type]
     enabled: bool = True
     category: str = "open"
     dial_status: Literal[DIAL_STATUSES] = "person"  # type: ignore[valid-type]
@@ -419,12 +437,28 @@ def load(path: str | os.PathLike[str]) -> Settings:
     if raw is None:
         raise ConfigError(problems)
     top = _validate(main, raw, problems)
-    files = [str(main)]
-    resultsets: dict[str, ResultSetCfg] = {}
-    campaigns: dict[str, CampaignCfg] = {}
-    agents: dict[str, AgentCfg] = {}
-    origin: dict[str, str] = {}
-    parts: list[tuple[Path, FileCfg]] = [(main, top)]
+    parts = [(main, top), *_included(main, top, problems)]
+    merged = _merge(parts, problems)
+    sets = _result_sets(merged, problems)
+    out: dict[str, Campaign] = {}
+    for name, c in merged.campaigns.items():
+        where = f"{merged.origin['campaigns.' + name]}: campaigns.{name}"
+        if c.resultset not in sets:
+            problems.append((f"{where}.resultset", f"no result-code set {c.resultset!r}"))
+            continue
+        out[name] = _campaign(name, c, sets[c.resultset], top.daemon.lease_s)
+    if problems:
+        raise ConfigError(problems)
+    return Settings(path=str(main), daemon=top.daemon, auth=top.auth, campaigns=out,
+                    files=tuple(str(p) for p, _ in parts), resultsets=merged.resultsets,
+                    metrics=top.metrics, smtp=top.smtp, agents=merged.agents)
+
+
+def _included(main: Path, top: FileCfg, problems: list[tuple[str, str]]
+              ) -> list[tuple[Path, FileCfg]]:
+    """The files ``include`` names, validated, in pattern order (each pattern's matches
+    sorted); settings only the main file may hold are reported and dropped."""
+    parts: list[tuple[Path, FileCfg]] = []
     for i, pattern in enumerate(top.include):
         matches = sorted(glob.glob(str(main.parent / str(pattern))))
         if not matches:
@@ -438,13 +472,28 @@ def load(path: str | os.PathLike[str]) -> Settings:
                 if key in sub:
                     problems.append((f"{p}: {key}", "only the main file may set this"))
                     sub.pop(key)
-            cfg = _validate(p, sub, problems)
-            files.append(str(p))
-            parts.append((p, cfg))
+            parts.append((p, _validate(p, sub, problems)))
+    return parts
+
+
+@dataclass
+class _Merged:
+    """The named entries of every file, each defined once, with the file defining it."""
+
+    resultsets: dict[str, ResultSetCfg] = field(default_factory=dict)
+    campaigns: dict[str, CampaignCfg] = field(default_factory=dict)
+    agents: dict[str, AgentCfg] = field(default_factory=dict)
+    #: "kind.name" -> the file that defines it
+    origin: dict[str, str] = field(default_factory=dict)
+
+
+def _merge(parts: list[tuple[Path, FileCfg]], problems: list[tuple[str, str]]) -> _Merged:
+    merged = _Merged()
+    origin = merged.origin
     for p, cfg in parts:
-        for kind, src, dst in (("resultsets", cfg.resultsets, resultsets),
-                               ("campaigns", cfg.campaigns, campaigns),
-                               ("agents", cfg.agents, agents)):
+        for kind, src, dst in (("resultsets", cfg.resultsets, merged.resultsets),
+                               ("campaigns", cfg.campaigns, merged.campaigns),
+                               ("agents", cfg.agents, merged.agents)):
             for name, value in src.items():
                 key = f"{kind}.{name}"
                 if key in origin:
@@ -452,53 +501,47 @@ def load(path: str | os.PathLike[str]) -> Settings:
                     continue
                 origin[key] = str(p)
                 dst[name] = value  # type: ignore[assignment]
-    out: dict[str, Campaign] = {}
-    lease_s = top.daemon.lease_s
+    return merged
+
+
+def _result_sets(merged: _Merged, problems: list[tuple[str, str]]
+                 ) -> dict[str, dict[str, ResultCode]]:
+    """Every result-code set as core codes, by set name; problems of each code reported
+    with its index."""
     sets: dict[str, dict[str, ResultCode]] = {}
-    for name, rs in resultsets.items():
+    for name, rs in merged.resultsets.items():
+        where_set = f"{merged.origin['resultsets.' + name]}: resultsets.{name}"
         codes: dict[str, ResultCode] = {}
         for i, rc in enumerate(rs.codes):
-            where = f"{origin['resultsets.' + name]}: resultsets.{name}.codes[{i}]"
+            where = f"{where_set}.codes[{i}]"
             if rc.code in codes:
                 problems.append((f"{where}.code", f"duplicate code {rc.code!r}"))
-            if rc.action not in IMPLEMENTED_ACTIONS:
-                problems.append((f"{where}.action",
-                                 f"action {rc.action!r} is not supported by this version"))
-            if rc.delays_s and rc.action != "retry":
-                problems.append((f"{where}.delays_s", "only retry codes take delays"))
-            if rc.action == "roll" and not rc.roll_campaign:
-                problems.append((f"{where}.roll_campaign", "a roll code needs a target"))
-            if rc.roll_campaign and rc.roll_campaign not in campaigns:
-                problems.append((f"{where}.roll_campaign",
-                                 f"no campaign {rc.roll_campaign!r} to roll to"))
-            names = [f.name for f in rc.fields]
-            for k, f in enumerate(rc.fields):
-                if names.index(f.name) != k:
-                    problems.append((f"{where}.fields[{k}].name", f"duplicate field {f.name!r}"))
-                if (f.type == "choice") != bool(f.choices):
-                    problems.append((f"{where}.fields[{k}].choices",
-                                     "choice fields need choices; other types take none"))
-            if rc.reopen_teams and rc.action != "special":
-                problems.append((f"{where}.reopen_teams", "only special codes take this"))
-            for key in ("reminder", "reminder_min"):
-                if getattr(rc, key) is not None and rc.action != "callback":
-                    problems.append((f"{where}.{key}", "only callback codes take reminders"))
-            if rc.reminder is False and rc.reminder_min is not None:
-                problems.append((f"{where}.reminder_min",
-                                 "reminder = false asks for no reminder; drop reminder_min"))
-            codes[rc.code] = _code(rc)
+            code = _code(rc)
+            problems += [(f"{where}.{key}", msg)
+                         for key, msg in _code_problems(rc, code, merged.campaigns)]
+            codes[rc.code] = code
         if not codes:
-            problems.append((f"{origin['resultsets.' + name]}: resultsets.{name}.codes",
-                             "a result-code set needs at least one code"))
+            problems.append((f"{where_set}.codes", "a result-code set needs at least one code"))
         sets[name] = codes
-    for name, c in campaigns.items():
-        where = f"{origin['campaigns.' + name]}: campaigns.{name}"
-        if c.resultset not in sets:
-            problems.append((f"{where}.resultset", f"no result-code set {c.resultset!r}"))
-            continue
-        out[name] = _campaign(name, c, sets[c.resultset], lease_s)
-    if problems:
-        raise ConfigError(problems)
-    return Settings(path=str(main), daemon=top.daemon, auth=top.auth, campaigns=out,
-                    files=tuple(files), resultsets=resultsets, metrics=top.metrics,
-                    smtp=top.smtp, agents=agents)
+    return sets
+
+
+def _code_problems(rc: ResultCodeCfg, code: ResultCode, campaigns: Collection[str]
+                   ) -> list[tuple[str, str]]:
+    """What is wrong with one code beyond its shape, as (key within the code, message):
+    its action's rules (``core.actions.check_code``), then cross-references and fields."""
+    given = {key for key in OWNED_SETTINGS if getattr(rc, key) not in (None, [])}
+    problems = check_code(code, given)
+    if rc.roll_campaign and rc.roll_campaign not in campaigns:
+        problems.append(("roll_campaign", f"no campaign {rc.roll_campaign!r} to roll to"))
+    names = [f.name for f in rc.fields]
+    for k, f in enumerate(rc.fields):
+        if names.index(f.name) != k:
+            problems.append((f"fields[{k}].name", f"duplicate field {f.name!r}"))
+        if (f.type == "choice") != bool(f.choices):
+            problems.append((f"fields[{k}].choices",
+                             "choice fields need choices; other types take none"))
+    if rc.reminder is False and rc.reminder_min is not None:
+        problems.append(("reminder_min",
+                         "reminder = false asks for no reminder; drop reminder_min"))
+    return problems

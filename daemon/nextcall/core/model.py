@@ -1,28 +1,14 @@
 """Campaign settings and result codes as the core sees them: frozen, validated elsewhere.
 
 ``nextcall.config`` turns TOML into these; the core trusts them. Keeping them plain
-dataclasses keeps pydantic (and its import time) out of the pure core.
+dataclasses keeps pydantic (and its import time) out of the pure core. The actions a code
+may take are the keys of ``nextcall.core.actions.RULES``, which also says what each does.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date, time
-
-ACTIONS = (
-    "retry",
-    "callback",
-    "close",
-    "close_until_reload",
-    "hold",
-    "special",
-    "dnc",
-    "remove_number",
-    "block_number",
-    "roll",
-)
-#: Actions the engine carries out (all of SPEC §2).
-IMPLEMENTED_ACTIONS = ACTIONS
 
 CALLBACK_SCOPES = ("personal", "personal_then_team", "team", "anyone")
 DIAL_STATUSES = ("person", "no_answer", "busy", "intercept", "drop", "machine", "fax")
@@ -79,9 +65,6 @@ class Scoring:
     contact: float = 5.0
     attempt: float = -1.0
     max_attempt_penalty: int = 10
-
-
-FIELD_TYPES = ("money", "percent", "date", "choice", "text", "integer")
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,14 +126,14 @@ class ResultCode:
         return self.delay_s
 
     def requires(self) -> dict[str, object]:
-        """What an agent screen must ask for before sending this code."""
-        return {
-            "callback": self.action == "callback",
-            "appointment": self.action == "hold",
-            "note": self.note,
-            "revenue": self.revenue,
-            "fields": [f.to_json() for f in self.fields],
-        }
+        """What an agent screen must ask for before sending this code.
+
+        Kept for callers of the method; the answer comes from the action table
+        (``nextcall.core.actions.requires``), imported here because the table sits above
+        this module.
+        """
+        from .actions import requires
+        return requires(self)
 
 
 @dataclass(frozen=True, slots=True)

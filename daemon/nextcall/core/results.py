@@ -1,82 +1,36 @@
-"""Result-code actions: (record, code, disposition, now) -> the record's next state.
+"""Deciding a disposition: (record, code, disposition, now) -> the record's next state.
 
-Pure: ``decide`` validates a disposition against its code and the campaign and returns an
-``Outcome`` without touching the record; the engine applies it. Nothing changes when a
-disposition is refused, because refusal happens before anything is applied.
+Pure: ``decide`` checks a disposition against its result code and the campaign (the code
+is usable, revenue, note and typed fields are as the code asks, the disposition carries
+only what the code's action takes), then lets the action's rule (``nextcall.core.actions``)
+compute the ``Outcome``, without touching the record or the disposition; the engine applies
+the outcome. Nothing changes when a disposition is refused, because refusal happens before
+anything is applied.
+
+The disposition and outcome types live with the action rules (which consume and produce
+them) and are re-exported here, where callers of ``decide`` look for them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import date
 
-from . import calendar
-from .errors import (AppointmentRequired, BadRequest, CallbackRequired, CodeDisabled,
-                     NoteRequired, OutsideCallingWindow, OutsideLegalWindow, RevenueRequired,
-                     UnknownCode)
-from .model import CALLBACK_SCOPES, Campaign, ResultCode
-from .records import (CALLBACK, CLOSED, HELD, PHONE_BLOCKED, PHONE_DNC, PHONE_REMOVED, READY,
-                      CallbackIntent, Record)
+from .actions import (
+    CALLBACK_PAST_TOLERANCE_S,
+    CallbackRequest,
+    Disposition,
+    Outcome,
+    resolve_callback,
+    rule_of,
+)
+from .errors import BadRequest, CodeDisabled, NoteRequired, RevenueRequired, UnknownCode
+from .model import Campaign, FieldSpec, ResultCode
+from .records import Record
 
-#: a callback may lie this far in the past (clock skew between agent screens and us)
-CALLBACK_PAST_TOLERANCE_S = 300.0
-
-
-@dataclass(slots=True)
-class CallbackRequest:
-    """What the agent asked for; ``at`` is still text, resolved here in its timezone."""
-
-    at: str
-    timezone: str | None = None
-    scope: str | None = None
-    owner: str | None = None
-    team: str | None = None
-    reason: str = ""
-    override_window: bool = False
-
-
-@dataclass(slots=True)
-class Disposition:
-    """A validated-shape disposition request (types checked by the protocol layer)."""
-
-    code: str
-    agent: str
-    phone_idx: int
-    note: str | None = None
-    revenue: float | None = None
-    callback: CallbackRequest | None = None
-    fields: dict[str, object] = field(default_factory=dict)
-    #: hold: the appointment, ISO text (wall time in ``appointment_tz`` or the record's)
-    appointment_at: str | None = None
-    appointment_tz: str | None = None
-    #: numbers on the DNC or block list, skipped when continuing with the next number
-    listed: dict[str, str] = field(default_factory=dict)
-    #: whether a name may own this record's callbacks (an agent of its campaign); None
-    #: accepts any owner
-    owner_allowed: Callable[[str], bool] | None = None
-
-
-@dataclass(slots=True)
-class Outcome:
-    """The record's next durable state."""
-
-    state: str
-    reason: str | None
-    due_at: float
-    attempts: int
-    owner: str | None
-    team: str | None
-    best_cp: int
-    phone_idx: int
-    callback: CallbackIntent | None
-    #: new per-number statuses, when the disposition changed any
-    phones: list[list[str]] | None = None
-    #: numbers that join a global list: (number, "dnc" | "block")
-    listed: list[tuple[str, str]] = field(default_factory=list)
-    #: roll: the record's new campaign and list
-    campaign: str | None = None
-    list_name: str | None = None
+__all__ = ["CALLBACK_PAST_TOLERANCE_S", "FIELD_CHECKS", "FIELD_TYPES", "CallbackRequest",
+           "Disposition", "Outcome", "check_fields", "decide", "lookup_code",
+           "resolve_callback"]
 
 
 def lookup_code(campaign: Campaign, code: str) -> ResultCode:
@@ -117,35 +71,61 @@ def check_fields(rc: ResultCode, given: dict[str, object]) -> dict[str, object]:
                 raise BadRequest(f"result code {rc.code!r} needs {spec.label or name}",
                                  field=path)
             continue
-        if spec.type in ("money", "percent", "integer"):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) \
-                    or value != value or value in (float("inf"), float("-inf")):
-                raise BadRequest(f"{name} must be a number", field=path)
-            if spec.type == "integer" and not float(value).is_integer():
-                raise BadRequest(f"{name} must be a whole number", field=path)
-            lo = spec.min if spec.min is not None else (0.0 if spec.type != "integer"
-                                                        else None)
-            hi = spec.max if spec.max is not None else (100.0 if spec.type == "percent"
-                                                        else None)
-            if (lo is not None and value < lo) or (hi is not None and value > hi):
-                raise BadRequest(f"{name} must be between {lo} and {hi}", field=path)
-            out[name] = round(float(value), 2) if spec.type == "money" else value
-        elif spec.type == "date":
-            try:
-                out[name] = date.fromisoformat(str(value)).isoformat()
-            except ValueError:
-                raise BadRequest(f"{name} must be a date (YYYY-MM-DD)", field=path) from None
-        elif spec.type == "choice":
-            if value not in spec.choices:
-                raise BadRequest(f"{name} must be one of {', '.join(spec.choices)}",
-                                 field=path)
-            out[name] = value
-        else:
-            if not isinstance(value, str) or len(value) > 2000:
-                raise BadRequest(f"{name} must be text of at most 2000 characters",
-                                 field=path)
-            out[name] = value
+        out[name] = FIELD_CHECKS.get(spec.type, _text_field)(spec, value, path)
     return out
+
+
+def _number_field(spec: FieldSpec, value: object, path: str) -> object:
+    """money, percent, integer: a finite number within the spec's range (money and
+    percent default to at least 0, percent to at most 100); money kept to cents."""
+    name = spec.name
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or value != value or value in (float("inf"), float("-inf")):
+        raise BadRequest(f"{name} must be a number", field=path)
+    if spec.type == "integer" and not float(value).is_integer():
+        raise BadRequest(f"{name} must be a whole number", field=path)
+    lo = spec.min if spec.min is not None else (0.0 if spec.type != "integer" else None)
+    hi = spec.max if spec.max is not None else (100.0 if spec.type == "percent" else None)
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        raise BadRequest(f"{name} must be between {lo} and {hi}", field=path)
+    return round(float(value), 2) if spec.type == "money" else value
+
+
+def _date_field(spec: FieldSpec, value: object, path: str) -> object:
+    """date: ISO text, normalised to YYYY-MM-DD."""
+    try:
+        return date.fromisoformat(str(value)).isoformat()
+    except ValueError:
+        raise BadRequest(f"{spec.name} must be a date (YYYY-MM-DD)", field=path) from None
+
+
+def _choice_field(spec: FieldSpec, value: object, path: str) -> object:
+    """choice: one of the spec's fixed list (a won/lost reason, ...)."""
+    if value not in spec.choices:
+        raise BadRequest(f"{spec.name} must be one of {', '.join(spec.choices)}",
+                         field=path)
+    return value
+
+
+def _text_field(spec: FieldSpec, value: object, path: str) -> object:
+    """text: at most 2000 characters."""
+    if not isinstance(value, str) or len(value) > 2000:
+        raise BadRequest(f"{spec.name} must be text of at most 2000 characters",
+                         field=path)
+    return value
+
+
+#: every typed-field type and how a value of it is checked and normalised; config takes
+#: its keys as the list of field types
+FIELD_CHECKS: dict[str, Callable[[FieldSpec, object, str], object]] = {
+    "money": _number_field,
+    "percent": _number_field,
+    "date": _date_field,
+    "choice": _choice_field,
+    "text": _text_field,
+    "integer": _number_field,
+}
+FIELD_TYPES = tuple(FIELD_CHECKS)
 
 
 def _check_extras(rc: ResultCode, d: Disposition) -> None:
@@ -161,144 +141,25 @@ def _check_extras(rc: ResultCode, d: Disposition) -> None:
         raise BadRequest(f"result code {rc.code!r} takes no note", field="note")
 
 
-def resolve_callback(rec: Record, campaign: Campaign, rc: ResultCode, req: CallbackRequest,
-                     agent: str, now: float,
-                     owner_allowed: Callable[[str], bool] | None = None) -> CallbackIntent:
-    """Validate a callback request and fix its instant.
-
-    The legal window and holidays are checked in the record's own timezone (where the
-    callee is); the campaign window too unless ``override_window``. An owner other than
-    ``agent`` must pass ``owner_allowed`` (the service accepts agents known to work the
-    record's campaign); the reminder lead comes from ``rc``.
-
-    Raises:
-        BadRequest, InvalidTime, OutsideLegalWindow, OutsideCallingWindow.
-    """
-    tz_key = req.timezone or rec.timezone
-    at = calendar.resolve_local(req.at, tz_key, field="callback.at")
-    if at < now - CALLBACK_PAST_TOLERANCE_S:
-        raise BadRequest(f"callback.at {req.at} is in the past", field="callback.at")
-    scope = req.scope or rc.scope
-    if scope not in CALLBACK_SCOPES:
-        raise BadRequest(f"callback.scope must be one of {', '.join(CALLBACK_SCOPES)}",
-                         field="callback.scope")
-    owner = req.owner or agent
-    team = req.team or rec.team
-    if scope == "team" and not team:
-        raise BadRequest("a team callback needs callback.team (the record has no team)",
-                         field="callback.team")
-    if scope != "team" and req.owner and req.owner != agent and owner_allowed is not None \
-            and not owner_allowed(req.owner):
-        raise BadRequest(f"{req.owner!r} is not an agent of campaign {campaign.name!r}; "
-                         "a callback's owner must be an agent who logged in to it",
-                         field="callback.owner")
-    callee_tz = calendar.zone(rec.timezone)
-    if not calendar.legal_at(campaign, callee_tz, at):
-        raise OutsideLegalWindow(
-            f"{calendar.local_iso(at, rec.timezone)} is outside the legal window "
-            f"{campaign.legal_window} (or a holiday) in the callee's timezone "
-            f"{rec.timezone}", field="callback.at")
-    if not req.override_window and not calendar.is_callable_at(campaign, callee_tz, at, False):
-        raise OutsideCallingWindow(
-            f"{calendar.local_iso(at, rec.timezone)} is outside campaign "
-            f"{campaign.name!r}'s calling window; set callback.override_window to allow it",
-            field="callback.at")
-    return CallbackIntent(at=at, timezone=tz_key, local=calendar.local_iso(at, tz_key),
-                          scope=scope, owner=owner if scope != "team" else None,
-                          team=team, contact_priority=rc.contact_priority,
-                          reason=req.reason, override_window=req.override_window,
-                          code=rc.code, reminder_min=rc.reminder_min)
-
-
 def decide(rec: Record, campaign: Campaign, d: Disposition, now: float) -> Outcome:
-    """The next state of ``rec`` after disposition ``d``.
+    """The next state of ``rec`` after disposition ``d``; ``Outcome.fields`` holds the
+    disposition's extra fields normalised (``d`` itself is left as sent).
 
     Raises:
         UnknownCode, CodeDisabled, CallbackRequired, RevenueRequired, NoteRequired,
-        BadRequest, InvalidTime, OutsideLegalWindow, OutsideCallingWindow.
+        AppointmentRequired, BadRequest, InvalidTime, OutsideLegalWindow,
+        OutsideCallingWindow.
     """
     rc = lookup_code(campaign, d.code)
     _check_extras(rc, d)
-    d.fields = check_fields(rc, d.fields)
-    if rc.action != "callback" and d.callback is not None:
+    fields = check_fields(rc, d.fields)
+    rule = rule_of(rc)
+    if d.callback is not None and not rule.takes_callback:
         raise BadRequest(f"result code {rc.code!r} does not take a callback",
                          field="callback")
-    if rc.action != "hold" and d.appointment_at is not None:
+    if d.appointment_at is not None and not rule.takes_appointment:
         raise BadRequest(f"result code {rc.code!r} does not take an appointment",
                          field="appointment")
-    attempts = rec.attempts + 1
-    best_cp = max(rec.best_cp, rc.contact_priority)
-    n_phones = max(len(rec.phone_list()), 1)
-    out = Outcome(state=READY, reason=None, due_at=now, attempts=attempts, owner=None,
-                  team=rec.team, best_cp=best_cp, phone_idx=d.phone_idx, callback=None)
-    if rc.action == "retry":
-        # No contact: the next attempt tries the record's next number.
-        out.phone_idx = (d.phone_idx + 1) % n_phones
-        if attempts >= campaign.max_attempts:
-            out.state, out.reason = CLOSED, "exhausted"
-        else:
-            out.due_at = now + rc.retry_delay_s(attempts)
-    elif rc.action == "callback":
-        if d.callback is None:
-            raise CallbackRequired(f"result code {rc.code!r} needs callback.at",
-                                   field="callback")
-        cb = resolve_callback(rec, campaign, rc, d.callback, d.agent, now, d.owner_allowed)
-        out.state, out.due_at, out.callback = CALLBACK, cb.at, cb
-        out.owner, out.team = cb.owner, cb.team
-    elif rc.action == "close":
-        out.state, out.reason = CLOSED, "final"
-    elif rc.action == "close_until_reload":
-        out.state, out.reason = CLOSED, "until_reload"
-    elif rc.action == "special":
-        out.state, out.reason = CLOSED, "special"
-    elif rc.action == "hold":
-        if d.appointment_at is None:
-            raise AppointmentRequired(f"result code {rc.code!r} needs appointment.at",
-                                      field="appointment")
-        tz_key = d.appointment_tz or rec.timezone
-        at = calendar.resolve_local(d.appointment_at, tz_key, field="appointment.at")
-        if at <= now:
-            raise BadRequest(f"appointment.at {d.appointment_at} is not in the future",
-                             field="appointment.at")
-        out.state, out.due_at = HELD, at
-    elif rc.action == "dnc":
-        number = _number(rec, d.phone_idx)
-        out.phones = _with_status(rec, d.phone_idx, PHONE_DNC)
-        out.listed = [(number, "dnc")]
-        out.state, out.reason = CLOSED, "dnc"
-    elif rc.action in ("remove_number", "block_number"):
-        blocked = rc.action == "block_number"
-        number = _number(rec, d.phone_idx)
-        out.phones = _with_status(rec, d.phone_idx, PHONE_BLOCKED if blocked
-                                  else PHONE_REMOVED)
-        if blocked:
-            out.listed = [(number, "block")]
-        listed = dict(d.listed)
-        listed.update(out.listed)
-        probe = Record(rec.rid, rec.id, rec.campaign, rec.list, out.phones, rec.timezone,
-                       rec.priority, rec.data)
-        nxt = probe.callable_phone(listed, start=(d.phone_idx + 1) % n_phones)
-        if nxt is None:
-            out.state, out.reason = CLOSED, "no_numbers"
-        else:
-            # continue at once with the next callable number
-            out.phone_idx, out.due_at = nxt[0], now
-    elif rc.action == "roll":
-        assert rc.roll_campaign is not None  # config validation guarantees it
-        out.campaign, out.list_name = rc.roll_campaign, rc.roll_list or rec.list
-        out.attempts, out.team = 0, rec.team
-    else:  # pragma: no cover - config validation knows every action
-        raise BadRequest(f"action {rc.action!r} is not implemented", field="code")
+    out = rule.apply(rec, campaign, rc, d, now)
+    out.fields = fields
     return out
-
-
-def _number(rec: Record, idx: int) -> str:
-    phones = rec.phone_list()
-    return phones[idx][0] if 0 <= idx < len(phones) else ""
-
-
-def _with_status(rec: Record, idx: int, status: str) -> list[list[str]]:
-    phones = [list(p) for p in rec.phone_list()]
-    if 0 <= idx < len(phones):
-        phones[idx][1] = status
-    return phones

@@ -54,6 +54,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler  # type: ignore[impo
 from ..core import calendar
 from ..core.changes import ReminderSent
 from ..core.records import CALLBACK, Record
+from ..core.visibility import reminder_recipients
 from .email import Mailer, MailError, reminder_message
 
 if TYPE_CHECKING:
@@ -245,15 +246,9 @@ class Reminders:
             logger.error("reminder_failed error=%r", task.exception())
 
     def recipients(self, rec: Record) -> list[str]:
-        """Who is reminded: the owner; for a ``team`` callback, the team's agents
-        logged in to the record's campaign now."""
-        cb = rec.callback
-        if cb is not None and cb.scope == "team":
-            team = cb.team or rec.team
-            return sorted(a for a, s in self.service.engine.agents.items()
-                          if s.logged_in and rec.campaign in s.campaigns and team in s.teams)
-        owner = (cb.owner if cb is not None else None) or rec.owner
-        return [owner] if owner else []
+        """Who is reminded (``core.visibility.reminder_recipients``): the owner; for a
+        ``team`` callback, the team's agents logged in to the record's campaign now."""
+        return reminder_recipients(rec, self.service.engine.agents)
 
     def _body(self, rec: Record, at: float, now: float) -> dict[str, Any]:
         cb = rec.callback
