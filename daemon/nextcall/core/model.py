@@ -125,16 +125,6 @@ class ResultCode:
             return self.delays_s[min(attempts, len(self.delays_s)) - 1]
         return self.delay_s
 
-    def requires(self) -> dict[str, object]:
-        """What an agent screen must ask for before sending this code.
-
-        Kept for callers of the method; the answer comes from the action table
-        (``nextcall.core.actions.requires``), imported here because the table sits above
-        this module.
-        """
-        from .actions import requires
-        return requires(self)
-
 
 @dataclass(frozen=True, slots=True)
 class Campaign:

@@ -219,7 +219,7 @@ def dispose(svc: Service, req: P.DisposeReq, peer: Peer, reply: Reply
     changes: list[Change] = [
         HistoryAppended.of(rec, lid=lease.lid, at=now, agent=disp.agent, code=req.code,
                            phone=phone, note=req.note, revenue=req.revenue,
-                           fields=disp.fields),
+                           fields=outcome.fields),
         LeaseEnded(lease.lid, now, "disposed", req.code, answer),
     ]
     changes += [NumberListed(number, which, now, rec.rid, disp.agent)

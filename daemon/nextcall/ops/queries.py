@@ -8,10 +8,12 @@ from typing import TYPE_CHECKING, Any
 from .. import __version__, views
 from .. import protocol as P
 from ..core import calendar
+from ..core.actions import requires
 from ..core.engine import SLOTS, callback_standing
 from ..core.errors import BadRequest, Forbidden
 from ..core.model import Campaign
 from ..core.records import Record
+from ..core.visibility import sees_callback
 from ..roles import AGENT, Peer
 from .base import Body
 
@@ -40,7 +42,7 @@ def _campaign_view(name: str, c: Campaign) -> dict[str, Any]:
             "presentation": rc.presentation, "success": rc.success,
             "contact_priority": rc.contact_priority,
             "scope": rc.scope if rc.action == "callback" else None,
-            "requires": rc.requires()} for rc in c.codes.values()],
+            "requires": requires(rc)} for rc in c.codes.values()],
     }
 
 
@@ -86,21 +88,6 @@ def stats(svc: Service, req: P.StatsReq, peer: Peer) -> Body:
             "records_in_memory": len(eng), "rebuild": svc.rebuild_stats}
 
 
-def sees_callback(svc: Service, agent: str, rec: Record) -> bool:
-    """Whether ``rec``'s callback is in ``agent``'s queue: its own, one of its teams'
-    (scopes ``team`` and ``personal_then_team``), or an ``anyone`` callback of a
-    campaign it works."""
-    if rec.owner == agent:
-        return True
-    s = svc.engine.agents.get(agent)
-    cb = rec.callback
-    if s is None or cb is None or rec.campaign not in s.campaigns:
-        return False
-    if cb.scope == "anyone":
-        return True
-    return cb.scope in ("team", "personal_then_team") and rec.team in s.teams
-
-
 def _span(req: P.CallbacksReq) -> tuple[float, float]:
     lo = calendar.resolve_local(req.from_, "UTC", field="from") \
         if req.from_ is not None else float("-inf")
@@ -118,6 +105,7 @@ def _picked(svc: Service, req: P.CallbacksReq, now: float
     states = set(req.states or P.CALLBACK_STATES)
     picked: list[tuple[float, int, Record, str]] = []
     counts = dict.fromkeys(P.CALLBACK_STATES, 0)
+    login = svc.engine.agents.get(req.agent) if req.agent is not None else None
     for rid in svc.engine.callback_rids():
         rec = svc.engine.record(rid)
         if rec is None or rec.callback is None or not lo <= rec.due_at <= hi:
@@ -126,7 +114,7 @@ def _picked(svc: Service, req: P.CallbacksReq, now: float
             continue
         if req.team is not None and rec.team != req.team:
             continue
-        if req.agent is not None and not sees_callback(svc, req.agent, rec):
+        if req.agent is not None and not sees_callback(req.agent, login, rec):
             continue
         camp = svc.engine.campaigns.get(rec.campaign)
         standing = callback_standing(rec.due_at, camp.grace_s if camp else 0, now)[0]
