@@ -23,7 +23,8 @@ import orjson
 
 from . import config as configlib
 from .config import Settings
-from .core.changes import Change, LeaseEnded
+from .core import transitions
+from .core.changes import Change
 from .core.engine import Engine, ReadyGroup
 from .core.errors import ConfigError, Unavailable
 from .core.records import Lease, Record
@@ -125,10 +126,9 @@ class Service:
         so none sees a lease past its instant)."""
         if not self.engine.expiry_due(now):
             return
-        expired = self.engine.expire(now)
+        expired, changes = transitions.expire(self.engine, now)
         if expired:
-            self.store.submit([LeaseEnded(lz.lid, now, "expired") for lz in expired],
-                              self._background_done)
+            self.store.submit(changes, self._background_done)
             logger.info("leases_expired count=%d", len(expired))
             self.observer.leases_expired(expired)
             self.notify()

@@ -10,7 +10,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from .. import protocol as P
-from ..core.changes import AgentSaved
+from ..core import transitions
 from ..core.errors import NotFound, Unavailable
 from ..roles import Peer
 from .base import Body, Reply
@@ -23,10 +23,10 @@ logger = logging.getLogger(__name__)
 
 def login(svc: Service, req: P.LoginReq, peer: Peer, reply: Reply) -> None:
     """``agent.login``: the campaigns and teams an agent works (persisted)."""
-    s = svc.engine.login(req.agent, req.campaigns, req.teams)
-    change = AgentSaved(req.agent, list(s.campaigns), list(s.teams), True, svc.clock())
+    s, changes = transitions.login(svc.engine, req.agent, req.campaigns, req.teams,
+                                   svc.clock())
     svc.notify()
-    svc.commit_then([change], reply, lambda: {"agent": req.agent,
+    svc.commit_then(changes, reply, lambda: {"agent": req.agent,
                                               "campaigns": list(s.campaigns),
                                               "teams": list(s.teams)})
 
@@ -36,10 +36,9 @@ def logout(svc: Service, req: P.LogoutReq, peer: Peer, reply: Reply) -> None:
     s = svc.engine.agents.get(req.agent)
     if s is None:
         raise NotFound(f"agent {req.agent!r} never logged in", field="agent")
-    svc.engine.logout(req.agent)
-    change = AgentSaved(req.agent, list(s.campaigns), list(s.teams), False, svc.clock())
+    changes = transitions.logout(svc.engine, req.agent, svc.clock())
     svc.notify()
-    svc.commit_then([change], reply, lambda: {"agent": req.agent, "logged_in": False})
+    svc.commit_then(changes, reply, lambda: {"agent": req.agent, "logged_in": False})
 
 
 def subscribe(svc: Service, req: P.SubscribeReq, peer: Peer) -> Body:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel
 
 from .. import views
-from ..core.changes import LeaseIssued
+from ..core.changes import Change
 from ..core.errors import NextcallError, Unavailable
 from ..core.records import Lease, Record
 from ..storage.base import Fetched
@@ -56,7 +56,8 @@ def fill_record(rec: Record, payload: tuple[str, str, str, str | None] | None) -
             rec.team = payload[3]
 
 
-def hand_out(svc: Service, leases: list[Lease], now: float, reply: Reply, t0: float) -> None:
+def hand_out(svc: Service, leases: list[Lease], changes: list[Change], now: float,
+             reply: Reply, t0: float) -> None:
     """Commit ``leases`` (reading their records' stored fields in the same transaction),
     then answer the ``next`` that took them."""
     def done(result: Fetched | BaseException) -> None:
@@ -67,6 +68,5 @@ def hand_out(svc: Service, leases: list[Lease], now: float, reply: Reply, t0: fl
             fill_record(lz.record, result.get(lz.record.rid))
         svc.observer.next_answered(time.perf_counter() - t0, leases)
         reply({"leases": [views.lease_view(lz, now) for lz in leases]})
-    svc.store.submit([LeaseIssued.of(lz) for lz in leases], done,
-                     [lz.record.rid for lz in leases])
+    svc.store.submit(changes, done, [lz.record.rid for lz in leases])
     svc.arm_expiry(leases[0].expires_at)

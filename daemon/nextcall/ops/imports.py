@@ -19,14 +19,13 @@ from pydantic import ValidationError
 
 from .. import phones as phonelib
 from .. import protocol as P
-from ..core import calendar
-from ..core.changes import Change, RecordImported, RecordReimported
+from ..core import calendar, transitions
+from ..core.changes import Change
 from ..core.errors import BadRequest, NextcallError
 from ..core.records import CLOSED, Record
 from ..roles import Peer
-from ..storage.snapshot import OTHER_COLUMNS, record_from_row
+from ..storage.snapshot import record_of
 from .base import Body
-from .records import changed
 
 if TYPE_CHECKING:
     from ..service import Service
@@ -183,9 +182,8 @@ async def _reload_list(svc: Service, campaign: str, list_name: str) -> int:
     for row in rows:
         if svc.engine.is_open(row["rid"]):
             continue
-        rec = record_from_row(tuple(row[c] for c in OTHER_COLUMNS))
-        svc.engine.reopen(rec, now)
-        changes += changed(rec, now, "@reload", "@reload")
+        rec = record_of(row)
+        changes += transitions.reopen(svc.engine, rec, now, actor="@reload", code="@reload")
     if changes:
         await svc.store.write(changes)
     return len(rows)
@@ -214,19 +212,6 @@ def _conflicts(svc: Service, req: P.ImportReq, rows: list[Row],
     return rejected
 
 
-def _update(svc: Service, req: P.ImportReq, r: Row, rid: int, phones: list[list[str]],
-            now: float) -> Change:
-    """Apply a re-imported row to the engine's copy of an open record."""
-    live = svc.engine.record(rid)
-    if live is not None:
-        live.phones, live.timezone, live.priority = phones, r["timezone"], r["priority"]
-        if r["team"] is not None:
-            live.team = r["team"]
-        svc.engine.update_record(live, now)
-    return RecordReimported(rid, req.list, phones, r["timezone"], r["priority"], r["data"],
-                            r["team"], now)
-
-
 async def _apply(svc: Service, req: P.ImportReq, rows: list[Row], all_or_nothing: bool
                  ) -> tuple[int, int, list[Row]]:
     eng = svc.engine
@@ -246,14 +231,13 @@ async def _apply(svc: Service, req: P.ImportReq, rows: list[Row], all_or_nothing
         phones = [[n, "dnc" if listed.get(n) == "dnc" else "blocked" if n in listed
                    else "active"] for n in r["phones"]]
         if r["id"] in known:
-            changes.append(_update(svc, req, r, known[r["id"]][0], phones, now))
+            changes += transitions.reimport(eng, known[r["id"]][0], r, req.list, phones, now)
             continue
         rid = eng.next_rid
         eng.next_rid += 1
         rec = Record(rid, r["id"], req.campaign, req.list, phones, r["timezone"],
                      r["priority"], r["data"], team=r["team"])
-        changes.append(RecordImported.of(rec, now))
-        eng.add(rec, now)
+        changes += transitions.import_record(eng, rec, now)
         new_ids.append(r["id"])
     if changes:
         svc.imports.importing.update(new_ids)

@@ -18,14 +18,8 @@ import orjson
 
 from .. import protocol as P
 from .. import views
-from ..core.changes import (
-    Change,
-    HistoryAppended,
-    LeaseEnded,
-    LeaseExtended,
-    NumberListed,
-    RecordSaved,
-)
+from ..core import transitions
+from ..core.changes import Change
 from ..core.errors import (
     BadRequest,
     LeaseExpired,
@@ -64,9 +58,10 @@ def next_(svc: Service, req: P.NextReq, peer: Peer, reply: Reply) -> None:
     t0 = time.perf_counter()
     now = svc.clock()
     svc.expire(now)
-    leases = svc.engine.next(req.agent, campaigns, teams, req.count, peer.uid, now)
+    leases, changes = transitions.issue(svc.engine, req.agent, campaigns, teams, req.count,
+                                        peer.uid, now)
     if leases:
-        hand_out(svc, leases, now, reply, t0)
+        hand_out(svc, leases, changes, now, reply, t0)
     elif req.wait > 0 and not svc.stopping:
         svc.polls.add(Waiter(req, peer, reply, campaigns, teams, now + req.wait, t0), now)
     else:
@@ -214,17 +209,9 @@ def dispose(svc: Service, req: P.DisposeReq, peer: Peer, reply: Reply
         raise UnknownCampaign(f"roll target {outcome.campaign!r} is not configured",
                               field="code")
     answer = _answer(rec, req.code, outcome)
-    moved = outcome.phones is not None or outcome.campaign is not None
-    svc.engine.dispose(lease, outcome, now, answer, req.code)
-    changes: list[Change] = [
-        HistoryAppended.of(rec, lid=lease.lid, at=now, agent=disp.agent, code=req.code,
-                           phone=phone, note=req.note, revenue=req.revenue,
-                           fields=outcome.fields),
-        LeaseEnded(lease.lid, now, "disposed", req.code, answer),
-    ]
-    changes += [NumberListed(number, which, now, rec.rid, disp.agent)
-                for number, which in outcome.listed]
-    changes.append(RecordSaved.of(rec, now, moved=moved))
+    changes = transitions.dispose(svc.engine, lease, outcome, now, code=req.code,
+                                  agent=disp.agent, phone=phone, note=req.note,
+                                  revenue=req.revenue, answer=answer)
     svc.notify()
     _commit_disposition(svc, changes, lease.lid, rec, req.code, answer, reply)
     return None
@@ -270,11 +257,10 @@ def release(svc: Service, req: P.LeaseReq, peer: Peer, reply: Reply
     got = live_lease(svc, req.lease, peer, req.agent, now)
     if not isinstance(got, Lease):
         return _not_live(got)
-    svc.engine.release(got, now)
+    changes = transitions.release(svc.engine, got, now)
     svc.notify()
     rec = got.record
-    svc.commit_then([LeaseEnded(got.lid, now, "released")], reply,
-                    lambda: {"record": rec.id, "state": rec.state})
+    svc.commit_then(changes, reply, lambda: {"record": rec.id, "state": rec.state})
     return None
 
 
@@ -287,9 +273,9 @@ def extend(svc: Service, req: P.ExtendReq, peer: Peer, reply: Reply
         return _not_live(got)
     camp = svc.engine.campaigns.get(got.record.campaign)
     seconds = req.seconds or (camp.lease_s if camp else svc.settings.daemon.lease_s)
-    svc.engine.extend(got, now, seconds)
+    changes = transitions.extend(svc.engine, got, now, seconds)
     lz = got
-    svc.commit_then([LeaseExtended(lz.lid, lz.expires_at)], reply,
+    svc.commit_then(changes, reply,
                     lambda: {"token": lz.token, "expires_at": views.utc_iso(lz.expires_at),
                              "expires_in_s": round(lz.expires_at - now, 3)})
     return None

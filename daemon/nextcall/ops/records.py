@@ -13,14 +13,13 @@ from typing import TYPE_CHECKING, Any
 
 from .. import protocol as P
 from .. import views
-from ..core import calendar
-from ..core.changes import Change, HistoryAppended, RecordSaved
+from ..core import calendar, transitions
 from ..core.errors import BadRequest, Conflict, Forbidden, NextcallError, NotFound
 from ..core.model import ResultCode
 from ..core.records import CLOSED, CallbackIntent, Record
 from ..core.results import CallbackRequest, resolve_callback
 from ..roles import ADMIN, SUPERVISOR, Peer
-from ..storage.snapshot import OTHER_COLUMNS, record_from_row
+from ..storage.snapshot import record_of
 from .base import Body, fill_record
 
 if TYPE_CHECKING:
@@ -46,7 +45,7 @@ def _current(svc: Service, r: dict[str, Any]) -> Record:
     fields) or the stored row's (closed)."""
     live = svc.engine.record(r["rid"])
     if live is None:
-        return record_from_row(tuple(r[c] for c in OTHER_COLUMNS))
+        return record_of(r)
     live.id, live.list, live.data = r["id"], r["list"], r["data"]
     if live.team is None:
         live.team = r["team"]
@@ -89,14 +88,6 @@ async def _unleased(svc: Service, record_id: str) -> Record:
     return rec
 
 
-def changed(rec: Record, now: float, actor: str, code: str, note: str | None = None
-            ) -> list[Change]:
-    """A change made outside the call cycle: a history entry and the record's state."""
-    return [HistoryAppended.of(rec, lid=None, at=now, agent=actor, code=code, phone=None,
-                               note=note),
-            RecordSaved.of(rec, now)]
-
-
 def _callback_intent(svc: Service, rec: Record, req: Any, agent: str, scope_default: str,
                      cp: int, now: float) -> CallbackIntent:
     camp = svc.engine.campaign(rec.campaign, "record")
@@ -126,9 +117,10 @@ async def reopen(svc: Service, req: P.ReopenReq, peer: Peer) -> Body:
                              field="callback.owner")
     elif req.at is not None:
         due = calendar.resolve_local(req.at, req.timezone or rec.timezone, field="at")
-    svc.engine.reopen(rec, now, due, cb)
+    changes = transitions.reopen(svc.engine, rec, now, actor=f"admin:{peer.uid}",
+                                 code="@reopen", note=req.note, due_at=due, callback=cb)
     svc.notify()
-    await svc.store.write(changed(rec, now, f"admin:{peer.uid}", "@reopen", req.note))
+    await svc.store.write(changes)
     svc.callback_changed(rec)
     logger.info("record_reopened campaign=%s state=%s", rec.campaign, rec.state)
     return {"record": views.record_view(rec)}
@@ -176,10 +168,10 @@ async def schedule(svc: Service, req: P.ScheduleReq, peer: Peer) -> Body:
         if err.field is not None:
             err.field = err.field.removeprefix("callback.")
         raise
-    svc.engine.reopen(rec, now, None, cb)
+    changes = transitions.reopen(svc.engine, rec, now, actor=req.agent or f"uid:{peer.uid}",
+                                 code="@callback", note=req.reason, callback=cb)
     svc.notify()
-    actor = req.agent or f"uid:{peer.uid}"
-    await svc.store.write(changed(rec, now, actor, "@callback", req.reason))
+    await svc.store.write(changes)
     svc.callback_changed(rec)
     logger.info("callback_scheduled campaign=%s scope=%s", rec.campaign, cb.scope)
     return {"record": views.record_view(rec)}

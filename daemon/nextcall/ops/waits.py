@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .. import protocol as P
+from ..core import transitions
 from ..roles import Peer
 from .base import Reply, hand_out
 
@@ -80,10 +81,10 @@ class LongPolls:
         for w in self.waiters:
             if w.peer.gone:
                 continue
-            leases = svc.engine.next(w.req.agent, w.campaigns, w.teams, w.req.count,
-                                     w.peer.uid, now)
+            leases, changes = transitions.issue(svc.engine, w.req.agent, w.campaigns,
+                                                w.teams, w.req.count, w.peer.uid, now)
             if leases:
-                hand_out(svc, leases, now, w.reply, time.perf_counter())
+                hand_out(svc, leases, changes, now, w.reply, time.perf_counter())
             elif now >= w.deadline or svc.stopping:
                 svc.observer.next_answered(0.0, [])
                 w.reply({"leases": []})

@@ -122,6 +122,11 @@ def record_from_row(row: tuple[Any, ...]) -> Record:
                   CallbackIntent.from_json(orjson.loads(callback)) if callback else None)
 
 
+def record_of(row: dict[str, Any]) -> Record:
+    """A ``Record`` value from a stored row read as a mapping (``Store`` reads)."""
+    return record_from_row(tuple(row[c] for c in OTHER_COLUMNS))
+
+
 def assemble(raw: P.RawSnapshot) -> Snapshot:
     """Decode a read into columns and values."""
     phones: dict[int, str] = {}
