@@ -56,7 +56,7 @@ class Engine(Loading):
             self.rescore(rid)
         for zone in q.zones.values():
             keys = []
-            for k in zone.keys():
+            for k in zone.keys():  # noqa: SIM118 (a RunHeap, not a dict)
                 if self._live(k, N_DUE):
                     rid = rid_of(k)
                     keys.append(pool_key(self.c_score[rid], self.c_due[rid], rid, gen_of(k)))
@@ -100,7 +100,7 @@ class Engine(Loading):
         if zone is None:
             return []
         out = []
-        for k in zone.keys():
+        for k in zone.keys():  # noqa: SIM118 (a RunHeap, not a dict)
             if self._live(k, N_DUE):
                 out.append(rid_of(k))
                 if len(out) >= limit:
@@ -122,6 +122,22 @@ class Engine(Loading):
     # ----------------------------------------------------------------- checks
     def check_invariants(self) -> None:
         """Assert the structures are consistent (tests call this after every step)."""
+        counts, zone_due = self._check_columns()
+        leased = {lz.record.rid for lz in self.leases.values()}
+        assert len(leased) == len(self.leases), "record leased twice"
+        for rid in leased:
+            assert self.c_slot[rid] == N_LEASED, rid
+        for name, q in self.queues.items():
+            assert q.counts == counts[name], (name, q.counts, dict(counts[name]))
+            assert {z: n for z, n in q.zone_due.items() if n} == dict(zone_due[name]), name
+            self._check_heaps(name, q, counts[name])
+        for lid, lease in self.leases.items():
+            assert lease.lid == lid
+            assert lease.record.lease is lease
+
+    def _check_columns(self) -> tuple[dict[str, dict[str, int]], dict[str, dict[int, int]]]:
+        """Open records by campaign and slot name, and due ones by campaign and zone, as
+        the columns say."""
         counts: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(SLOTS, 0))
         zone_due: dict[str, dict[int, int]] = defaultdict(lambda: defaultdict(int))
         n_open = 0
@@ -139,34 +155,29 @@ class Engine(Loading):
             if self.c_state[rid] in (ST_CALLBACK, ST_HELD):
                 assert rid in self._extras, ("extra missing", rid)
         assert n_open == self._open, (n_open, self._open)
-        leased = {lz.record.rid for lz in self.leases.values()}
-        assert len(leased) == len(self.leases), "record leased twice"
-        for rid in leased:
-            assert self.c_slot[rid] == N_LEASED, rid
-        for name, q in self.queues.items():
-            assert q.counts == counts[name], (name, q.counts, dict(counts[name]))
-            assert {z: n for z, n in q.zone_due.items() if n} == dict(zone_due[name]), name
-            for h in (q.cb_dormant, q.anyone, q.held, q.heads, *q.personal.values(),
-                      *q.team.values()):  # type: ignore[assignment]
-                for i in range(1, len(h)):
-                    assert not h[i] < h[(i - 1) // 2], "heap order"
-            live: dict[int, int] = defaultdict(int)
-            for slot, keys in ((N_DORMANT, q.dormant.keys()),
-                               (N_DUE, [k for z in q.zones.values() for k in z.keys()]),
-                               (N_CB_DORMANT, q.cb_dormant)):
-                for k in keys:
-                    if self._live(k, slot):
-                        live[slot] += 1
-                        assert self._camp_names[self.c_camp[rid_of(k)]] == name
-            for slot in (N_DORMANT, N_DUE, N_CB_DORMANT):
-                assert live[slot] == counts[name][SLOT_NAMES[slot]], (name, slot, live[slot])
-            for z, is_open in q.zone_open.items():
-                if is_open:
-                    top = self._zone_top(q, z)
-                    rep = q.head_of.get(z)
-                    assert top is None or (rep is not None and rep <= top
-                                           and (rep, z) in q.heads), \
-                        ("no representative for an open zone", name, z)
-        for lid, lease in self.leases.items():
-            assert lease.lid == lid
-            assert lease.record.lease is lease
+        return counts, zone_due
+
+    def _check_heaps(self, name: str, q: Queues, counts: dict[str, int]) -> None:
+        """Campaign ``name``'s heaps are ordered, hold one live entry per record of their
+        slot (``counts``), and every open zone has a representative among the heads."""
+        for h in (q.cb_dormant, q.anyone, q.held, q.heads, *q.personal.values(),
+                  *q.team.values()):  # type: ignore[assignment]
+            for i in range(1, len(h)):
+                assert not h[i] < h[(i - 1) // 2], "heap order"
+        live: dict[int, int] = defaultdict(int)
+        due_keys = [k for z in q.zones.values() for k in z.keys()]  # noqa: SIM118 (a RunHeap)
+        for slot, keys in ((N_DORMANT, q.dormant.keys()), (N_DUE, due_keys),
+                           (N_CB_DORMANT, q.cb_dormant)):
+            for k in keys:
+                if self._live(k, slot):
+                    live[slot] += 1
+                    assert self._camp_names[self.c_camp[rid_of(k)]] == name
+        for slot in (N_DORMANT, N_DUE, N_CB_DORMANT):
+            assert live[slot] == counts[SLOT_NAMES[slot]], (name, slot, live[slot])
+        for z, is_open in q.zone_open.items():
+            if is_open:
+                top = self._zone_top(q, z)
+                rep = q.head_of.get(z)
+                assert top is None or (rep is not None and rep <= top
+                                       and (rep, z) in q.heads), \
+                    ("no representative for an open zone", name, z)

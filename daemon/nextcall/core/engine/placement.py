@@ -222,6 +222,19 @@ class Placement(EngineBase):
             return
         nq = due_q(now)
         dormant = q.dormant
+        self._promote_dormant(q, dormant, now, nq)
+        self._promote_timed(q, now, nq)
+        # the earliest instant anything left may fall due (stale tops make it early,
+        # which costs one more pass, never a miss)
+        top = dormant.top()
+        at = INF if top is None else due_q_of(top) / DUE_SCALE
+        for heap in (q.held, q.cb_dormant):
+            if heap:
+                at = min(at, due_q_of(heap[0]) / DUE_SCALE)
+        q.promote_at = at
+
+    def _promote_dormant(self, q: Queues, dormant: RunHeap, now: float, nq: int) -> None:
+        """Ready records that fell due (``nq``: ``now`` quantised) go to their zone."""
         while True:
             top = dormant.top()
             if top is None or due_q_of(top) > nq:
@@ -238,6 +251,10 @@ class Placement(EngineBase):
                 self._push_due(rid, q, gen, now)
             else:
                 self._set_slot(rid, q, N_NO_NUMBER)
+
+    def _promote_timed(self, q: Queues, now: float, nq: int) -> None:
+        """Appointments that passed go to resolution, callbacks that fell due to their
+        heaps."""
         for heap, slot in ((q.held, N_HELD), (q.cb_dormant, N_CB_DORMANT)):
             while heap and due_q_of(heap[0]) <= nq:
                 top = heap[0]
@@ -255,14 +272,6 @@ class Placement(EngineBase):
                     self._push_due_callback(rid, q, gen)
                 else:
                     self._set_slot(rid, q, N_NO_NUMBER)
-        # the earliest instant anything left may fall due (stale tops make it early,
-        # which costs one more pass, never a miss)
-        top = dormant.top()
-        at = INF if top is None else due_q_of(top) / DUE_SCALE
-        for heap in (q.held, q.cb_dormant):
-            if heap:
-                at = min(at, due_q_of(heap[0]) / DUE_SCALE)
-        q.promote_at = at
 
     # ----------------------------------------------------------------- changed records
     def _apply(self, rec: Record, now: float) -> None:

@@ -129,9 +129,9 @@ class Selection(Leasing):
         q.heads = [(h, z) for z, h in q.head_of.items()]
         heapq.heapify(q.heads)
 
-    def select(self, agent: str, campaigns: tuple[str, ...], teams: tuple[str, ...],
-               now: float) -> tuple[int, str] | None:
-        """The best record ``agent`` may call now, and why (SPEC §3), without leasing."""
+    def _enabled_queues(self, campaigns: tuple[str, ...], now: float
+                        ) -> list[tuple[Campaign, Queues]]:
+        """The enabled ones of ``campaigns`` with their queues, promoted to ``now``."""
         camps = []
         for name in campaigns:
             c = self.campaigns.get(name)
@@ -139,6 +139,12 @@ class Selection(Leasing):
                 q = self._q(name)
                 self._promote(q, now)
                 camps.append((c, q))
+        return camps
+
+    def select(self, agent: str, campaigns: tuple[str, ...], teams: tuple[str, ...],
+               now: float) -> tuple[int, str] | None:
+        """The best record ``agent`` may call now, and why (SPEC §3), without leasing."""
+        camps = self._enabled_queues(campaigns, now)
         # 1. own due callbacks, earliest first
         best = None
         for c, q in camps:
