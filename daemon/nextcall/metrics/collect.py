@@ -36,36 +36,42 @@ BLOCKED_REASONS = ("window", "dormant", "leased", "held", "no_number", "disabled
                    "dnc")
 #: the engine gauges, exposed in this order: name (after ``PREFIX``), help, labels
 GAUGES: tuple[tuple[str, str, list[str] | None], ...] = (
-    ("records", "Records by campaign and state: open records by where "
-     "the engine holds them (dormant, due, callback_upcoming, "
-     "callback_due, leased, no_number, held, resolution) and closed "
-     "records by reason.",
+    ("records",
+     ("Records by campaign and state: open records by where the engine holds them "
+      "(dormant, due, callback_upcoming, callback_due, leased, no_number, held, "
+      "resolution) and closed records by reason."),
      ["campaign", "state", "reason"]),
-    ("records_due", "Due records next can hand out from the pool now (their "
-     "zone's calling window is open), by campaign.", ["campaign"]),
-    ("records_blocked", "Open records next cannot hand out now, by "
-     "campaign and reason: window (due, window closed), dormant (not yet "
-     "due, callbacks included), leased, held (appointments, waiting or "
-     "awaiting resolution), no_number, disabled (campaign disabled), "
-     "attempts and dnc (always 0: such records are closed).",
-     ["campaign", "reason"]),
-    ("callbacks_due", "Callbacks whose promised time has come, not yet "
-     "handed out, by campaign.", ["campaign"]),
-    ("callbacks_overdue", "Due callbacks still waiting more than "
-     "[metrics] callback_overdue_s after their promised time, by "
-     "campaign.", ["campaign"]),
-    ("callback_oldest_age_seconds", "Seconds since the promised time of "
-     "the oldest due callback (0 when none is due), by campaign.",
+    ("records_due",
+     ("Due records next can hand out from the pool now (their zone's calling window is "
+      "open), by campaign."),
      ["campaign"]),
-    ("next_waiting", "next long polls waiting for a record now, by "
-     "campaign they draw from.", ["campaign"]),
-    ("campaign_enabled", "1 if the campaign is enabled, 0 if disabled or "
-     "no longer configured.", ["campaign"]),
+    ("records_blocked",
+     ("Open records next cannot hand out now, by campaign and reason: window (due, window "
+      "closed), dormant (not yet due, callbacks included), leased, held (appointments, "
+      "waiting or awaiting resolution), no_number, disabled (campaign disabled), attempts "
+      "and dnc (always 0: such records are closed)."),
+     ["campaign", "reason"]),
+    ("callbacks_due",
+     "Callbacks whose promised time has come, not yet handed out, by campaign.",
+     ["campaign"]),
+    ("callbacks_overdue",
+     ("Due callbacks still waiting more than [metrics] callback_overdue_s after their "
+      "promised time, by campaign."),
+     ["campaign"]),
+    ("callback_oldest_age_seconds",
+     ("Seconds since the promised time of the oldest due callback (0 when none is due), "
+      "by campaign."),
+     ["campaign"]),
+    ("next_waiting", "next long polls waiting for a record now, by campaign they draw from.",
+     ["campaign"]),
+    ("campaign_enabled",
+     "1 if the campaign is enabled, 0 if disabled or no longer configured.", ["campaign"]),
     ("leases_active", "Leases currently held.", None),
     ("agents_logged_in", "Agents currently logged in.", None),
     ("records_in_memory", "Open records held in memory.", None),
-    ("snapshot_age_seconds", "Seconds since the engine gauges were computed "
-     "on the event loop; grows when the loop is stuck.", None),
+    ("snapshot_age_seconds",
+     ("Seconds since the engine gauges were computed on the event loop; grows when the "
+      "loop is stuck."), None),
 )
 #: the window and callback scans may take at most this share of the loop's time
 MAX_SCAN_SHARE = 0.01

@@ -48,8 +48,8 @@ from .queues import Extra, Queues
 from .tokens import ENDED_MEMORY, EndedLease, Secrets
 
 __all__ = [
-    "ENDED_MEMORY", "INF", "S_CB_DORMANT", "S_CB_DUE", "S_DORMANT", "S_DUE", "S_HELD",
-    "S_LEASED", "S_NO_NUMBER", "S_RESOLUTION", "SLOTS", "SLOT_NAMES", "STATE_NAMES",
-    "AgentSession", "EndedLease", "Engine", "Extra", "Queues", "ReadyGroup", "Secrets",
-    "callback_standing", "phone_int", "ready_groups", "score_of",
+    "ENDED_MEMORY", "INF", "SLOTS", "SLOT_NAMES", "STATE_NAMES", "S_CB_DORMANT", "S_CB_DUE",
+    "S_DORMANT", "S_DUE", "S_HELD", "S_LEASED", "S_NO_NUMBER", "S_RESOLUTION", "AgentSession",
+    "EndedLease", "Engine", "Extra", "Queues", "ReadyGroup", "Secrets", "callback_standing",
+    "phone_int", "ready_groups", "score_of",
 ]

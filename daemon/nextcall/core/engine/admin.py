@@ -2,8 +2,8 @@
 Swapping in new campaigns (rescoring where weights changed), per-campaign read-outs (zone
 states, due records, score changes) and the consistency check.
 
-``Engine`` is the last link of the engine's class chain (see ``base``); the rest of the
-daemon uses this class only.
+``Engine`` is the last link of the engine's class chain (see ``base``), the one class the
+rest of the daemon constructs and calls.
 """
 
 from __future__ import annotations

@@ -57,8 +57,6 @@ class EngineBase:
         self._listed_n: set[int] = set()
         self._camp_names: list[str] = [""]
         self._camp_idx: dict[str, int] = {}
-        #: queues by campaign index (index 0: none)
-        self._qs: list[Queues | None] = [None]
         self._zone_names: list[str] = [""]
         self._zone_idx: dict[str, int] = {}
         self.queues: dict[str, Queues] = {}
@@ -102,7 +100,7 @@ class EngineBase:
         if i is None:
             i = self._camp_idx[name] = len(self._camp_names)
             self._camp_names.append(name)
-            self._qs.append(self._q(name))
+            self._q(name)
         return i
 
     def _zidx(self, name: str) -> int:
