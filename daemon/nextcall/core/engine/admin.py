@@ -9,6 +9,7 @@ rest of the daemon constructs and calls.
 from __future__ import annotations
 
 from collections import defaultdict
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -160,8 +161,9 @@ class Engine(Loading):
     def _check_heaps(self, name: str, q: Queues, counts: dict[str, int]) -> None:
         """Campaign ``name``'s heaps are ordered, hold one live entry per record of their
         slot (``counts``), and every open zone has a representative among the heads."""
-        for h in (q.cb_dormant, q.anyone, q.held, q.heads, *q.personal.values(),
-                  *q.team.values()):  # type: ignore[assignment]
+        heaps: list[list[Any]] = [q.cb_dormant, q.anyone, q.held, q.heads,
+                                  *q.personal.values(), *q.team.values()]
+        for h in heaps:
             for i in range(1, len(h)):
                 assert not h[i] < h[(i - 1) // 2], "heap order"
         live: dict[int, int] = defaultdict(int)
