@@ -95,7 +95,7 @@ def plan(engine: Engine, new: dict[str, Campaign], now: float) -> list[CampaignC
         if a is not None and b is not None and a.scoring != b.scoring:
             rids, old_s, new_s = engine.scores(name, b.scoring)
             moved = rids[old_s != new_s]
-            ch.order_changed += int(len(moved))
+            ch.order_changed += len(moved)
             _sample(ch, [int(r) for r in moved[:SAMPLE]])
     for lease in engine.leases.values():
         if lease.record.campaign not in new:
