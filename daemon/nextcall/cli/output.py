@@ -8,14 +8,42 @@ to print and when, so a table can be changed without touching how it is fetched.
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 import click
-from rich.console import Console
+from rich.console import Console, ConsoleDimensions
 from rich.table import Table
 
-console = Console()
-err_console = Console(stderr=True)
+#: width used when the output is a pipe or a file: rich's default there is 80 columns,
+#: which cut table headers and wrapped lines that scripts and logs read as one line
+PIPE_WIDTH_COLS = 1000
+
+
+class OutputConsole(Console):
+    """A rich console that lays out for a terminal's width only when it writes to one.
+
+    Written to a pipe or a file (``nextcall stats | less``, a cron job's log), rich would
+    assume 80 columns (or the width of whatever terminal stdin happens to be) and squeeze
+    table headers to fit; nobody reads that output on an 80-column screen, so it gets
+    ``PIPE_WIDTH_COLS`` instead. An explicit ``COLUMNS`` still wins.
+    """
+
+    @property
+    def size(self) -> ConsoleDimensions:
+        """The terminal's size, or ``PIPE_WIDTH_COLS`` wide when not writing to one."""
+        dims = super().size
+        if self.is_terminal or os.environ.get("COLUMNS", "").isdigit():
+            return dims
+        return ConsoleDimensions(PIPE_WIDTH_COLS, dims.height)
+
+    @size.setter
+    def size(self, new_size: tuple[int, int]) -> None:
+        Console.size.fset(self, new_size)  # type: ignore[attr-defined]
+
+
+console = OutputConsole()
+err_console = OutputConsole(stderr=True)
 
 #: callback states, most urgent first, and how the callback table colours them
 CALLBACK_STYLES = {"overdue": "red", "due": "yellow", "upcoming": ""}
