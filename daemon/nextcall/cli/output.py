@@ -77,10 +77,11 @@ def lease_table(leases: list[dict[str, Any]]) -> Table:
 
 
 def dispose_line(ans: dict[str, Any]) -> str:
-    """The outcome of a disposition on one line."""
+    """The outcome of a disposition on one line. ``due_at`` is when the record comes back
+    (a retry, a callback, an appointment), so it reads "due at", never "until"."""
     reason = f" ({ans['reason']})" if ans.get("reason") else ""
-    until = f" until {ans['due_at']}" if ans.get("due_at") else ""
-    return (f"{ans['record']}: {ans['code']} -> {ans['state']}{reason}{until}, "
+    due = f", due at {ans['due_at']}" if ans.get("due_at") else ""
+    return (f"{ans['record']}: {ans['code']} -> {ans['state']}{reason}{due}, "
             f"attempt {ans['attempts']}")
 
 
