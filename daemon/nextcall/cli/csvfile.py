@@ -40,7 +40,11 @@ def read_csv(path: str) -> tuple[list[NumberedRecord], list[str]]:
 def _read_rows(path: str, f: TextIO) -> tuple[list[NumberedRecord], list[str]]:
     """The records and problems of an open CSV file (``read_csv``)."""
     reader = csv.DictReader(f)
-    header = reader.fieldnames or []
+    try:
+        # reading the header decodes the file's first block, which may hold later lines
+        header = reader.fieldnames or []
+    except (csv.Error, UnicodeDecodeError) as exc:
+        return [], [f"{path}:{reader.line_num or 1}: {exc}"]
     if "id" not in header or not any(h.startswith("phone") for h in header):
         return [], [f"{path}:1: {HEADER_HINT}"]
     rows: list[NumberedRecord] = []
