@@ -12,7 +12,7 @@ import os
 import sys
 import tomllib
 
-#: the read started here, for ``cli.serve`` (None: not started)
+#: the read started here, for ``cli.admin.serve`` (None: not started)
 EARLY: object | None = None
 EARLY_PATH: str | None = None
 

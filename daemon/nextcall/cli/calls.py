@@ -1,0 +1,95 @@
+"""How a command finds its config and the daemon, calls it, and turns failures into the
+command line's exit statuses (1 refused or invalid, 3 cannot connect).
+
+These helpers exit the process: they only run inside a command, which is the entry point.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..client import DEFAULT_SOCKET, Client, ClientError
+from ..config import DEFAULT_CONFIG, Settings, load
+from ..core.errors import ConfigError
+from ..core.model import CALLBACK_SCOPES
+from .output import err_console
+
+#: exit statuses other than 0 (ok) and 2 (usage, click's own)
+EXIT_REFUSED = 1
+EXIT_NO_DAEMON = 3
+#: ``--scope`` of callbacks, spelled as the protocol spells it
+SCOPE_CHOICE = click.Choice(list(CALLBACK_SCOPES))
+
+
+def config_path(value: str | None) -> str:
+    """The config file: ``--config``, else ``NEXTCALL_CONFIG``, else the default."""
+    return value or os.environ.get("NEXTCALL_CONFIG") or DEFAULT_CONFIG
+
+
+def load_or_exit(path: str) -> Settings:
+    """The settings at ``path``, or every problem printed and exit status 1."""
+    try:
+        return load(path)
+    except ConfigError as exc:
+        for where, msg in exc.problems:
+            err_console.print(f"[red]{where}[/red]: {msg}")
+        sys.exit(EXIT_REFUSED)
+
+
+def socket_path(socket_opt: str | None, config_opt: str | None) -> str:
+    """The daemon's socket: ``--socket``, ``NEXTCALL_SOCKET``, the config's, the default.
+
+    A broken config is not an error here: a client that only needs the socket should still
+    reach a daemon that runs on a config it loaded earlier.
+    """
+    if socket_opt:
+        return socket_opt
+    if os.environ.get("NEXTCALL_SOCKET"):
+        return os.environ["NEXTCALL_SOCKET"]
+    path = config_path(config_opt)
+    if Path(path).exists():
+        try:
+            return str(load(path).daemon.socket)
+        except ConfigError:
+            pass
+    return DEFAULT_SOCKET
+
+
+def connect(ctx: click.Context) -> Client:
+    """A connected client, or a hint to start the daemon and exit status 3."""
+    path = socket_path(ctx.obj.get("socket"), ctx.obj.get("config"))
+    try:
+        return Client(path).connect()
+    except OSError as exc:
+        err_console.print(f"[red]cannot connect to {path}[/red]: {exc.strerror or exc}. "
+                          "Is the daemon running (make run)?")
+        sys.exit(EXIT_NO_DAEMON)
+
+
+def call(ctx: click.Context, op: str, *, timeout: float | None = None,
+         **fields: Any) -> dict[str, Any]:
+    """One request on a fresh connection: the answer, or the daemon's refusal printed
+    (as JSON with ``--json``, so scripts can read it too) and exit status 1."""
+    with connect(ctx) as c:
+        try:
+            return c.call(op, timeout=timeout, **fields)
+        except ClientError as exc:
+            if ctx.obj.get("json"):
+                print(json.dumps({"ok": False, "error": {"code": exc.code,
+                                                         "message": exc.message,
+                                                         "field": exc.field}}))
+            else:
+                err_console.print(f"[red]{exc.code}[/red]: {exc.message}"
+                                  + (f" [dim](field {exc.field})[/dim]" if exc.field else ""))
+            sys.exit(EXIT_REFUSED)
+
+
+def optional_fields(**values: Any) -> dict[str, Any]:
+    """The options that were given: the protocol's defaults apply to those left out."""
+    return {k: v for k, v in values.items() if v is not None}
