@@ -26,7 +26,7 @@ import pytest
 import nextcall
 from nextcall.client import Client, ClientError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 README = REPO / "README.md"
 MAKEFILE = REPO / "Makefile"
 #: the environment's bin directory: its ``nextcall`` is the one ``make run`` installs
