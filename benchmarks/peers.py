@@ -13,6 +13,7 @@ PEERS.md (in the shared notes) is the method these follow.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -207,10 +208,8 @@ def stop_process(proc: subprocess.Popen[bytes], timeout_s: float = 20) -> None:
 
 def _kill_tree(pid: int) -> None:
     for p in _descendants([pid], _parents()):
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(p, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 # --- CPU accounting -------------------------------------------------------------------

@@ -46,12 +46,12 @@ def make_db(path: Path, n: int) -> None:
     rng = random.Random(1)
     now = time.time()
     rows = ((i, f"rec-{i:08d}", "t", "list-1", f'[["+3161{i % 10**7:07d}","active"]]',
-             ZONES[i % len(ZONES)], rng.randint(0, 3), '{"name":"Ann de Vries","n":%d}' % i,
+             ZONES[i % len(ZONES)], rng.randint(0, 3), f'{{"name":"Ann de Vries","n":{i}}}',
              "ready" if i % 10 else "callback", None,
              now - 10 if i % 3 else now + rng.randint(60, 86400 * 7), rng.randint(0, 5),
              f"agent{i % 50}" if i % 10 == 0 else None, "red", rng.choice((0, 1, 3, 4)), 0,
-             '{"at":%f,"timezone":"UTC","local":"","scope":"personal_then_team",'
-             '"owner":"agent%d","team":"red","contact_priority":4}' % (now + 3600, i % 50)
+             f'{{"at":{now + 3600:f},"timezone":"UTC","local":"","scope":"personal_then_team",'
+             f'"owner":"agent{i % 50}","team":"red","contact_priority":4}}'
              if i % 10 == 0 else None, now, now) for i in range(1, n + 1))
     con.executemany("INSERT INTO records VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
     con.commit()
@@ -60,10 +60,11 @@ def make_db(path: Path, n: int) -> None:
 
 def measure(path: Path) -> dict[str, float]:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "daemon"))
+    import textwrap
+
     from nextcall.config import load
     from nextcall.service import Service
     from nextcall.storage.sql import SqlStore
-    import textwrap
     cfg = path.parent / "bench.toml"
     cfg.write_text(textwrap.dedent(f"""
         [daemon]

@@ -4,6 +4,7 @@ and the PostgreSQL URL (skipped with a reason, or required when NEXTCALL_REQUIRE
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import os
@@ -138,10 +139,8 @@ class AsyncClient:
 
     async def close(self) -> None:
         self.writer.close()
-        try:
+        with contextlib.suppress(ConnectionError, OSError):
             await self.writer.wait_closed()
-        except (ConnectionError, OSError):
-            pass
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ in their handlers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import pwd
 import socket
@@ -58,10 +59,8 @@ def peer_credentials(transport: asyncio.BaseTransport) -> tuple[int, int, int]:
 def peer_groups(uid: int, gid: int) -> set[int]:
     """The peer's primary and supplementary groups (from the user database)."""
     groups = {gid}
-    try:
+    with contextlib.suppress(KeyError, OSError):
         groups.update(os.getgrouplist(pwd.getpwuid(uid).pw_name, gid))
-    except (KeyError, OSError):
-        pass
     return groups
 
 

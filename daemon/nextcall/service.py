@@ -10,6 +10,7 @@ the daemon stops (fail-stop), so nothing unacknowledged survives in memory.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import ctypes.util
 import gc
@@ -69,10 +70,8 @@ class Observer:
 def _give_back_memory() -> None:
     """Return the rebuild's freed buffers to the system (glibc keeps freed small blocks
     in its arenas otherwise, and the RSS would stay at the rebuild's peak)."""
-    try:
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to do
         ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: nothing to do
-        pass
 
 
 class Service:

@@ -54,7 +54,7 @@ class Proc:
                     return
             except (OSError, ClientError):
                 if self.p.poll() is not None:
-                    raise RuntimeError(self.output())
+                    raise RuntimeError(self.output()) from None
                 time.sleep(0.05)
         raise RuntimeError("daemon did not start")
 

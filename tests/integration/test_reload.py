@@ -15,8 +15,7 @@ import pytest
 from nextcall.app import Daemon
 from nextcall.client import Client
 from nextcall.config import load
-from tests.conftest import (CODES, AsyncClient, make_records, wait_until_serving,
-                            write_config)
+from tests.conftest import CODES, AsyncClient, make_records, wait_until_serving, write_config
 
 BIN = Path(sys.executable).parent / "nextcall"
 EXTRA_CODE = '''

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Callable
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -22,7 +22,7 @@ from nextcall.app import Daemon
 from nextcall.config import load
 from tests.conftest import AsyncClient, make_records, write_config
 
-UTC = timezone.utc
+UTC = UTC
 Records = Callable[..., list[dict[str, Any]]]
 
 # ---------------------------------------------------------------------------- helpers

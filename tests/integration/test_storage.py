@@ -12,9 +12,9 @@ import pytest
 
 from nextcall.app import Daemon
 from nextcall.config import load
+from nextcall.core.changes import LeaseEnded
 from nextcall.core.errors import StorageError
 from nextcall.storage import sql as S
-from nextcall.core.changes import LeaseEnded
 from nextcall.storage import statements as ST
 from nextcall.storage.prefetch import HEAD_REVISION
 from nextcall.storage.writer import SqliteWriter
@@ -192,7 +192,8 @@ async def test_batches_land_whole_and_read_back_the_records(db_url: str) -> None
         upd3 = (ST.UPD_RECORD, ("callback", None, 9.0, 1, "ann", "blue", 4, 0, None, 3.0, 3))
         hist3 = (ST.INS_HISTORY, (3, None, 3.0, "ann", "t", "CB", None, None, None, None, None,
                                   "callback", None, 9.0, 1))
-        first = [store.ops_future([lease(1, 1)], fetch=[1]), store.ops_future([lease(2, 2)], fetch=[2]),
+        first = [store.ops_future([lease(1, 1)], fetch=[1]),
+                 store.ops_future([lease(2, 2)], fetch=[2]),
                  store.ops_future([hist3, upd3])]
         got = await asyncio.gather(*first)
         assert got[0][1] == ("x1", "l", "{}", "red") and got[1][2] == ("x2", "l", "{}", None)

@@ -83,7 +83,8 @@ def check(rc: int, what: str) -> None:
 
 def mount(src: str | None, dst: str, fstype: str | None, flags: int,
           data: str | None = None) -> None:
-    enc = (lambda s: s.encode() if s is not None else None)
+    def enc(s):
+        return (s.encode() if s is not None else None)
     check(libc.mount(enc(src), enc(dst), enc(fstype), ctypes.c_ulong(flags), enc(data)),
           f"mount {src} {dst}")
 

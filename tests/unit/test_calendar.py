@@ -337,7 +337,7 @@ def windows(draw: st.DrawFn) -> Campaign:
         if len(cuts) % 2:
             cuts = cuts[:-1]
         ivs = [f"{a // 4:02d}:{a % 4 * 15:02d}-{b // 4:02d}:{b % 4 * 15:02d}"
-               for a, b in zip(cuts[::2], cuts[1::2])]
+               for a, b in zip(cuts[::2], cuts[1::2], strict=False)]
         days.append((day, ",".join(ivs)))
     legal = draw(st.sampled_from([None, ALL_DAY, Interval(60, 23 * 60)]))
     hol = draw(st.lists(st.dates(date(2026, 3, 1), date(2026, 11, 10)), max_size=3))

@@ -363,7 +363,7 @@ class EngineModel(RuleBasedStateMachine):
         leases = self.engine.next(agent, camps, teams, count, 1000, self.now)
         assert [(x.record.rid, x.reason) for x in leases] == \
             [(m.rid, reason) for m, reason in expected], self._explain(agent, camps, teams)
-        for x, (m, _) in zip(leases, expected):
+        for x, (m, _) in zip(leases, expected, strict=False):
             # what the daemon reads from the database for a record it hands out
             x.record.id, x.record.list, x.record.data = m.id, "list", "{}"
             if x.record.state == READY:

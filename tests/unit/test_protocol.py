@@ -8,6 +8,7 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from nextcall import protocol as P
 from nextcall.core.errors import NextcallError
@@ -78,7 +79,7 @@ def test_error_lines_round_trip() -> None:
 def test_import_record_model() -> None:
     r = P.ImportRecord.model_validate({"id": "a", "phones": ["+31612345678"]})
     assert r.priority == 0 and r.data == {}
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError):
         P.ImportRecord.model_validate({"id": "a", "phones": []})
 
 

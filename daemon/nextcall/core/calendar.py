@@ -17,7 +17,7 @@ the wall clock the callee sees.
 from __future__ import annotations
 
 import time
-from datetime import date, datetime, timedelta, UTC
+from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 

@@ -36,6 +36,7 @@ every ``REFILL_EVERY_S``. A rebuild with 100 000 callbacks a week ahead adds non
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import logging
 from collections.abc import Callable
@@ -142,10 +143,8 @@ class Reminders:
         if self.sync in self.service.callback_listeners:
             self.service.callback_listeners.remove(self.sync)
         if self.scheduler is not None:
-            try:
+            with contextlib.suppress(SchedulerNotRunningError):
                 self.scheduler.shutdown(wait=False)
-            except SchedulerNotRunningError:
-                pass
             self.scheduler = None
         if self._tasks:
             _, pending = await asyncio.wait(list(self._tasks),
@@ -196,10 +195,8 @@ class Reminders:
 
     def _unschedule(self, rid: int) -> None:
         if self._jobs.pop(rid, None) is not None and self.scheduler is not None:
-            try:
+            with contextlib.suppress(JobLookupError):
                 self.scheduler.remove_job(_job_id(rid))
-            except JobLookupError:
-                pass
 
     def _schedule(self, rid: int, remind_at: float, at: float, now: float) -> None:
         assert self.scheduler is not None

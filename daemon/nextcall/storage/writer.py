@@ -16,6 +16,7 @@ transaction, the stored fields (id, list, data, team) of records handed out in t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sqlite3
 import threading
@@ -240,10 +241,8 @@ class SqliteWriter(Writer):
                     fetched[rid] = (rec_id, lst, data, team)
             con.execute("COMMIT")
         except BaseException:
-            try:
+            with contextlib.suppress(sqlite3.Error):
                 con.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass
             raise
         return fetched
 
