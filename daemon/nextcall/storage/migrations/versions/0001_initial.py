@@ -19,6 +19,13 @@ def _pk(name: str) -> sa.Column:  # type: ignore[type-arg]
 
 
 def upgrade() -> None:
+    _records()
+    _leases()
+    _history()
+    _agents()
+
+
+def _records() -> None:
     op.create_table(
         "records", _pk("rid"),
         sa.Column("id", sa.String(200), nullable=False, unique=True),
@@ -41,6 +48,9 @@ def upgrade() -> None:
         sa.Column("updated_at", sa.Float, nullable=False),
     )
     op.create_index("ix_records_campaign_state", "records", ["campaign", "state"])
+
+
+def _leases() -> None:
     op.create_table(
         "leases", _pk("lid"),
         sa.Column("secret", sa.String(64), nullable=False),
@@ -58,6 +68,9 @@ def upgrade() -> None:
         sa.Column("result", sa.Text),
     )
     op.create_index("ix_leases_open", "leases", ["ended_at", "expires_at"])
+
+
+def _history() -> None:
     op.create_table(
         "history",
         sa.Column("hid", sa.BigInteger().with_variant(sa.Integer, "sqlite"),
@@ -79,6 +92,9 @@ def upgrade() -> None:
         sa.Column("attempts", sa.Integer, nullable=False),
     )
     op.create_index("ix_history_rid", "history", ["rid"])
+
+
+def _agents() -> None:
     op.create_table(
         "agents",
         sa.Column("agent", sa.String(100), primary_key=True),
