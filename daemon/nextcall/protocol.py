@@ -3,6 +3,11 @@
 Newline-delimited JSON, one object per line. Each request is ``{"id": ..., "op": ...,
 ...fields}``; each answer echoes ``id``. Request fields are validated by pydantic models
 with unknown fields refused, so a typo is an error naming the field, not a silent default.
+
+Each op's request model lives beside its handler (``ops/``) and reaches the decoder
+through the registry; this module holds the codec, the field types and models several ops
+share (``Name``, ``CallbackReq``, ``ImportRecord``) and the hand-checked fast path of the
+call cycle's two requests.
 """
 
 from __future__ import annotations
@@ -21,44 +26,14 @@ Name = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f
 RequestId = str | int | float | None
 
 
-class _Req(BaseModel):
+class Request(BaseModel):
+    """The base of every op's request model (``ops/``): unknown fields refused, strict
+    types, frozen."""
+
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
-class PingReq(_Req):
-    """``ping``."""
-
-
-class CampaignsReq(_Req):
-    """``campaigns``: optionally only those an agent is logged in to."""
-
-    agent: Name | None = None
-
-
-class LoginReq(_Req):
-    """``agent.login``."""
-
-    agent: Name
-    campaigns: Annotated[list[Name], Field(min_length=1, max_length=100)]
-    teams: Annotated[list[Name], Field(max_length=100)] = []
-
-
-class LogoutReq(_Req):
-    """``agent.logout``."""
-
-    agent: Name
-
-
-class NextReq(_Req):
-    """``next``."""
-
-    agent: Name
-    campaigns: Annotated[list[Name], Field(min_length=1, max_length=100)] | None = None
-    count: Annotated[int, Field(ge=1, le=10_000)] = 1
-    wait: Annotated[float, Field(ge=0, le=3600)] = 0.0
-
-
-class CallbackReq(_Req):
+class CallbackReq(Request):
     """``dispose.callback``."""
 
     at: Annotated[str, Field(min_length=1, max_length=64)]
@@ -68,64 +43,6 @@ class CallbackReq(_Req):
     team: Name | None = None
     reason: Annotated[str, Field(max_length=1000)] = ""
     override_window: bool = False
-
-
-class AppointmentReq(_Req):
-    """``dispose.appointment``: when the appointment is (wall time in ``timezone``, or the
-    record's), after which the record waits for an admin (resolution)."""
-
-    at: Annotated[str, Field(min_length=1, max_length=64)]
-    timezone: Annotated[str, Field(min_length=1, max_length=64)] | None = None
-
-
-class DisposeReq(_Req):
-    """``dispose``."""
-
-    lease: Annotated[str, Field(min_length=3, max_length=100)]
-    code: Annotated[str, Field(min_length=1, max_length=32)]
-    agent: Name | None = None
-    phone: Annotated[str, Field(min_length=1, max_length=32)] | None = None
-    note: Annotated[str, Field(max_length=10_000)] | None = None
-    revenue: Annotated[float, Field(allow_inf_nan=False)] | None = None
-    callback: CallbackReq | None = None
-    appointment: AppointmentReq | None = None
-    fields: dict[str, Any] = Field(default_factory=dict)
-
-
-class LeaseReq(_Req):
-    """``release``."""
-
-    lease: Annotated[str, Field(min_length=3, max_length=100)]
-    agent: Name | None = None
-
-
-class ExtendReq(_Req):
-    """``extend``: renew for ``seconds`` (default: the campaign's lease length)."""
-
-    lease: Annotated[str, Field(min_length=3, max_length=100)]
-    agent: Name | None = None
-    seconds: Annotated[int, Field(ge=5, le=86_400)] | None = None
-
-
-class RecordGetReq(_Req):
-    """``record.get``."""
-
-    record: Annotated[str, Field(min_length=1, max_length=200)]
-
-
-class ImportReq(_Req):
-    """``records.import``. Records are validated one by one (per-row errors)."""
-
-    campaign: Name
-    list: Name
-    records: Annotated[builtins.list[Any], Field(max_length=1_000_000)]
-    reload: bool = False
-    #: refuse the whole request if any record is rejected
-    atomic: bool = False
-    #: multi-request atomic import: batches with the same ``stage`` and ``final: false``
-    #: are held on this connection; the ``final: true`` one commits them all at once
-    stage: Name | None = None
-    final: bool = True
 
 
 class ImportRecord(BaseModel):
@@ -140,79 +57,6 @@ class ImportRecord(BaseModel):
     priority: Annotated[int, Field(ge=-1000, le=1000)] = 0
     team: Name | None = None
     data: dict[str, Any] = {}
-
-
-class ReopenReq(_Req):
-    """``record.reopen`` (admin): back into the pool now, at ``at``, or as a callback."""
-
-    record: Annotated[str, Field(min_length=1, max_length=200)]
-    at: Annotated[str, Field(min_length=1, max_length=64)] | None = None
-    timezone: Annotated[str, Field(min_length=1, max_length=64)] | None = None
-    callback: CallbackReq | None = None
-    note: Annotated[str, Field(max_length=10_000)] | None = None
-
-
-class ScheduleReq(_Req):
-    """``callback.schedule`` (supervisor, or a member of a team allowed to reopen the
-    record's special closure): give the record a callback."""
-
-    record: Annotated[str, Field(min_length=1, max_length=200)]
-    at: Annotated[str, Field(min_length=1, max_length=64)]
-    timezone: Annotated[str, Field(min_length=1, max_length=64)] | None = None
-    owner: Name | None = None
-    team: Name | None = None
-    scope: Literal["personal", "personal_then_team", "team", "anyone"] | None = None
-    reason: Annotated[str, Field(max_length=1000)] = ""
-    override_window: bool = False
-    contact_priority: Annotated[int, Field(ge=0, le=9)] = 4
-    #: the acting agent (for special closures: must be logged in to an allowed team)
-    agent: Name | None = None
-    #: remind the recipients this many minutes before (no reminder when absent)
-    reminder_min: Annotated[int, Field(ge=0, le=1440)] | None = None
-
-
-class ResolutionReq(_Req):
-    """``resolution``: records whose appointment has passed, waiting for an admin."""
-
-    campaign: Name | None = None
-
-
-CALLBACK_STATES = ("upcoming", "due", "overdue")
-
-
-class CallbacksReq(_Req):
-    """``callbacks``: the callback queue. ``agent``: the callbacks that agent may get (its
-    own, its teams', its campaigns' ``anyone`` ones); an agent-role peer must name
-    itself. ``from``/``to`` bound the due time (ISO instants; no offset means UTC)."""
-
-    agent: Name | None = None
-    team: Name | None = None
-    campaign: Name | None = None
-    from_: Annotated[str, Field(min_length=1, max_length=64)] | None = Field(
-        default=None, alias="from")
-    to: Annotated[str, Field(min_length=1, max_length=64)] | None = None
-    states: Annotated[list[Literal["upcoming", "due", "overdue"]],
-                      Field(min_length=1, max_length=3)] | None = None
-    limit: Annotated[int, Field(ge=1, le=100_000)] = 1000
-
-
-class SubscribeReq(_Req):
-    """``subscribe``: send ``agent``'s reminder events on this connection until it
-    closes (a connection may subscribe for several agents)."""
-
-    agent: Name
-
-
-class ReloadReq(_Req):
-    """``config.reload``: re-read campaigns and result codes (admin)."""
-
-    dry_run: bool = False
-
-
-class StatsReq(_Req):
-    """``stats``."""
-
-    campaign: Name | None = None
 
 
 def field_path(loc: tuple[Any, ...]) -> str:

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from nextcall import protocol as P
 from nextcall.core.errors import NextcallError
 from nextcall.ops import MODELS, REGISTRY
+from nextcall.ops.leases import DisposeReq, NextReq
 
 
 def _err(line: bytes) -> NextcallError:
@@ -102,7 +103,7 @@ def test_fast_next_agrees_with_the_model(obj: dict[str, Any]) -> None:
     fast = P._fast_next(dict(obj))
     if fast is None:
         return
-    model = P.NextReq.model_validate(obj)
+    model = NextReq.model_validate(obj)
     assert (fast.agent, fast.campaigns, fast.count, fast.wait) == \
         (model.agent, model.campaigns, model.count, model.wait)
 
@@ -114,7 +115,7 @@ def test_fast_dispose_agrees_with_the_model(obj: dict[str, Any]) -> None:
     fast = P._fast_dispose(dict(obj))
     if fast is None:
         return
-    model = P.DisposeReq.model_validate(obj)
+    model = DisposeReq.model_validate(obj)
     assert (fast.lease, fast.code, fast.agent, fast.phone, fast.note, fast.revenue,
             fast.callback, fast.appointment, fast.fields) == \
         (model.lease, model.code, model.agent, model.phone, model.note, model.revenue,

@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
-from .. import protocol as P
 from ..roles import ADMIN, AGENT, RANK, SUPERVISOR, Peer, require
 from . import admin, agents, imports, leases, queries, records
 from .base import ASYNC, DEFERRED, SYNC, Body, OpSpec, Reply
@@ -34,23 +33,23 @@ if TYPE_CHECKING:
 Runner = Callable[[Coroutine[Any, Any, Body], Any], None]
 
 REGISTRY: dict[str, OpSpec] = {spec.name: spec for spec in (
-    OpSpec("ping", P.PingReq, queries.ping, AGENT, SYNC),
-    OpSpec("campaigns", P.CampaignsReq, queries.campaigns, AGENT, SYNC),
-    OpSpec("agent.login", P.LoginReq, agents.login, AGENT, DEFERRED),
-    OpSpec("agent.logout", P.LogoutReq, agents.logout, AGENT, DEFERRED),
-    OpSpec("next", P.NextReq, leases.next_, AGENT, DEFERRED),
-    OpSpec("dispose", P.DisposeReq, leases.dispose, AGENT, DEFERRED),
-    OpSpec("release", P.LeaseReq, leases.release, AGENT, DEFERRED),
-    OpSpec("extend", P.ExtendReq, leases.extend, AGENT, DEFERRED),
-    OpSpec("record.get", P.RecordGetReq, records.get, AGENT, ASYNC),
-    OpSpec("records.import", P.ImportReq, imports.import_, SUPERVISOR, ASYNC),
-    OpSpec("stats", P.StatsReq, queries.stats, AGENT, SYNC),
-    OpSpec("config.reload", P.ReloadReq, admin.reload, ADMIN, SYNC),
-    OpSpec("record.reopen", P.ReopenReq, records.reopen, ADMIN, ASYNC),
-    OpSpec("callback.schedule", P.ScheduleReq, records.schedule, AGENT, ASYNC),
-    OpSpec("resolution", P.ResolutionReq, records.resolution, AGENT, ASYNC),
-    OpSpec("callbacks", P.CallbacksReq, queries.callbacks, AGENT, SYNC),
-    OpSpec("subscribe", P.SubscribeReq, agents.subscribe, AGENT, SYNC),
+    OpSpec("ping", queries.PingReq, queries.ping, AGENT, SYNC),
+    OpSpec("campaigns", queries.CampaignsReq, queries.campaigns, AGENT, SYNC),
+    OpSpec("agent.login", agents.LoginReq, agents.login, AGENT, DEFERRED),
+    OpSpec("agent.logout", agents.LogoutReq, agents.logout, AGENT, DEFERRED),
+    OpSpec("next", leases.NextReq, leases.next_, AGENT, DEFERRED),
+    OpSpec("dispose", leases.DisposeReq, leases.dispose, AGENT, DEFERRED),
+    OpSpec("release", leases.LeaseReq, leases.release, AGENT, DEFERRED),
+    OpSpec("extend", leases.ExtendReq, leases.extend, AGENT, DEFERRED),
+    OpSpec("record.get", records.RecordGetReq, records.get, AGENT, ASYNC),
+    OpSpec("records.import", imports.ImportReq, imports.import_, SUPERVISOR, ASYNC),
+    OpSpec("stats", queries.StatsReq, queries.stats, AGENT, SYNC),
+    OpSpec("config.reload", admin.ReloadReq, admin.reload, ADMIN, SYNC),
+    OpSpec("record.reopen", records.ReopenReq, records.reopen, ADMIN, ASYNC),
+    OpSpec("callback.schedule", records.ScheduleReq, records.schedule, AGENT, ASYNC),
+    OpSpec("resolution", records.ResolutionReq, records.resolution, AGENT, ASYNC),
+    OpSpec("callbacks", queries.CallbacksReq, queries.callbacks, AGENT, SYNC),
+    OpSpec("subscribe", agents.SubscribeReq, agents.subscribe, AGENT, SYNC),
 )}
 
 #: request models by op name, for the decoder

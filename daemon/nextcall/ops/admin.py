@@ -10,9 +10,9 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from .. import protocol as P
 from ..config import Settings
 from ..core import reload as reloadlib
+from ..protocol import Request
 from ..roles import Peer
 from .base import Body
 
@@ -22,7 +22,13 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-def reload(svc: Service, req: P.ReloadReq, peer: Peer) -> Body:
+class ReloadReq(Request):
+    """``config.reload``: re-read campaigns and result codes (admin)."""
+
+    dry_run: bool = False
+
+
+def reload(svc: Service, req: ReloadReq, peer: Peer) -> Body:
     """``config.reload`` (admin): re-read the config file; ``dry_run`` only reports."""
     return svc.reload_from_disk(req.dry_run)
 

@@ -7,11 +7,13 @@ sends the agent's personal-then-team callbacks to its team.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
-from .. import protocol as P
+from pydantic import Field
+
 from ..core import transitions
 from ..core.errors import NotFound, Unavailable
+from ..protocol import Name, Request
 from ..roles import Peer
 from .base import Body, Reply
 
@@ -21,7 +23,28 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-def login(svc: Service, req: P.LoginReq, peer: Peer, reply: Reply) -> None:
+class LoginReq(Request):
+    """``agent.login``."""
+
+    agent: Name
+    campaigns: Annotated[list[Name], Field(min_length=1, max_length=100)]
+    teams: Annotated[list[Name], Field(max_length=100)] = []
+
+
+class LogoutReq(Request):
+    """``agent.logout``."""
+
+    agent: Name
+
+
+class SubscribeReq(Request):
+    """``subscribe``: send ``agent``'s reminder events on this connection until it
+    closes (a connection may subscribe for several agents)."""
+
+    agent: Name
+
+
+def login(svc: Service, req: LoginReq, peer: Peer, reply: Reply) -> None:
     """``agent.login``: the campaigns and teams an agent works (persisted)."""
     s, changes = transitions.login(svc.engine, req.agent, req.campaigns, req.teams,
                                    svc.clock())
@@ -31,7 +54,7 @@ def login(svc: Service, req: P.LoginReq, peer: Peer, reply: Reply) -> None:
                                               "teams": list(s.teams)})
 
 
-def logout(svc: Service, req: P.LogoutReq, peer: Peer, reply: Reply) -> None:
+def logout(svc: Service, req: LogoutReq, peer: Peer, reply: Reply) -> None:
     """``agent.logout``: the agent's personal-then-team callbacks go to its team."""
     s = svc.engine.agents.get(req.agent)
     if s is None:
@@ -41,7 +64,7 @@ def logout(svc: Service, req: P.LogoutReq, peer: Peer, reply: Reply) -> None:
     svc.commit_then(changes, reply, lambda: {"agent": req.agent, "logged_in": False})
 
 
-def subscribe(svc: Service, req: P.SubscribeReq, peer: Peer) -> Body:
+def subscribe(svc: Service, req: SubscribeReq, peer: Peer) -> Body:
     """``subscribe``: this connection receives ``agent``'s reminder events."""
     if peer.send is None:
         raise Unavailable("this connection cannot carry events")

@@ -12,10 +12,10 @@ from __future__ import annotations
 import builtins
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
-from pydantic import ValidationError
+from pydantic import Field, ValidationError
 
 from .. import phones as phonelib
 from .. import protocol as P
@@ -23,6 +23,7 @@ from ..core import calendar, transitions
 from ..core.changes import Change
 from ..core.errors import BadRequest, NextcallError
 from ..core.records import CLOSED, Record
+from ..protocol import Name, Request
 from ..roles import Peer
 from ..storage.snapshot import record_of
 from .base import Body
@@ -31,6 +32,21 @@ if TYPE_CHECKING:
     from ..service import Service
 
 logger = logging.getLogger(__name__)
+
+class ImportReq(Request):
+    """``records.import``. Records are validated one by one (per-row errors)."""
+
+    campaign: Name
+    list: Name
+    records: Annotated[builtins.list[Any], Field(max_length=1_000_000)]
+    reload: bool = False
+    #: refuse the whole request if any record is rejected
+    atomic: bool = False
+    #: multi-request atomic import: batches with the same ``stage`` and ``final: false``
+    #: are held on this connection; the ``final: true`` one commits them all at once
+    stage: Name | None = None
+    final: bool = True
+
 
 Row = dict[str, Any]
 
@@ -90,7 +106,7 @@ def _checked(i: int, raw: Any, camp_tz: str, seen: set[str]) -> Row:
             "priority": r.priority, "team": r.team, "data": orjson.dumps(r.data).decode()}
 
 
-def validate_rows(req: P.ImportReq, camp_tz: str, seen: set[str]
+def validate_rows(req: ImportReq, camp_tz: str, seen: set[str]
                   ) -> tuple[list[Row], list[Row]]:
     """The good rows, normalised, and the rejected ones with their errors."""
     good: list[Row] = []
@@ -109,7 +125,7 @@ def _not_done(rejected: list[Row], **extra: Any) -> Body:
     return {"inserted": 0, "updated": 0, "rejected": rejected, **extra, "committed": False}
 
 
-def _stage(svc: Service, req: P.ImportReq, peer: Peer) -> Stage | None:
+def _stage(svc: Service, req: ImportReq, peer: Peer) -> Stage | None:
     """The stage this request adds to (None: not staged).
 
     Raises:
@@ -132,7 +148,7 @@ def _stage(svc: Service, req: P.ImportReq, peer: Peer) -> Stage | None:
     return stage
 
 
-async def import_(svc: Service, req: P.ImportReq, peer: Peer) -> Body:
+async def import_(svc: Service, req: ImportReq, peer: Peer) -> Body:
     """``records.import`` (supervisor): insert or update records, per-row rejections;
     ``stage``/``final`` make several requests one atomic import; ``reload`` reopens the
     list's records closed until a reload."""
@@ -189,7 +205,7 @@ async def _reload_list(svc: Service, campaign: str, list_name: str) -> int:
     return len(rows)
 
 
-def _conflicts(svc: Service, req: P.ImportReq, rows: list[Row],
+def _conflicts(svc: Service, req: ImportReq, rows: list[Row],
                known: dict[str, tuple[int, str, str]]) -> list[Row]:
     """Rows that cannot be applied now: another import has them in flight, they belong
     to another campaign (moving a record is a roll, not an import), or they are leased
@@ -212,7 +228,7 @@ def _conflicts(svc: Service, req: P.ImportReq, rows: list[Row],
     return rejected
 
 
-async def _apply(svc: Service, req: P.ImportReq, rows: list[Row], all_or_nothing: bool
+async def _apply(svc: Service, req: ImportReq, rows: list[Row], all_or_nothing: bool
                  ) -> tuple[int, int, list[Row]]:
     eng = svc.engine
     known = await svc.store.existing_ids([r["id"] for r in rows])

@@ -12,11 +12,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
+from pydantic import Field
 
-from .. import protocol as P
 from .. import views
 from ..core import transitions
 from ..core.changes import Change
@@ -33,6 +33,7 @@ from ..core.errors import (
 )
 from ..core.records import CLOSED, Lease, Record
 from ..core.results import CallbackRequest, Disposition, Outcome, decide
+from ..protocol import CallbackReq, Name, Request
 from ..roles import ADMIN, Peer
 from ..storage.base import Fetched
 from .base import Body, Reply, hand_out
@@ -41,12 +42,58 @@ from .waits import Waiter
 if TYPE_CHECKING:
     from ..service import Service
 
+class NextReq(Request):
+    """``next``."""
+
+    agent: Name
+    campaigns: Annotated[list[Name], Field(min_length=1, max_length=100)] | None = None
+    count: Annotated[int, Field(ge=1, le=10_000)] = 1
+    wait: Annotated[float, Field(ge=0, le=3600)] = 0.0
+
+
+class AppointmentReq(Request):
+    """``dispose.appointment``: when the appointment is (wall time in ``timezone``, or the
+    record's), after which the record waits for an admin (resolution)."""
+
+    at: Annotated[str, Field(min_length=1, max_length=64)]
+    timezone: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+
+
+class DisposeReq(Request):
+    """``dispose``."""
+
+    lease: Annotated[str, Field(min_length=3, max_length=100)]
+    code: Annotated[str, Field(min_length=1, max_length=32)]
+    agent: Name | None = None
+    phone: Annotated[str, Field(min_length=1, max_length=32)] | None = None
+    note: Annotated[str, Field(max_length=10_000)] | None = None
+    revenue: Annotated[float, Field(allow_inf_nan=False)] | None = None
+    callback: CallbackReq | None = None
+    appointment: AppointmentReq | None = None
+    fields: dict[str, Any] = Field(default_factory=dict)
+
+
+class LeaseReq(Request):
+    """``release``."""
+
+    lease: Annotated[str, Field(min_length=3, max_length=100)]
+    agent: Name | None = None
+
+
+class ExtendReq(Request):
+    """``extend``: renew for ``seconds`` (default: the campaign's lease length)."""
+
+    lease: Annotated[str, Field(min_length=3, max_length=100)]
+    agent: Name | None = None
+    seconds: Annotated[int, Field(ge=5, le=86_400)] | None = None
+
+
 #: what a token lookup found: the live lease, a retry's stored answer, a function that
 #: answers once the original commit is in, or a coroutine reading an old lease's row
 Found = Lease | bytes | Callable[[Reply], None] | Coroutine[Any, Any, Body]
 
 
-def next_(svc: Service, req: P.NextReq, peer: Peer, reply: Reply) -> None:
+def next_(svc: Service, req: NextReq, peer: Peer, reply: Reply) -> None:
     """``next``: lease the best records for the agent, or long-poll up to ``wait``
     seconds for one; answered once the leases are committed."""
     cfg = svc.settings.daemon
@@ -134,7 +181,7 @@ async def _stored_lease(svc: Service, lid: int, secret: str, now: float, code: s
     return body
 
 
-def _disposition(svc: Service, req: P.DisposeReq, lease: Lease) -> Disposition:
+def _disposition(svc: Service, req: DisposeReq, lease: Lease) -> Disposition:
     """The request as the core's rules take it.
 
     Raises:
@@ -182,7 +229,7 @@ def _answer(rec: Record, code: str, outcome: Outcome) -> bytes:
     return bytes(memoryview(orjson.dumps(result)))
 
 
-def dispose(svc: Service, req: P.DisposeReq, peer: Peer, reply: Reply
+def dispose(svc: Service, req: DisposeReq, peer: Peer, reply: Reply
             ) -> Coroutine[Any, Any, Body] | None:
     """``dispose``: apply a result code to a leased record; answered with the record's new
     state once committed. A retried identical disposition is answered with the original
@@ -250,7 +297,7 @@ def _not_live(got: Found) -> Coroutine[Any, Any, Body]:
     raise LeaseEndedError("the lease was already disposed", field="lease")
 
 
-def release(svc: Service, req: P.LeaseReq, peer: Peer, reply: Reply
+def release(svc: Service, req: LeaseReq, peer: Peer, reply: Reply
             ) -> Coroutine[Any, Any, Body] | None:
     """``release``: give the record back unchanged."""
     now = svc.clock()
@@ -264,7 +311,7 @@ def release(svc: Service, req: P.LeaseReq, peer: Peer, reply: Reply
     return None
 
 
-def extend(svc: Service, req: P.ExtendReq, peer: Peer, reply: Reply
+def extend(svc: Service, req: ExtendReq, peer: Peer, reply: Reply
            ) -> Coroutine[Any, Any, Body] | None:
     """``extend``: renew the lease for ``seconds`` (default: the campaign's length)."""
     now = svc.clock()

@@ -3,10 +3,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from pydantic import Field
 
 from .. import __version__, views
-from .. import protocol as P
 from ..core import calendar
 from ..core.actions import requires
 from ..core.engine import SLOTS, callback_standing
@@ -14,16 +15,52 @@ from ..core.errors import BadRequest, Forbidden
 from ..core.model import Campaign
 from ..core.records import Record
 from ..core.visibility import sees_callback
+from ..protocol import Name, Request
 from ..roles import AGENT, Peer
 from .base import Body
 
 if TYPE_CHECKING:
     from ..service import Service
 
+CALLBACK_STATES = ("upcoming", "due", "overdue")
+
+
+class PingReq(Request):
+    """``ping``."""
+
+
+class CampaignsReq(Request):
+    """``campaigns``: optionally only those an agent is logged in to."""
+
+    agent: Name | None = None
+
+
+class StatsReq(Request):
+    """``stats``."""
+
+    campaign: Name | None = None
+
+
+class CallbacksReq(Request):
+    """``callbacks``: the callback queue. ``agent``: the callbacks that agent may get (its
+    own, its teams', its campaigns' ``anyone`` ones); an agent-role peer must name
+    itself. ``from``/``to`` bound the due time (ISO instants; no offset means UTC)."""
+
+    agent: Name | None = None
+    team: Name | None = None
+    campaign: Name | None = None
+    from_: Annotated[str, Field(min_length=1, max_length=64)] | None = Field(
+        default=None, alias="from")
+    to: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    states: Annotated[list[Literal["upcoming", "due", "overdue"]],
+                      Field(min_length=1, max_length=3)] | None = None
+    limit: Annotated[int, Field(ge=1, le=100_000)] = 1000
+
+
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
-def ping(svc: Service, req: P.PingReq, peer: Peer) -> Body:
+def ping(svc: Service, req: PingReq, peer: Peer) -> Body:
     """``ping``: the daemon's version and the caller's role."""
     return {"version": __version__, "role": peer.role, "uid": peer.uid,
             "records": len(svc.engine)}
@@ -46,7 +83,7 @@ def _campaign_view(name: str, c: Campaign) -> dict[str, Any]:
     }
 
 
-def campaigns(svc: Service, req: P.CampaignsReq, peer: Peer) -> Body:
+def campaigns(svc: Service, req: CampaignsReq, peer: Peer) -> Body:
     """``campaigns``: each campaign's settings and result codes (what an agent screen
     draws its buttons from)."""
     names = list(svc.engine.campaigns)
@@ -74,7 +111,7 @@ def _campaign_stats(svc: Service, name: str, now: float) -> dict[str, Any]:
             "closed": {k: v for k, v in q.closed.items() if v}}
 
 
-def stats(svc: Service, req: P.StatsReq, peer: Peer) -> Body:
+def stats(svc: Service, req: StatsReq, peer: Peer) -> Body:
     """``stats``: open records by slot, closed by reason, zones, leases."""
     now = svc.clock()
     svc.expire(now)
@@ -88,7 +125,7 @@ def stats(svc: Service, req: P.StatsReq, peer: Peer) -> Body:
             "records_in_memory": len(eng), "rebuild": svc.rebuild_stats}
 
 
-def _span(req: P.CallbacksReq) -> tuple[float, float]:
+def _span(req: CallbacksReq) -> tuple[float, float]:
     lo = calendar.resolve_local(req.from_, "UTC", field="from") \
         if req.from_ is not None else float("-inf")
     hi = calendar.resolve_local(req.to, "UTC", field="to") \
@@ -98,13 +135,13 @@ def _span(req: P.CallbacksReq) -> tuple[float, float]:
     return lo, hi
 
 
-def _picked(svc: Service, req: P.CallbacksReq, now: float
+def _picked(svc: Service, req: CallbacksReq, now: float
             ) -> tuple[list[tuple[float, int, Record, str]], dict[str, int]]:
     """The callbacks the request asks for, by due time, with counts by standing."""
     lo, hi = _span(req)
-    states = set(req.states or P.CALLBACK_STATES)
+    states = set(req.states or CALLBACK_STATES)
     picked: list[tuple[float, int, Record, str]] = []
-    counts = dict.fromkeys(P.CALLBACK_STATES, 0)
+    counts = dict.fromkeys(CALLBACK_STATES, 0)
     login = svc.engine.agents.get(req.agent) if req.agent is not None else None
     for rid in svc.engine.callback_rids():
         rec = svc.engine.record(rid)
@@ -126,7 +163,7 @@ def _picked(svc: Service, req: P.CallbacksReq, now: float
     return picked, counts
 
 
-def callbacks(svc: Service, req: P.CallbacksReq, peer: Peer) -> Body:
+def callbacks(svc: Service, req: CallbacksReq, peer: Peer) -> Body:
     """``callbacks``: the callback queue (upcoming, due, overdue), for an agent, a team
     or a campaign."""
     if peer.role == AGENT and req.agent is None:

@@ -9,15 +9,17 @@ selection needs), so they run as tasks.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from .. import protocol as P
+from pydantic import Field
+
 from .. import views
 from ..core import calendar, transitions
 from ..core.errors import BadRequest, Conflict, Forbidden, NextcallError, NotFound
 from ..core.model import ResultCode
 from ..core.records import CLOSED, CallbackIntent, Record
 from ..core.results import CallbackRequest, resolve_callback
+from ..protocol import CallbackReq, Name, Request
 from ..roles import ADMIN, SUPERVISOR, Peer
 from ..storage.snapshot import record_of
 from .base import Body, fill_record
@@ -26,6 +28,47 @@ if TYPE_CHECKING:
     from ..service import Service
 
 logger = logging.getLogger(__name__)
+
+
+class RecordGetReq(Request):
+    """``record.get``."""
+
+    record: Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class ReopenReq(Request):
+    """``record.reopen`` (admin): back into the pool now, at ``at``, or as a callback."""
+
+    record: Annotated[str, Field(min_length=1, max_length=200)]
+    at: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    timezone: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    callback: CallbackReq | None = None
+    note: Annotated[str, Field(max_length=10_000)] | None = None
+
+
+class ScheduleReq(Request):
+    """``callback.schedule`` (supervisor, or a member of a team allowed to reopen the
+    record's special closure): give the record a callback."""
+
+    record: Annotated[str, Field(min_length=1, max_length=200)]
+    at: Annotated[str, Field(min_length=1, max_length=64)]
+    timezone: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    owner: Name | None = None
+    team: Name | None = None
+    scope: Literal["personal", "personal_then_team", "team", "anyone"] | None = None
+    reason: Annotated[str, Field(max_length=1000)] = ""
+    override_window: bool = False
+    contact_priority: Annotated[int, Field(ge=0, le=9)] = 4
+    #: the acting agent (for special closures: must be logged in to an allowed team)
+    agent: Name | None = None
+    #: remind the recipients this many minutes before (no reminder when absent)
+    reminder_min: Annotated[int, Field(ge=0, le=1440)] | None = None
+
+
+class ResolutionReq(Request):
+    """``resolution``: records whose appointment has passed, waiting for an admin."""
+
+    campaign: Name | None = None
 
 
 async def _row(svc: Service, record_id: str) -> dict[str, Any]:
@@ -61,7 +104,7 @@ def _lease_view(x: dict[str, Any], live_lid: int | None) -> dict[str, Any]:
             "code": x["code"]}
 
 
-async def get(svc: Service, req: P.RecordGetReq, peer: Peer) -> Body:
+async def get(svc: Service, req: RecordGetReq, peer: Peer) -> Body:
     """``record.get``: the record with its contact history and leases."""
     row = await _row(svc, req.record)
     rec = _current(svc, row["record"])
@@ -100,7 +143,7 @@ def _callback_intent(svc: Service, rec: Record, req: Any, agent: str, scope_defa
         agent, now, svc.owner_check(rec.campaign))
 
 
-async def reopen(svc: Service, req: P.ReopenReq, peer: Peer) -> Body:
+async def reopen(svc: Service, req: ReopenReq, peer: Peer) -> Body:
     """``record.reopen`` (admin): back into the pool now, at ``at``, or as a callback."""
     if req.at is not None and req.callback is not None:
         raise BadRequest("give at or callback, not both", field="callback")
@@ -126,7 +169,7 @@ async def reopen(svc: Service, req: P.ReopenReq, peer: Peer) -> Body:
     return {"record": views.record_view(rec)}
 
 
-def _may_schedule(svc: Service, req: P.ScheduleReq, peer: Peer, rec: Record) -> None:
+def _may_schedule(svc: Service, req: ScheduleReq, peer: Peer, rec: Record) -> None:
     """A supervisor may; so may an agent logged in to a team allowed to reopen a record
     closed as special. A record closed as DNC or for lack of numbers needs an admin.
 
@@ -150,7 +193,7 @@ def _may_schedule(svc: Service, req: P.ScheduleReq, peer: Peer, rec: Record) -> 
                         "(record.reopen)", field="record")
 
 
-async def schedule(svc: Service, req: P.ScheduleReq, peer: Peer) -> Body:
+async def schedule(svc: Service, req: ScheduleReq, peer: Peer) -> Body:
     """``callback.schedule`` (supervisor, or an agent of a team allowed to reopen a record
     closed as special): give the record a callback."""
     rec = await _unleased(svc, req.record)
@@ -177,7 +220,7 @@ async def schedule(svc: Service, req: P.ScheduleReq, peer: Peer) -> Body:
     return {"record": views.record_view(rec)}
 
 
-async def resolution(svc: Service, req: P.ResolutionReq, peer: Peer) -> Body:
+async def resolution(svc: Service, req: ResolutionReq, peer: Peer) -> Body:
     """``resolution``: records whose appointment has passed, waiting for an admin."""
     if req.campaign is not None:
         svc.engine.campaign(req.campaign)

@@ -14,13 +14,13 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .. import protocol as P
 from ..core import transitions
 from ..roles import Peer
 from .base import Reply, hand_out
 
 if TYPE_CHECKING:
     from ..service import Service
+    from .leases import NextReq
 
 #: a long poll's wake-up timer is armed this much early, then the loop spins to the
 #: instant (timers on both event loops have millisecond granularity)
@@ -31,7 +31,7 @@ SPIN_S = 0.002
 class Waiter:
     """A long-polling ``next``."""
 
-    req: P.NextReq
+    req: NextReq
     peer: Peer
     reply: Reply
     campaigns: tuple[str, ...]
