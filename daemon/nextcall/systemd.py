@@ -1,4 +1,4 @@
-"""sd_notify and socket activation in plain stdlib (PITFALLS §5: ~30 lines, no package)."""
+"""sd_notify and socket activation in plain stdlib (about 30 lines: no package needed)."""
 
 from __future__ import annotations
 

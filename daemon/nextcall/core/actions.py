@@ -1,4 +1,4 @@
-"""Result-code actions as a table of rules: what each action does to a record (SPEC §2).
+"""Result-code actions as a table of rules: what each action does to a record.
 
 ``RULES`` maps every action name to one ``ActionRule``: which parts of a disposition the
 action takes (a callback, an appointment), which result-code settings belong to it alone,
@@ -332,7 +332,7 @@ def _with_status(rec: Record, idx: int, status: str) -> list[list[str]]:
     return phones
 
 
-#: every action (SPEC §2 table), in the order config error messages list them
+#: every action, in the order config error messages list them
 RULES: dict[str, ActionRule] = {
     "retry": ActionRule(_retry, settings=(("delays_s", "delays"),)),
     "callback": ActionRule(_callback, takes_callback=True,

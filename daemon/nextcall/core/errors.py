@@ -1,6 +1,6 @@
 """One exception root for everything a client can be told.
 
-Each subclass carries the wire ``code`` of SPEC §5 and a default message (its docstring's
+Each subclass carries its wire ``code`` (docs/protocol.md) and a default message (its docstring's
 first line), so raising ``NotFound(field="record")`` is enough to produce a complete answer.
 The core raises these too: they are plain data, not I/O.
 """

@@ -13,7 +13,7 @@ from datetime import date, time
 CALLBACK_SCOPES = ("personal", "personal_then_team", "team", "anyone")
 DIAL_STATUSES = ("person", "no_answer", "busy", "intercept", "drop", "machine", "fax")
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-#: reminder lead of a callback code that asks for a reminder without saying when (SPEC §2)
+#: reminder lead of a callback code that asks for a reminder without saying when
 DEFAULT_REMINDER_MIN = 15
 
 
@@ -88,7 +88,7 @@ class FieldSpec:
 
 @dataclass(frozen=True, slots=True)
 class ResultCode:
-    """One result code of a campaign's set (SPEC §2)."""
+    """One result code of a campaign's set (docs/result-codes.md)."""
 
     code: str
     description: str

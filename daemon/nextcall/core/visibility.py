@@ -1,4 +1,4 @@
-"""Who sees a callback, and who is reminded of it (SPEC §2 callback scopes, §4 reminders).
+"""Who sees a callback, and who is reminded of it.
 
 Pure functions of plain data: a record and the agents' logins (anything with
 ``campaigns``, ``teams`` and ``logged_in``, such as the engine's ``AgentSession``), so the

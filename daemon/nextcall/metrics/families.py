@@ -38,7 +38,7 @@ REMINDER_CHANNELS = ("event", "email", "scheduler")
 REMINDERS_SENT_AT_START = ("event", "email")
 REMINDERS_FAILED_AT_START = ("email", "scheduler")
 
-# Buckets: SLO thresholds sit on boundaries (PITFALLS §4). `next` answers from memory in
+# Buckets: SLO thresholds sit on boundaries. `next` answers from memory in
 # tens of microseconds plus, when it hands something out, one group commit.
 NEXT_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
                 0.1, 0.25, 0.5, 1.0)

@@ -1,4 +1,4 @@
-"""Callback reminders: N minutes before a callback, tell its recipients (SPEC §2, §4).
+"""Callback reminders: N minutes before a callback, tell its recipients.
 
 A callback whose intent carries ``reminder_min`` (from its result code, or from
 ``callback.schedule``) gets one reminder at ``at - reminder_min`` minutes: an ``event``
@@ -8,7 +8,7 @@ callback the team's logged-in agents in the record's campaign.
 
 Timing runs on APScheduler 3 (``AsyncIOScheduler``, ``MemoryJobStore``, UTC), one
 ``date`` job per reminder with the record id as job id, replaced when the callback moves
-and removed when it ends. Job stores are not trusted with state (PITFALLS §1.7): the
+and removed when it ends. Job stores are not trusted with state: the
 database is. A reminder sent is a ``reminders`` row (record, callback instant), written in
 the commit that records the sending; at start every pending reminder is rebuilt from the
 callbacks in the engine minus those rows, so a restart loses none and repeats none.
@@ -27,8 +27,8 @@ The crash window: the row is committed after delivery, so a ``kill -9`` between 
 repeats that one reminder at the next start (at least once); an orderly stop waits for
 deliveries in flight (bounded) before the store closes, so it never repeats one.
 
-Scale: an APScheduler job costs ~80 µs to add and its memory store is a sorted list
-(PITFALLS §0.1, §1.7), so only reminders due within ``SCHEDULE_AHEAD_S`` are jobs; later
+Scale: an APScheduler job costs ~80 µs to add and its memory store is a sorted list, so
+only reminders due within ``SCHEDULE_AHEAD_S`` are jobs; later
 ones wait in a heap that the fixed-id ``reminders-refill`` job moves into the scheduler
 every ``REFILL_EVERY_S``. A rebuild with 100 000 callbacks a week ahead adds none.
 """
@@ -118,7 +118,7 @@ class Reminders:
         self.scheduler = AsyncIOScheduler(
             timezone=UTC, jobstores={"default": MemoryJobStore()},
             # None: a late job still runs (a busy loop must not drop a reminder);
-            # coalesce: never a burst of catch-up runs (PITFALLS §1.3, §1.4)
+            # coalesce: never a burst of catch-up runs
             job_defaults={"misfire_grace_time": None, "coalesce": True,
                           "max_instances": 1})
         self.scheduler.add_listener(self._job_event, JOB_PROBLEMS)
@@ -326,7 +326,7 @@ class Reminders:
                 "pending": rec.rid in self._want}
 
     def _job_event(self, event: aps_events.JobEvent) -> None:
-        # job exceptions are only logged by APScheduler (PITFALLS §1.5): count them;
+        # job exceptions are only logged by APScheduler: count them;
         # a max-instances event has no exception attribute
         kind = {aps_events.EVENT_JOB_ERROR: "error", aps_events.EVENT_JOB_MISSED: "missed",
                 aps_events.EVENT_JOB_MAX_INSTANCES: "max_instances"}.get(event.code,

@@ -428,7 +428,7 @@ class PgWriter(Writer):
         conn = self._conn
         sql = self._sql
         fetched: Fetched = {}
-        # the commit is not cancelled half-way: a stop waits for it (PITFALLS §3)
+        # the commit is not cancelled half-way: a stop waits for it
         async with conn.transaction():
             for stmt, rows in _runs(ops):
                 text = sql.get(stmt)

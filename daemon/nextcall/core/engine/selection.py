@@ -1,4 +1,4 @@
-"""Who gets what next (SPEC §3): an agent's own due callbacks, then its teams' and
+"""Who gets what next: an agent's own due callbacks, then its teams' and
 anyone's, then the pool's best record among the open zones; ``next`` leases the picks and
 ``next_wake`` says when waiting could end.
 
@@ -143,7 +143,7 @@ class Selection(Leasing):
 
     def select(self, agent: str, campaigns: tuple[str, ...], teams: tuple[str, ...],
                now: float) -> tuple[int, str] | None:
-        """The best record ``agent`` may call now, and why (SPEC §3), without leasing."""
+        """The best record ``agent`` may call now, and why, without leasing."""
         camps = self._enabled_queues(campaigns, now)
         # 1. own due callbacks, earliest first
         best = None

@@ -1,5 +1,6 @@
-"""Alembic environment: runs on a connection handed over by ``nextcall.storage.migrate``
-(async engines cannot be driven by Alembic directly), or on its own engine from the URL."""
+"""Alembic environment: runs on a connection handed over by ``SqlStore.migrate``
+(``nextcall.storage.sql``; async engines cannot be driven by Alembic directly), or on its
+own engine from the URL."""
 
 from __future__ import annotations
 
