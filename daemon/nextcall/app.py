@@ -22,10 +22,12 @@ from collections.abc import Coroutine
 from contextlib import AsyncExitStack
 from typing import Any
 
+from prometheus_client import CollectorRegistry
+
 from . import __version__, systemd
 from .config import Settings
 from .core.errors import ConfigError
-from .metrics import Exporter
+from .metrics import Exporter, Metrics
 from .notify.reminders import Reminders
 from .server import Server
 from .service import Service
@@ -71,20 +73,30 @@ class Daemon:
         #: watches every side task; a death stops the daemon with EXIT_FAILURE
         self.supervisor = Supervisor(on_death=self._side_task_died)
         watch = self.supervisor.watch
+        # Every hook goes in through a constructor. The store reports to the server, which
+        # needs the service, which needs the store; the reminders need the service that
+        # reports to them: those hooks are bound late, through the daemon.
+        registry = CollectorRegistry()
+        #: the Prometheus families every component reports to; None when metrics are off
+        self.metrics = Metrics(registry, campaigns=lambda: self.service.engine.campaigns) \
+            if settings.metrics.active else None
+        m = self.metrics
         self.store = SqlStore(settings.daemon.database,
                               synchronous=settings.daemon.sqlite_synchronous,
-                              on_failure=self._storage_failed, watch=watch)
-        self.service = Service(settings, self.store, reload_listeners=[self._apply_settings])
-        self.server = Server(settings, self.service)
-        # The store needs the server's hooks and the server needs the service, which needs
-        # the store: this cycle is closed by assignment.
-        self.store.after_batch = self.server.flush
-        self.store.commit_now_when = self.server.calm
+                              on_failure=self._storage_failed, watch=watch,
+                              commit_observer=m.commit_done if m else None,
+                              after_batch=lambda: self.server.flush(),
+                              commit_now_when=lambda: self.server.calm())
+        self.service = Service(settings, self.store, observer=m,
+                               reload_listeners=[self._apply_settings],
+                               callback_listeners=[lambda rec: self.reminders.sync(rec)],
+                               reminder_status=lambda rec: self.reminders.status(rec))
+        self.server = Server(settings, self.service, metrics=m.request_done if m else None)
         #: callback reminders (APScheduler); started after the rebuild
         self.reminders = Reminders(self.service, on_death=self.supervisor.died)
-        #: the Prometheus endpoint and its hooks; None when ``[metrics]`` is off
-        self.exporter = Exporter(settings.metrics, self.service, self.store, self.server,
-                                 watch=watch) if settings.metrics.active else None
+        #: the Prometheus endpoint and side tasks; None when ``[metrics]`` is off
+        self.exporter = Exporter(settings.metrics, self.service, m, registry, watch=watch) \
+            if m is not None else None
         #: what ``stop`` unwinds; None before ``start`` and after ``stop``
         self._stack: AsyncExitStack | None = None
 

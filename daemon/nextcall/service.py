@@ -80,7 +80,10 @@ class Service:
     def __init__(self, settings: Settings, store: Store,
                  clock: Callable[[], float] = time.time, *,
                  observer: Observer | None = None,
-                 reload_listeners: Iterable[Callable[[Settings], None]] = ()) -> None:
+                 reload_listeners: Iterable[Callable[[Settings], None]] = (),
+                 callback_listeners: Iterable[Callable[[Record], None]] = (),
+                 reminder_status: Callable[[Record], dict[str, Any] | None] | None = None
+                 ) -> None:
         self.settings = settings
         self.store = store
         self.clock = clock
@@ -105,9 +108,9 @@ class Service:
         self.subscriptions = Subscriptions()
         #: called with a record once a change that may have set, moved or ended its
         #: callback is committed (reminders reschedule from it)
-        self.callback_listeners: list[Callable[[Record], None]] = []
+        self.callback_listeners: list[Callable[[Record], None]] = list(callback_listeners)
         #: a callback's reminder as the ``callbacks`` view shows it (set by reminders)
-        self.reminder_status: Callable[[Record], dict[str, Any] | None] | None = None
+        self.reminder_status = reminder_status
 
     @property
     def waiting(self) -> Counter[str]:

@@ -9,7 +9,7 @@ import logging
 import socket
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import prometheus_client
 from prometheus_client import CollectorRegistry
@@ -19,32 +19,28 @@ from ..service import Service
 from .collect import EngineCollector, EngineSampler
 from .families import LAG_PROBE_S, Metrics
 
-if TYPE_CHECKING:  # the exporter hooks into them; nothing here depends on their modules
-    from ..server import Server
-    from ..storage.sql import SqlStore
-
 logger = logging.getLogger(__name__)
 
 
 class Exporter:
-    """The daemon's metrics at run time: hooks into service, store and server, the
-    snapshot refresher, the loop-lag probe and the HTTP endpoint.
+    """The daemon's metrics at run time: the snapshot refresher, the loop-lag probe and
+    the HTTP endpoint, over the families the service, store and server report to.
 
     ``start`` after the rebuild (the endpoint then never shows an empty engine), ``stop``
     after the server stopped. The constructor only builds objects.
     """
 
-    def __init__(self, cfg: MetricsCfg, service: Service, store: SqlStore, server: Server,
-                 registry: CollectorRegistry | None = None, *,
+    def __init__(self, cfg: MetricsCfg, service: Service, metrics: Metrics,
+                 registry: CollectorRegistry, *,
                  watch: Callable[[Any, str], None] | None = None) -> None:
         self.cfg = cfg
         #: puts the refresher and the loop-lag probe under watch (``supervise.Watch``)
         self.watch = watch
         self.service = service
-        self.store = store
-        self.server = server
-        self.registry = registry if registry is not None else CollectorRegistry()
-        self.metrics = Metrics(self.registry, campaigns=lambda: service.engine.campaigns)
+        self.registry = registry
+        #: the families the service, the store and the server report to (their
+        #: constructors took its hooks)
+        self.metrics = metrics
         self.collector = EngineCollector()
         self.registry.register(self.collector)
         self.sampler = EngineSampler(cfg.callback_overdue_s)
@@ -77,9 +73,6 @@ class Exporter:
         dialing; the missing scrape target shows as ``up == 0``.
         """
         m = self.metrics
-        self.service.observer = m
-        self.store.commit_observer = m.commit_done
-        self.server.metrics = m.request_done
         m.rebuilt(self.service.rebuild_stats.get("total_s", 0.0))
         self.refresh()
         # started even without an endpoint: the refresher drains the recorded events,

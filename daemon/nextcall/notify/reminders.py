@@ -132,16 +132,12 @@ class Reminders:
             if rec is not None:
                 self._plan(rec, now, rebuild=True)
         heapq.heapify(self._later)
-        self.service.callback_listeners.append(self.sync)
-        self.service.reminder_status = self.status
         logger.info("reminders_started pending=%d scheduled=%d sent=%d", len(self._want),
                     len(self._jobs), len(self._sent))
 
     async def stop(self) -> None:
         """Stop scheduling, then wait (bounded) for deliveries in flight so their
         ``reminders`` rows are committed before the store closes."""
-        if self.sync in self.service.callback_listeners:
-            self.service.callback_listeners.remove(self.sync)
         if self.scheduler is not None:
             with contextlib.suppress(SchedulerNotRunningError):
                 self.scheduler.shutdown(wait=False)
@@ -314,9 +310,10 @@ class Reminders:
 
     # ------------------------------------------------------------------ views
     def status(self, rec: Record) -> dict[str, Any] | None:
-        """The reminder of ``rec``'s current callback: when, and whether it was sent."""
+        """The reminder of ``rec``'s current callback: when, and whether it was sent
+        (None before ``start`` and after ``stop``)."""
         cb = rec.callback
-        if cb is None or cb.reminder_min is None:
+        if cb is None or cb.reminder_min is None or self.scheduler is None:
             return None
         sent = self._sent.get(rec.rid)
         sent_at = sent[1] if sent is not None and sent[0] == cb.at else None

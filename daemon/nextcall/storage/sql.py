@@ -58,7 +58,10 @@ class SqlStore:
 
     def __init__(self, url: str, *, synchronous: str = "normal",
                  on_failure: Callable[[BaseException], None] | None = None,
-                 watch: Callable[[Any, str], None] | None = None) -> None:
+                 watch: Callable[[Any, str], None] | None = None,
+                 commit_observer: Callable[[float, int], None] | None = None,
+                 after_batch: Callable[[], None] | None = None,
+                 commit_now_when: Callable[[], bool] | None = None) -> None:
         self.url = url
         self.dialect = make_url(url).get_backend_name()
         self.synchronous = synchronous
@@ -72,13 +75,13 @@ class SqlStore:
         self.broken: BaseException | None = None
         self._ckpt_task: asyncio.Task[None] | None = None
         #: (seconds, writes) of each commit, on the event loop, for metrics
-        self.commit_observer: Callable[[float, int], None] | None = None
+        self.commit_observer = commit_observer
         #: called on the event loop after each batch's callbacks ran (the server writes
         #: the answers they queued, one write per connection)
-        self.after_batch: Callable[[], None] | None = None
+        self.after_batch = after_batch
         #: whether a write may commit at once on the event loop instead of going to the
         #: writer thread (SQLite): the server says so when no other request is in flight
-        self.commit_now_when: Callable[[], bool] | None = None
+        self.commit_now_when = commit_now_when
 
     # ------------------------------------------------------------------ lifecycle
     @property
