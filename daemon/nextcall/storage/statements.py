@@ -142,44 +142,44 @@ def _opt_json(v: Any) -> str | None:
     return orjson.dumps(v).decode() if v else None
 
 
-def _lease_issued(c: LeaseIssued) -> list[Op]:
-    return [(INS_LEASE, tuple(c))]
+def _lease_issued(c: LeaseIssued) -> Op:
+    return (INS_LEASE, c)  # the record's fields are the columns, in order
 
 
-def _lease_ended(c: LeaseEnded) -> list[Op]:
+def _lease_ended(c: LeaseEnded) -> Op:
     result = c.result.decode() if c.result is not None else None
-    return [(END_LEASE, (c.at, c.end, c.code, result, c.lid))]
+    return (END_LEASE, (c.at, c.end, c.code, result, c.lid))
 
 
-def _lease_extended(c: LeaseExtended) -> list[Op]:
-    return [(EXT_LEASE, (c.expires_at, c.lid))]
+def _lease_extended(c: LeaseExtended) -> Op:
+    return (EXT_LEASE, (c.expires_at, c.lid))
 
 
-def _history(c: HistoryAppended) -> list[Op]:
-    return [(INS_HISTORY, (c.rid, c.lid, c.at, c.agent, c.campaign, c.code, c.phone, c.note,
-                           c.revenue, _opt_json(c.fields), _opt_json(c.callback), c.state,
-                           c.reason, c.due_at, c.attempts))]
+def _history(c: HistoryAppended) -> Op:
+    return (INS_HISTORY, (c.rid, c.lid, c.at, c.agent, c.campaign, c.code, c.phone, c.note,
+                          c.revenue, _opt_json(c.fields), _opt_json(c.callback), c.state,
+                          c.reason, c.due_at, c.attempts))
 
 
-def _record_saved(c: RecordSaved) -> list[Op]:
+def _record_saved(c: RecordSaved) -> Op:
     params = (c.state, c.reason, c.due_at, c.attempts, c.owner, c.team, c.best_cp,
               c.phone_idx, _opt_json(c.callback), c.at)
     if c.moved is None:
-        return [(UPD_RECORD, (*params, c.rid))]
+        return (UPD_RECORD, (*params, c.rid))
     phones, campaign, list_name = c.moved
-    return [(UPD_RECORD_MOVE, (*params, _json(phones), campaign, list_name, c.rid))]
+    return (UPD_RECORD_MOVE, (*params, _json(phones), campaign, list_name, c.rid))
 
 
-def _record_imported(c: RecordImported) -> list[Op]:
-    return [(INS_RECORD, (c.rid, c.id, c.campaign, c.list, _json(c.phones), c.timezone,
-                          c.priority, c.data, c.state, c.reason, c.due_at, c.attempts,
-                          c.owner, c.team, c.best_cp, c.phone_idx, _opt_json(c.callback),
-                          c.at, c.at))]
+def _record_imported(c: RecordImported) -> Op:
+    return (INS_RECORD, (c.rid, c.id, c.campaign, c.list, _json(c.phones), c.timezone,
+                         c.priority, c.data, c.state, c.reason, c.due_at, c.attempts,
+                         c.owner, c.team, c.best_cp, c.phone_idx, _opt_json(c.callback),
+                         c.at, c.at))
 
 
-def _record_reimported(c: RecordReimported) -> list[Op]:
-    return [(UPD_RECORD_DATA, (c.list, _json(c.phones), c.timezone, c.priority, c.data, c.at,
-                               c.team, c.rid))]
+def _record_reimported(c: RecordReimported) -> Op:
+    return (UPD_RECORD_DATA, (c.list, _json(c.phones), c.timezone, c.priority, c.data, c.at,
+                              c.team, c.rid))
 
 
 def _number_listed(c: NumberListed) -> list[Op]:
@@ -197,18 +197,26 @@ def _reminder_sent(c: ReminderSent) -> list[Op]:
                             _json(c.channels)))]
 
 
-_ROWS: dict[type, Any] = {
+#: changes that are one statement each (the hot path's), and those that are several
+_ONE: dict[type, Any] = {
     LeaseIssued: _lease_issued, LeaseEnded: _lease_ended, LeaseExtended: _lease_extended,
     HistoryAppended: _history, RecordSaved: _record_saved, RecordImported: _record_imported,
-    RecordReimported: _record_reimported, NumberListed: _number_listed,
-    AgentSaved: _agent_saved, ReminderSent: _reminder_sent,
+    RecordReimported: _record_reimported,
+}
+_MANY: dict[type, Any] = {
+    NumberListed: _number_listed, AgentSaved: _agent_saved, ReminderSent: _reminder_sent,
 }
 
 
 def ops_of(changes: Iterable[Change]) -> list[Op]:
     """The statements that make ``changes`` durable, in order."""
-    rows = _ROWS
+    one = _ONE
     out: list[Op] = []
+    append = out.append
     for c in changes:
-        out += rows[type(c)](c)
+        fn = one.get(type(c))
+        if fn is not None:
+            append(fn(c))
+        else:
+            out += _MANY[type(c)](c)
     return out

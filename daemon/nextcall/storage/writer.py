@@ -128,10 +128,16 @@ class SqliteWriter(Writer):
             return
         self._reset_wanted = False
         try:
-            con.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
-            self.resets += 1
+            busy = con.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
         except sqlite3.Error as exc:  # a reader in the way: the next checkpoint asks again
             logger.warning("wal_reset_failed error=%r", exc)
+            return
+        if busy:
+            # a reader (or the checkpointer) held the log: nothing was truncated; try
+            # again after the next commit
+            self._reset_wanted = True
+            return
+        self.resets += 1
 
     def commit_now(self, w: Write) -> bool:
         """Commit ``w`` at once on the calling thread (the event loop) if nothing else is
