@@ -507,9 +507,9 @@ class Server:
         if not self.write_paused:
             return
         limit = self.max_buffered_bytes
-        drop = to_drop(((c.buffered(), c) for c in self.write_paused), limit)
-        total = sum(c.buffered() for c in self.write_paused)
-        for size, conn in drop:
+        held = [(c.buffered(), c) for c in self.write_paused]
+        total = sum(size for size, _ in held)
+        for size, conn in to_drop(held, limit) if total > limit else ():
             logger.warning("client_not_reading conn=%d buffered_bytes=%d total_bytes=%d "
                            "limit=%d action=dropping", conn.peer.conn_id, size, total, limit)
             self.observer.connection_dropped("buffered_output")
