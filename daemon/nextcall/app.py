@@ -91,7 +91,8 @@ class Daemon:
                                reload_listeners=[self._apply_settings],
                                callback_listeners=[lambda rec: self.reminders.sync(rec)],
                                reminder_status=lambda rec: self.reminders.status(rec))
-        self.server = Server(settings, self.service, metrics=m.request_done if m else None)
+        self.server = Server(settings, self.service, metrics=m.request_done if m else None,
+                             observer=m)
         #: callback reminders (APScheduler); started after the rebuild
         self.reminders = Reminders(self.service, on_death=self.supervisor.died)
         #: the Prometheus endpoint and side tasks; None when ``[metrics]`` is off

@@ -8,12 +8,18 @@ integration (an agent desktop, dialer glue) can vendor this one file.
 
 from __future__ import annotations
 
+import errno
 import itertools
 import json
 import socket
+import time
 from typing import Any
 
 DEFAULT_SOCKET = "./run/nextcall.sock"
+#: waits between connect attempts while the daemon's listen queue is full: doubling from
+#: the first to the last, within the client's timeout
+CONNECT_RETRY_FIRST_S = 0.001
+CONNECT_RETRY_MAX_S = 0.05
 
 
 class ClientError(Exception):
@@ -38,10 +44,34 @@ class Client:
         self._pending: dict[Any, dict[str, Any]] = {}
 
     def connect(self) -> Client:
-        """Open the connection (``with Client(...)`` does this)."""
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.settimeout(self.timeout)
-        s.connect(self.path)
+        """Open the connection (``with Client(...)`` does this).
+
+        A socket with a timeout connects without blocking, and a Unix socket whose listen
+        queue is full then fails at once with ``EAGAIN``: the daemon is there, only busy
+        accepting a burst of connections. That is retried, with a short growing pause,
+        until ``timeout`` has passed. A refused or missing socket (no daemon listening) is
+        not retried: it fails at once.
+
+        Raises:
+            OSError: ``FileNotFoundError``, ``ConnectionRefusedError``, or
+                ``BlockingIOError`` when the queue stayed full for ``timeout``.
+        """
+        deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        pause = CONNECT_RETRY_FIRST_S
+        while True:
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.settimeout(self.timeout)
+            try:
+                s.connect(self.path)
+            except OSError as exc:
+                s.close()
+                if exc.errno != errno.EAGAIN or deadline is None or \
+                        time.monotonic() + pause > deadline:
+                    raise
+                time.sleep(pause)
+                pause = min(pause * 2, CONNECT_RETRY_MAX_S)
+                continue
+            break
         self._sock = s
         self._file = s.makefile("rb")
         return self

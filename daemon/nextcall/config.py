@@ -68,6 +68,14 @@ class DaemonCfg(_Strict):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     #: "auto": uvloop when installed (20-45 % less time per request), else asyncio
     event_loop: Literal["auto", "asyncio", "uvloop"] = "auto"
+    #: connection limits (docs/protocol.md#limits): a burst of connects waits in the
+    #: listen queue (capped by the kernel's somaxconn) instead of being refused
+    listen_backlog: Annotated[int, Field(ge=1, le=65_535)] = 1024
+    max_connections: Annotated[int, Field(ge=1, le=100_000)] = 1000
+    #: a request line must be complete this long after its first byte (slowloris)
+    partial_line_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 10.0
+    #: answers queued for clients that do not read, summed over all connections
+    max_buffered_bytes: Annotated[int, Field(ge=65_536, le=1 << 40)] = 64 * 1024 * 1024
 
     @field_validator("socket_mode")
     @classmethod

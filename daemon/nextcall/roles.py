@@ -1,8 +1,8 @@
 """Who is on the other end of a connection, and what they may do.
 
-A peer's role comes from its kernel-verified credentials (``SO_PEERCRED`` on the Unix
-socket) and the ``[auth]`` section: admin, supervisor or agent. Ops declare the least
-role they need in the registry (``ops/__init__.py``) and the server checks it before the
+A peer's role comes from its kernel-verified credentials (``SO_PEERCRED``,
+``SO_PEERGROUPS``) and the ``[auth]`` section: admin, supervisor or agent. Ops declare the
+least role they need in the registry (``ops/__init__.py``) and the server checks it before the
 handler runs; the few finer rules (an agent of a team allowed to reopen a record) stay
 in their handlers.
 """
@@ -10,16 +10,20 @@ in their handlers.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import errno
+import logging
 import os
-import pwd
+import platform
 import socket
 import struct
+import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from .config import Settings
 from .core.errors import Forbidden
+
+logger = logging.getLogger(__name__)
 
 AGENT, SUPERVISOR, ADMIN = "agent", "supervisor", "admin"
 RANK = {AGENT: 0, SUPERVISOR: 1, ADMIN: 2}
@@ -56,25 +60,64 @@ def peer_credentials(transport: asyncio.BaseTransport) -> tuple[int, int, int]:
         return 0, -1, -1
 
 
-def peer_groups(uid: int, gid: int) -> set[int]:
-    """The peer's primary and supplementary groups (from the user database)."""
-    groups = {gid}
-    with contextlib.suppress(KeyError, OSError):
-        groups.update(os.getgrouplist(pwd.getpwuid(uid).pw_name, gid))
-    return groups
+def _so_peergroups() -> int | None:
+    """The ``SO_PEERGROUPS`` option number (Linux 4.13+), or None where it is unknown.
+    Python names it only from 3.14; 59 is its number in Linux's generic socket ABI, which
+    every architecture but alpha, mips, parisc and sparc uses."""
+    known = getattr(socket, "SO_PEERGROUPS", None)
+    if known is not None:
+        return int(known)
+    if sys.platform == "linux" and not platform.machine().startswith(
+            ("alpha", "mips", "parisc", "sparc")):
+        return 59
+    return None
 
 
-def role_for(settings: Settings, uid: int, gid: int) -> str:
-    """The role a peer has: admin, supervisor or agent (docs/protocol.md)."""
+SO_PEERGROUPS = _so_peergroups()
+#: Python's getsockopt returns at most 1024 bytes: room for 256 groups
+MAX_PEER_GROUPS = 256
+
+
+def peer_groups(transport: asyncio.BaseTransport) -> frozenset[int]:
+    """The peer process's supplementary groups when it connected (``SO_PEERGROUPS``).
+
+    They are the kernel's copy of its credentials, like ``SO_PEERCRED``, and the groups the
+    kernel checked against the socket file's mode. The user database is not read: it may
+    block (NSS, LDAP), and it lists the groups of the user, not those of the process that
+    connected, which may have dropped some. Empty when the kernel or the transport cannot
+    tell, or when the process has more than ``MAX_PEER_GROUPS`` (logged): the peer is then
+    matched by uid and primary gid only, which can only lower its role.
+    """
+    sock = transport.get_extra_info("socket")
+    if SO_PEERGROUPS is None or sock is None:
+        return frozenset()
+    try:
+        raw = sock.getsockopt(socket.SOL_SOCKET, SO_PEERGROUPS, 4 * MAX_PEER_GROUPS)
+    except OSError as exc:
+        if exc.errno == errno.ERANGE:
+            logger.warning("peer_groups_truncated limit=%d action=primary_gid_only",
+                           MAX_PEER_GROUPS)
+        return frozenset()
+    except AttributeError:
+        return frozenset()
+    n = len(raw) // 4
+    return frozenset(struct.unpack(f"={n}I", raw[:4 * n]))
+
+
+def role_for(settings: Settings, uid: int, gid: int,
+             groups: frozenset[int] = frozenset()) -> str:
+    """The role a peer has: admin, supervisor or agent (docs/protocol.md#roles). ``gid``
+    is the peer's primary group (``SO_PEERCRED``) and ``groups`` its supplementary groups
+    (``peer_groups``); a gid list matches either."""
     a = settings.auth
     if a.trust_own_uid and uid in (0, os.getuid()):
         return ADMIN
     if uid in a.admin_uids:
         return ADMIN
-    groups = peer_groups(uid, gid) if (a.admin_gids or a.supervisor_gids) else {gid}
-    if groups & set(a.admin_gids):
+    if gid in a.admin_gids or not groups.isdisjoint(a.admin_gids):
         return ADMIN
-    if uid in a.supervisor_uids or groups & set(a.supervisor_gids):
+    if uid in a.supervisor_uids or gid in a.supervisor_gids or \
+            not groups.isdisjoint(a.supervisor_gids):
         return SUPERVISOR
     return AGENT
 

@@ -12,6 +12,12 @@ Framing is newline-delimited JSON with a hard line limit. A well-framed bad requ
 an error and the connection stays; a line over the limit cannot be resynchronised, so it
 gets ``too_large`` and the connection is closed. A client that stops reading is paused
 (flow control) and dropped after ``WRITE_TIMEOUT_S``.
+
+Limits (docs/protocol.md#limits): at most ``max_connections`` connections (one more gets
+an ``unavailable`` line and is closed); a request line must be complete within
+``partial_line_timeout_s`` of its first byte; the answers queued for clients that do not
+read are capped in total (``max_buffered_bytes``), the connections holding the most
+dropped first.
 """
 
 from __future__ import annotations
@@ -28,10 +34,12 @@ from typing import Any, cast
 
 from . import protocol as P
 from .config import Settings
-from .core.errors import NextcallError, TooLarge, Unavailable
+from .core.errors import BadRequest, NextcallError, TooLarge, Unavailable
+from .files import make_dirs, socket_dir_mode
+from .limits import ConnectionObserver, Unobserved, listen_backlog, to_drop
 from .ops import MODELS, REGISTRY, dispatch
 from .ops.base import Body
-from .roles import Peer, peer_credentials, role_for
+from .roles import Peer, peer_credentials, peer_groups, role_for
 from .service import Service
 
 logger = logging.getLogger(__name__)
@@ -41,6 +49,8 @@ WRITE_TIMEOUT_S = 30.0
 #: commits go to the writer thread for this long (the load is concurrent; batching pays)
 CALM_AFTER_S = 0.05
 CALM_GAP_S = 0.00015
+#: ``connection_refused`` is logged at most this often (a flood must not flood the log)
+REFUSAL_LOG_EVERY_S = 10.0
 _ids = itertools.count(1)
 
 
@@ -98,19 +108,30 @@ class Connection(asyncio.Protocol):
         self._write_paused = False
         self._write_timer: asyncio.TimerHandle | None = None
         self._processing = False
+        #: the incomplete line in ``_buf`` began then (loop time); its deadline's timer
+        self._partial_since = 0.0
+        self._partial_timer: asyncio.TimerHandle | None = None
+        #: turned away at accept (``max_connections``): never served nor counted
+        self.refused = False
         self.closed = asyncio.Event()
 
     # ------------------------------------------------------------------ asyncio callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses, but behave as one
         self.transport = cast(asyncio.Transport, transport)
+        server = self.server
+        if len(server.conns) >= server.max_connections:
+            self.refused = self.closing = True
+            server.refuse(self.transport)
+            return
         pid, uid, gid = peer_credentials(self.transport)
         p = self.peer
         p.pid, p.uid, p.gid = pid, uid, gid
-        p.role = role_for(self.server.settings, uid, gid)
+        p.role = role_for(server.settings, uid, gid, peer_groups(self.transport))
         # event lines (subscribe) go through the same queue as answers
         p.send = self.send
-        self.server.conns.add(self)
+        server.conns.add(self)
+        server.observer.connection_opened()
 
     def data_received(self, data: bytes) -> None:
         if self.closing:
@@ -130,8 +151,12 @@ class Connection(asyncio.Protocol):
                 if self.inflight >= self.server.max_inflight:
                     self._set_reading()
         else:
+            # a new line starts in this chunk: the buffer was empty, or a line ended
+            progress = not self._buf or b"\n" in data
             self._buf += data
             self._process()
+            if self._buf or self._partial_timer is not None:
+                self._watch_partial(progress)
         if self._dirty:
             self.flush()
 
@@ -156,7 +181,14 @@ class Connection(asyncio.Protocol):
         self.closing = True
         if self._write_timer is not None:
             self._write_timer.cancel()
+        if self._partial_timer is not None:
+            self._partial_timer.cancel()
+        self.server.write_paused.discard(self)
+        if self.refused:
+            self.closed.set()
+            return
         self.server.conns.discard(self)
+        self.server.observer.connection_closed()
         self.server.service.discard_connection(self.peer.conn_id)
         self.closed.set()
 
@@ -164,11 +196,13 @@ class Connection(asyncio.Protocol):
         # the client does not read: stop reading its requests, and give up on it if it
         # does not catch up
         self._write_paused = True
+        self.server.write_paused.add(self)
         self._set_reading()
         self._write_timer = self.server.loop.call_later(WRITE_TIMEOUT_S, self._write_stuck)
 
     def resume_writing(self) -> None:
         self._write_paused = False
+        self.server.write_paused.discard(self)
         if self._write_timer is not None:
             self._write_timer.cancel()
             self._write_timer = None
@@ -176,6 +210,7 @@ class Connection(asyncio.Protocol):
 
     def _write_stuck(self) -> None:
         logger.warning("client_not_reading conn=%d action=closing", self.peer.conn_id)
+        self.server.observer.connection_dropped("write_timeout")
         self.abort()
 
     # ------------------------------------------------------------------ requests
@@ -213,8 +248,47 @@ class Connection(asyncio.Protocol):
         self._set_reading()
 
     def _too_large(self, limit: int) -> None:
+        self.server.observer.connection_dropped("too_large")
         self.queue(P.encode_error(None, TooLarge(
             f"request lines are limited to {limit} bytes; closing the connection",
+            field=None)))
+        self.close()
+
+    def _watch_partial(self, progress: bool) -> None:
+        """After reading: an incomplete line in the buffer must be completed within
+        ``partial_line_timeout_s`` of its first byte (one timer, re-armed lazily); a
+        completed line restarts the count for the next one."""
+        if not self._buf or self.closing:
+            if self._partial_timer is not None:
+                self._partial_timer.cancel()
+                self._partial_timer = None
+            return
+        loop = self.server.loop
+        if self._partial_timer is None:
+            self._partial_since = loop.time()
+            self._partial_timer = loop.call_later(self.server.partial_line_timeout_s,
+                                                  self._partial_due)
+        elif progress:
+            self._partial_since = loop.time()
+
+    def _partial_due(self) -> None:
+        self._partial_timer = None
+        if not self._buf or self.closing:
+            return
+        loop, timeout = self.server.loop, self.server.partial_line_timeout_s
+        if self._read_paused or b"\n" in self._buf:
+            # the daemon stopped reading, not the client: its time starts again
+            self._partial_since = loop.time()
+        left = self._partial_since + timeout - loop.time()
+        if left > 0:
+            self._partial_timer = loop.call_later(left, self._partial_due)
+            return
+        logger.info("request_incomplete conn=%d bytes=%d timeout_s=%g action=closing",
+                    self.peer.conn_id, len(self._buf), timeout)
+        self._buf.clear()
+        self.server.observer.connection_dropped("partial_line")
+        self.queue(P.encode_error(None, BadRequest(
+            f"request line not completed within {timeout:g} s; closing the connection",
             field=None)))
         self.close()
 
@@ -229,6 +303,8 @@ class Connection(asyncio.Protocol):
         elif not want_pause and self._read_paused:
             self._read_paused = False
             t.resume_reading()
+            # the daemon held the rest of a partial line back: its time starts now
+            self._partial_since = self.server.loop.time()
 
     def run_task(self, coro: Coroutine[Any, Any, Body], reply: Reply) -> None:
         """Run an async handler; its result (or error) answers ``reply``."""
@@ -274,6 +350,14 @@ class Connection(asyncio.Protocol):
         if t is None or t.is_closing():
             return
         t.write(out[0] if len(out) == 1 else b"".join(out))
+        if self._write_paused:
+            self.server.check_buffered()
+
+    def buffered(self) -> int:
+        """Bytes of answers written and not yet taken by the kernel (or still queued)."""
+        t = self.transport
+        queued = sum(map(len, self._out))
+        return queued if t is None else queued + t.get_write_buffer_size()
 
     async def send(self, data: bytes) -> None:
         """Write one event line (``subscribe``)."""
@@ -290,6 +374,7 @@ class Connection(asyncio.Protocol):
     def abort(self) -> None:
         """Drop the connection now."""
         self.closing = True
+        self.server.write_paused.discard(self)
         if self.transport is not None:
             self.transport.abort()
 
@@ -314,14 +399,25 @@ class Server:
     """Listens on a Unix socket (its own, or one handed over by systemd)."""
 
     def __init__(self, settings: Settings, service: Service,
-                 metrics: Callable[[str, str, float], None] | None = None) -> None:
+                 metrics: Callable[[str, str, float], None] | None = None,
+                 observer: ConnectionObserver | None = None) -> None:
         self.settings = settings
         self.service = service
         self.metrics = metrics
+        self.observer: ConnectionObserver = observer or Unobserved()
         self.stopping = False
-        self.drain_timeout_s = settings.daemon.drain_timeout_s
-        self.max_line_bytes = settings.daemon.max_line_bytes
-        self.max_inflight = settings.daemon.max_inflight
+        d = settings.daemon
+        self.drain_timeout_s = d.drain_timeout_s
+        self.max_line_bytes = d.max_line_bytes
+        self.max_inflight = d.max_inflight
+        self.max_connections = d.max_connections
+        self.partial_line_timeout_s = d.partial_line_timeout_s
+        self.max_buffered_bytes = d.max_buffered_bytes
+        #: connections whose client does not keep up (the transport paused our writes):
+        #: only they hold more than a transport's high-water mark of answers
+        self.write_paused: set[Connection] = set()
+        self._refused_since_log = 0
+        self._refusal_logged_at = -REFUSAL_LOG_EVERY_S
         #: requests read and not yet answered, on every connection
         self.inflight = 0
         self._busy_until = 0.0
@@ -388,6 +484,37 @@ class Server:
         for conn in dirty:
             conn.flush()
 
+    # ------------------------------------------------------------------ limits
+    def refuse(self, transport: asyncio.Transport) -> None:
+        """``max_connections`` are open: one error line, then close (logged at most every
+        ``REFUSAL_LOG_EVERY_S``, with the number refused meanwhile)."""
+        self.observer.connection_refused()
+        transport.write(P.encode_error(None, Unavailable(
+            f"too many connections (max_connections = {self.max_connections}); "
+            "try again later")))
+        transport.close()
+        self._refused_since_log += 1
+        now = self.loop.time()
+        if now - self._refusal_logged_at >= REFUSAL_LOG_EVERY_S:
+            logger.warning("connection_refused reason=max_connections limit=%d refused=%d",
+                           self.max_connections, self._refused_since_log)
+            self._refusal_logged_at, self._refused_since_log = now, 0
+
+    def check_buffered(self) -> None:
+        """Keep the answers buffered for clients that do not read under
+        ``max_buffered_bytes`` in total: drop the connections holding the most first (the
+        others, and every client that reads, go on)."""
+        if not self.write_paused:
+            return
+        limit = self.max_buffered_bytes
+        held = [(c.buffered(), c) for c in self.write_paused]
+        total = sum(size for size, _ in held)
+        for size, conn in to_drop(held, limit) if total > limit else ():
+            logger.warning("client_not_reading conn=%d buffered_bytes=%d total_bytes=%d "
+                           "limit=%d action=dropping", conn.peer.conn_id, size, total, limit)
+            self.observer.connection_dropped("buffered_output")
+            conn.abort()
+
     # ------------------------------------------------------------------ lifecycle
     async def start(self, sock: socket.socket | None = None) -> None:
         """Listen on ``sock`` (socket activation) or on the configured path."""
@@ -398,12 +525,15 @@ class Server:
             if sys.version_info >= (3, 13):
                 # never unlink a socket systemd owns (python/cpython#133354)
                 extra["cleanup_socket"] = False
-            self._server = await loop.create_unix_server(lambda: Connection(self),
-                                                         sock=sock, **extra)
+            # asyncio listens again with this backlog (its default would be 100)
+            self._server = await loop.create_unix_server(
+                lambda: Connection(self), sock=sock,
+                backlog=listen_backlog(self.settings.daemon.listen_backlog), **extra)
             self.path = sock.getsockname() or "(inherited)"
             return
         path = self.settings.daemon.socket
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        socket_mode = int(self.settings.daemon.socket_mode, 8)
+        make_dirs(os.path.dirname(os.path.abspath(path)), socket_dir_mode(socket_mode))
         if os.path.exists(path):
             # a stale socket from a crash; refuse to steal a live one
             probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -416,13 +546,14 @@ class Server:
                 raise OSError(f"another daemon is listening on {path}")
             finally:
                 probe.close()
-        old = os.umask(0o777 & ~int(self.settings.daemon.socket_mode, 8))
+        old = os.umask(0o777 & ~socket_mode)
         try:
-            self._server = await loop.create_unix_server(lambda: Connection(self), path=path,
-                                                         backlog=1024)
+            self._server = await loop.create_unix_server(
+                lambda: Connection(self), path=path,
+                backlog=listen_backlog(self.settings.daemon.listen_backlog))
         finally:
             os.umask(old)
-        os.chmod(path, int(self.settings.daemon.socket_mode, 8))
+        os.chmod(path, socket_mode)
         self.path = path
         self._own_socket = True
 

@@ -10,6 +10,7 @@ import click
 
 from ..config import load
 from ..core.errors import ConfigError, NextcallError
+from ..files import restrict_umask
 from .calls import EXIT_REFUSED, call, config_path, load_or_exit
 from .output import console, emit_json, err_console, reload_table
 
@@ -19,6 +20,7 @@ from .output import console, emit_json, err_console, reload_table
 def serve(ctx: click.Context) -> None:
     """Run the daemon in the foreground (migrates and rebuilds first)."""
     settings = load_or_exit(config_path(ctx.obj["config"]))
+    restrict_umask()
     # the records are read while the daemon's modules load (storage/prefetch.py); the
     # entry point (launch.py) began before the command line's own imports
     from .. import launch
@@ -53,6 +55,7 @@ def migrate(ctx: click.Context) -> None:
     """Create or upgrade the database schema."""
     from ..storage.sql import SqlStore
     settings = load_or_exit(config_path(ctx.obj["config"]))
+    restrict_umask()
 
     async def run() -> list[str]:
         store = SqlStore(settings.daemon.database)
@@ -80,6 +83,7 @@ def demo(ctx: click.Context, campaign: str, count: int) -> None:
     if campaign not in settings.campaigns:
         err_console.print(f"[red]no campaign {campaign!r} in the config[/red]")
         sys.exit(EXIT_REFUSED)
+    restrict_umask()
     added = asyncio.run(load_demo(settings, campaign, count, console))
     click.echo(f"demo campaign {campaign!r}: {added} records added")
 

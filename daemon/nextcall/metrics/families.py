@@ -1,7 +1,8 @@
 """The request-path metrics (requests, dispositions, leases granted and expired, commit and
-``next`` latency) and the rare ones (reminders, event-loop lag, rebuild time, build info):
-their names, help texts, labels and buckets, and the hooks the service, server and store
-call to feed them (``Metrics``, the service's ``Observer``)."""
+``next`` latency) and the rare ones (reminders, connections, event-loop lag, rebuild time,
+build info): their names, help texts, labels and buckets, and the hooks the service, server
+and store call to feed them (``Metrics``, the service's ``Observer``, the server's
+``ConnectionObserver``)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from .. import __version__
 from ..core.errors import NextcallError
 from ..core.model import Campaign
 from ..core.records import Lease
+from ..limits import DROP_REASONS
 from ..ops import REGISTRY
 from ..service import Observer
 from .fast import FastCollector, FastCounter, FastHistogram
@@ -146,6 +148,7 @@ class Metrics(Observer):
             self.reminders_sent.labels(channel)
         for channel in REMINDERS_FAILED_AT_START:
             self.reminders_failed.labels(channel)
+        self._add_connections(r)
         self.heap_rebuild = Gauge(
             "nextcall_heap_rebuild_seconds", "Duration of the last rebuild of the in-memory "
             "heap from the database (startup).", registry=r)
@@ -157,6 +160,20 @@ class Metrics(Observer):
             ProcessCollector(registry=r)
             PlatformCollector(registry=r)
             GCCollector(registry=r)
+
+    def _add_connections(self, r: CollectorRegistry) -> None:
+        """Connections: open now, refused at ``max_connections``, closed by the daemon."""
+        self.connections_open = Gauge(
+            "nextcall_connections_open", "Client connections open now.", registry=r)
+        self.connections_refused = Counter(
+            "nextcall_connections_refused_total", "Connections refused because "
+            "max_connections were open (each got one unavailable line).", registry=r)
+        self.connections_dropped = Counter(
+            "nextcall_connections_dropped_total", "Connections the daemon closed, by reason "
+            "(too_large, partial_line, write_timeout, buffered_output).", ["reason"],
+            registry=r)
+        for reason in DROP_REASONS:
+            self.connections_dropped.labels(reason)
 
     # ------------------------------------------------------------------ labels
     def _campaign(self, name: str) -> str:
@@ -239,6 +256,22 @@ class Metrics(Observer):
     def reminder_sent(self, channel: str) -> None:
         """A callback reminder went out on ``channel``."""
         self.reminders_sent.labels(channel if channel in REMINDER_CHANNELS else OTHER).inc()
+
+    def connection_opened(self) -> None:
+        """See ``ConnectionObserver.connection_opened``."""
+        self.connections_open.inc()
+
+    def connection_closed(self) -> None:
+        """See ``ConnectionObserver.connection_closed``."""
+        self.connections_open.dec()
+
+    def connection_refused(self) -> None:
+        """See ``ConnectionObserver.connection_refused``."""
+        self.connections_refused.inc()
+
+    def connection_dropped(self, reason: str) -> None:
+        """See ``ConnectionObserver.connection_dropped``."""
+        self.connections_dropped.labels(reason if reason in DROP_REASONS else OTHER).inc()
 
     def reminder_failed(self, channel: str) -> None:
         """A callback reminder could not be delivered on ``channel``."""

@@ -28,6 +28,7 @@ from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from .. import files
 from ..core.changes import Change
 from ..core.errors import StorageError
 from . import snapshot as snap
@@ -122,7 +123,9 @@ class SqlStore:
             if self.dialect == "sqlite":
                 path = self.sqlite_path
                 if path and path != ":memory:":
-                    Path(path).parent.mkdir(parents=True, exist_ok=True)
+                    # private from the first byte: lease secrets and phone numbers
+                    files.make_dirs(Path(path).parent)
+                    files.create_private(path)
                 self.admin = create_async_engine(self.url, pool_size=1, max_overflow=0)
                 self.reader = create_async_engine(self.url, pool_size=4, max_overflow=4)
                 self._sqlite_setup(self.admin, writer=True)
@@ -134,6 +137,9 @@ class SqlStore:
                                                   pool_pre_ping=True)
             async with self.admin.connect() as conn:
                 await conn.exec_driver_sql("SELECT 1")
+            path = self.sqlite_path
+            if path and path != ":memory:":
+                files.warn_if_open(path + suffix for suffix in files.SQLITE_SUFFIXES)
             if self.dialect == "sqlite":
                 w = SqliteWriter(self.sqlite_path or "", self.synchronous,
                                  asyncio.get_running_loop(), self._finished)
