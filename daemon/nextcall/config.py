@@ -15,6 +15,7 @@ import tomllib
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import date
+from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -29,6 +30,7 @@ from pydantic import (
     model_validator,
 )
 
+from .bindings import Bindings
 from .core.actions import ACTIONS, OWNED_SETTINGS, check_code
 from .core.errors import ConfigError
 from .core.model import (
@@ -89,6 +91,13 @@ class DaemonCfg(_Strict):
         return v
 
 
+#: the largest uid or gid (``uid_t`` is 32 bits; -1 means "none")
+MAX_ID = 2**32 - 2
+PosixId = Annotated[int, Field(ge=0, le=MAX_ID)]
+#: an agent name as requests carry it (``protocol.Name``)
+AgentName = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f]+$")]
+
+
 class AuthCfg(_Strict):
     """``[auth]``: who is admin or supervisor, by peer uid/gid (SO_PEERCRED)."""
 
@@ -98,6 +107,12 @@ class AuthCfg(_Strict):
     supervisor_gids: list[int] = []
     #: the daemon's own uid (and root) are admins: the person who started it owns it
     trust_own_uid: bool = True
+    #: ``[auth.acts_for]``: uid -> the agent names that uid may act as (a dialer's list);
+    #: composes with ``[agents.NAME] uids`` into one relation (``Bindings``)
+    acts_for: dict[PosixId, Annotated[list[AgentName], Field(min_length=1)]] = {}
+    #: which records an agent-role peer may read with ``record.get``: ``any``, or only
+    #: those ``held`` now or before by a lease its uid took
+    record_get: Literal["any", "held"] = "any"
 
 
 _HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$")
@@ -204,6 +219,10 @@ class AgentCfg(_Strict):
 
     #: where this agent's callback reminders are e-mailed (when ``[smtp]`` is set)
     email: EmailText | None = None
+    #: peers that may act as this agent (with ``gids``); none listed: any peer may
+    uids: list[PosixId] = []
+    #: groups whose member peers may act as this agent; a group confines none of them
+    gids: list[PosixId] = []
 
 
 class FieldCfg(_Strict):
@@ -283,6 +302,9 @@ class CampaignCfg(_Strict):
     holidays: list[date] = []
     max_attempts: Annotated[int, Field(ge=1, le=1000)] = 10
     lease_s: Annotated[int, Field(ge=5, le=86_400)] | None = None
+    #: the largest ``count`` of a ``next`` drawing from this campaign (at most, and by
+    #: default, ``[daemon] max_count``)
+    max_count: Annotated[int, Field(ge=1, le=10_000)] | None = None
     grace_s: Annotated[int, Field(ge=0, le=7 * 86_400)] = 900
     timezone: str = "UTC"
     scoring: ScoringCfg = ScoringCfg()
@@ -324,6 +346,12 @@ class Settings:
     metrics: MetricsCfg = field(default_factory=MetricsCfg)
     smtp: SmtpCfg = field(default_factory=SmtpCfg)
     agents: dict[str, AgentCfg] = field(default_factory=dict)
+
+    @cached_property
+    def bindings(self) -> Bindings | None:
+        """Who may act as which agent, from ``auth`` and ``agents``; None when nothing is
+        bound (computed once per generation: a reload builds new ``Settings``)."""
+        return Bindings.of(self.auth, self.agents)
 
 
 def _loc(loc: tuple[Any, ...]) -> str:
@@ -408,7 +436,7 @@ def _campaign(name: str, c: CampaignCfg, codes: dict[str, ResultCode], default_l
         lease_s=c.lease_s or default_lease_s, grace_s=c.grace_s, timezone=c.timezone,
         scoring=Scoring(c.scoring.priority, c.scoring.contact, c.scoring.attempt,
                         c.scoring.max_attempt_penalty),
-        enabled=c.enabled, description=c.description)
+        enabled=c.enabled, description=c.description, max_count=c.max_count)
 
 
 def _reminder_min(rc: ResultCodeCfg) -> int | None:
@@ -454,6 +482,9 @@ def load(path: str | os.PathLike[str]) -> Settings:
         if c.resultset not in sets:
             problems.append((f"{where}.resultset", f"no result-code set {c.resultset!r}"))
             continue
+        if c.max_count is not None and c.max_count > top.daemon.max_count:
+            problems.append((f"{where}.max_count", "must be at most [daemon] max_count "
+                             f"({top.daemon.max_count})"))
         out[name] = _campaign(name, c, sets[c.resultset], top.daemon.lease_s)
     if problems:
         raise ConfigError(problems)

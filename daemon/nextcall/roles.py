@@ -4,7 +4,8 @@ A peer's role comes from its kernel-verified credentials (``SO_PEERCRED``,
 ``SO_PEERGROUPS``) and the ``[auth]`` section: admin, supervisor or agent. Ops declare the
 least role they need in the registry (``ops/__init__.py``) and the server checks it before the
 handler runs; the few finer rules (an agent of a team allowed to reopen a record) stay
-in their handlers.
+in their handlers. Agent-role peers may further be bound to agent names
+(``may_act_as``), and confined to the records they held (``may_read_record``).
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ import platform
 import socket
 import struct
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
-from .config import Settings
+from .bindings import Bindings
+from .config import AuthCfg, Settings
 from .core.errors import Forbidden
 
 logger = logging.getLogger(__name__)
@@ -42,6 +44,9 @@ class Peer:
     gone: bool = False
     #: writes one line to the connection (the server sets it; ``subscribe`` needs it)
     send: Callable[[bytes], Awaitable[None]] | None = None
+    #: the peer process's primary and supplementary groups when it connected (None: not
+    #: known, only ``gid`` is)
+    groups: frozenset[int] | None = None
 
     def at_least(self, role: str) -> bool:
         """Whether this peer has ``role`` or a higher one."""
@@ -131,3 +136,50 @@ def require(peer: Peer, role: str, op: str) -> None:
     if RANK[peer.role] < RANK[role]:
         needs = "the admin role" if role == ADMIN else f"the {role} or admin role"
         raise Forbidden(f"{op} needs {needs}")
+
+
+def may_act_as(peer: Peer, agent: str, bindings: Bindings | None, field: str = "agent"
+               ) -> None:
+    """Refuse an agent-role ``peer`` acting as ``agent`` against the bindings: a bound uid
+    acts only as its names (and those bound to its groups), a bound name serves only its
+    uids and groups' members. Unbound uids and names keep the open rule (any peer, any
+    name); supervisors and admins act for any agent (they step in for the floor).
+
+    Cheap on purpose (``next`` and ``dispose`` call it): nothing bound (None) costs one
+    test, an unbound peer and name two dict lookups; the peer's groups are those the
+    kernel reported when it connected.
+
+    Raises:
+        Forbidden: naming ``field``.
+    """
+    if bindings is None or peer.role != AGENT:
+        return
+    names = bindings.by_uid.get(peer.uid)
+    if names is not None and agent in names:
+        return
+    bound = bindings.by_name.get(agent)
+    if names is None and bound is None:
+        return
+    if bound is not None and bound.gids:
+        groups = peer.groups if peer.groups is not None else frozenset((peer.gid,))
+        if groups & bound.gids:
+            return
+    why = (f"uid {peer.uid} is bound to other agent names" if names is not None
+           else f"agent {agent!r} is bound to other users")
+    raise Forbidden(f"may not act as agent {agent!r}: {why} ([agents.NAME] uids/gids, "
+                    "[auth.acts_for])", field=field)
+
+
+def may_read_record(peer: Peer, lease_uids: Iterable[int], auth: AuthCfg) -> None:
+    """Refuse ``record.get`` of a record to an agent-role peer whose uid took none of its
+    leases, when ``[auth] record_get = "held"`` (an agent screen shows the record being
+    called, not the whole database).
+
+    Raises:
+        Forbidden: naming ``record``.
+    """
+    if auth.record_get == "any" or peer.role != AGENT:
+        return
+    if peer.uid not in lease_uids:
+        raise Forbidden("an agent reads only records leased to its uid "
+                        "([auth] record_get = \"held\")", field="record")

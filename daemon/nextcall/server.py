@@ -127,7 +127,9 @@ class Connection(asyncio.Protocol):
         pid, uid, gid = peer_credentials(self.transport)
         p = self.peer
         p.pid, p.uid, p.gid = pid, uid, gid
-        p.role = role_for(server.settings, uid, gid, peer_groups(self.transport))
+        groups = peer_groups(self.transport)
+        p.groups = groups | {gid}
+        p.role = role_for(server.settings, uid, gid, groups)
         # event lines (subscribe) go through the same queue as answers
         p.send = self.send
         server.conns.add(self)

@@ -143,3 +143,6 @@ class Campaign:
     scoring: Scoring = field(default_factory=Scoring)
     enabled: bool = True
     description: str = ""
+    #: the largest ``count`` of a ``next`` drawing from this campaign; None: only the
+    #: daemon's limit applies
+    max_count: int | None = None

@@ -1,7 +1,8 @@
 """The ops of the protocol: one registry that the decoder and the dispatcher both read.
 
 Each entry names the op's request model (``protocol.py``), its handler, the least role
-that may send it and how it runs (``ops/base.py``: ``sync``, ``deferred``, ``async``).
+that may send it, how it runs (``ops/base.py``: ``sync``, ``deferred``, ``async``) and
+the field naming the agent it acts as, if any (checked against the agent bindings).
 Handlers live by concern:
 
 - ``leases.py``: next, dispose, release, extend (the call cycle)
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
-from ..roles import ADMIN, AGENT, RANK, SUPERVISOR, Peer, require
+from ..roles import ADMIN, AGENT, RANK, SUPERVISOR, Peer, may_act_as, require
 from . import admin, agents, imports, leases, queries, records
 from .base import ASYNC, DEFERRED, SYNC, Body, OpSpec, Reply
 
@@ -32,24 +33,28 @@ if TYPE_CHECKING:
 #: runs a coroutine handler as a task whose result (or error) answers the reply
 Runner = Callable[[Coroutine[Any, Any, Body], Any], None]
 
+#: the field that names the agent a request acts as (``OpSpec.agent_field``)
+AS = "agent"
+
 REGISTRY: dict[str, OpSpec] = {spec.name: spec for spec in (
     OpSpec("ping", queries.PingReq, queries.ping, AGENT, SYNC),
-    OpSpec("campaigns", queries.CampaignsReq, queries.campaigns, AGENT, SYNC),
-    OpSpec("agent.login", agents.LoginReq, agents.login, AGENT, DEFERRED),
-    OpSpec("agent.logout", agents.LogoutReq, agents.logout, AGENT, DEFERRED),
-    OpSpec("next", leases.NextReq, leases.next_, AGENT, DEFERRED),
-    OpSpec("dispose", leases.DisposeReq, leases.dispose, AGENT, DEFERRED),
-    OpSpec("release", leases.LeaseReq, leases.release, AGENT, DEFERRED),
-    OpSpec("extend", leases.ExtendReq, leases.extend, AGENT, DEFERRED),
+    OpSpec("campaigns", queries.CampaignsReq, queries.campaigns, AGENT, SYNC, AS),
+    OpSpec("agent.login", agents.LoginReq, agents.login, AGENT, DEFERRED, AS),
+    OpSpec("agent.logout", agents.LogoutReq, agents.logout, AGENT, DEFERRED, AS),
+    OpSpec("next", leases.NextReq, leases.next_, AGENT, DEFERRED, AS),
+    # and the lease's own agent, once the handler has found the lease (``live_lease``)
+    OpSpec("dispose", leases.DisposeReq, leases.dispose, AGENT, DEFERRED, AS),
+    OpSpec("release", leases.LeaseReq, leases.release, AGENT, DEFERRED, AS),
+    OpSpec("extend", leases.ExtendReq, leases.extend, AGENT, DEFERRED, AS),
     OpSpec("record.get", records.RecordGetReq, records.get, AGENT, ASYNC),
     OpSpec("records.import", imports.ImportReq, imports.import_, SUPERVISOR, ASYNC),
     OpSpec("stats", queries.StatsReq, queries.stats, AGENT, SYNC),
     OpSpec("config.reload", admin.ReloadReq, admin.reload, ADMIN, SYNC),
     OpSpec("record.reopen", records.ReopenReq, records.reopen, ADMIN, ASYNC),
-    OpSpec("callback.schedule", records.ScheduleReq, records.schedule, AGENT, ASYNC),
+    OpSpec("callback.schedule", records.ScheduleReq, records.schedule, AGENT, ASYNC, AS),
     OpSpec("resolution", records.ResolutionReq, records.resolution, AGENT, ASYNC),
-    OpSpec("callbacks", queries.CallbacksReq, queries.callbacks, AGENT, SYNC),
-    OpSpec("subscribe", agents.SubscribeReq, agents.subscribe, AGENT, SYNC),
+    OpSpec("callbacks", queries.CallbacksReq, queries.callbacks, AGENT, SYNC, AS),
+    OpSpec("subscribe", agents.SubscribeReq, agents.subscribe, AGENT, SYNC, AS),
 )}
 
 #: request models by op name, for the decoder
@@ -63,10 +68,15 @@ def dispatch(svc: Service, spec: OpSpec, req: BaseModel, peer: Peer, reply: Repl
     later. Typed errors raised before the answer propagate to the caller.
 
     Raises:
-        NextcallError: the peer's role is too low, or the handler refused at once.
+        NextcallError: the peer's role is too low, it may not act as the agent the
+            request names, or the handler refused at once.
     """
     if RANK[peer.role] < RANK[spec.role]:
         require(peer, spec.role, spec.name)
+    if spec.agent_field is not None and svc.settings.bindings is not None:
+        agent = getattr(req, spec.agent_field)
+        if agent is not None:
+            may_act_as(peer, agent, svc.settings.bindings, spec.agent_field)
     kind = spec.kind
     if kind is DEFERRED:
         pending = spec.handler(svc, req, peer, reply)

@@ -46,6 +46,9 @@ class OpSpec:
     #: the least role that may send it (finer rules stay in the handler)
     role: str
     kind: str
+    #: the request field naming the agent the peer acts as, checked against the agent
+    #: bindings before the handler runs (``roles.may_act_as``)
+    agent_field: str | None = None
 
 
 def fill_record(rec: Record, payload: tuple[str, str, str, str | None] | None) -> None:

@@ -34,7 +34,7 @@ from ..core.errors import (
 from ..core.records import CLOSED, Lease, Record
 from ..core.results import CallbackRequest, Disposition, Outcome, decide
 from ..protocol import CallbackReq, Name, Request
-from ..roles import ADMIN, Peer
+from ..roles import ADMIN, Peer, may_act_as
 from ..storage.base import Fetched
 from .base import Body, Reply, hand_out
 from .waits import Waiter
@@ -93,6 +93,20 @@ class ExtendReq(Request):
 Found = Lease | bytes | Callable[[Reply], None] | Coroutine[Any, Any, Body]
 
 
+def _campaign_max_count(svc: Service, campaigns: tuple[str, ...], count: int) -> None:
+    """Refuse a ``count`` above the ``max_count`` of any campaign the ``next`` draws from
+    (each record is chosen across all of them, so the smallest limit holds).
+
+    Raises:
+        BadRequest: naming ``count``.
+    """
+    for name in campaigns:
+        camp = svc.engine.campaigns.get(name)
+        if camp is not None and camp.max_count is not None and count > camp.max_count:
+            raise BadRequest(f"count must be at most {camp.max_count} for campaign "
+                             f"{name!r} (its max_count)", field="count")
+
+
 def next_(svc: Service, req: NextReq, peer: Peer, reply: Reply) -> None:
     """``next``: lease the best records for the agent, or long-poll up to ``wait``
     seconds for one; answered once the leases are committed."""
@@ -102,6 +116,8 @@ def next_(svc: Service, req: NextReq, peer: Peer, reply: Reply) -> None:
     if req.wait > cfg.max_wait_s:
         raise BadRequest(f"wait must be at most {cfg.max_wait_s} s", field="wait")
     campaigns, teams = svc.engine.scope_for(req.agent, req.campaigns)
+    if req.count > 1:
+        _campaign_max_count(svc, campaigns, req.count)
     t0 = time.perf_counter()
     now = svc.clock()
     svc.expire(now)
@@ -136,6 +152,7 @@ def live_lease(svc: Service, token: str, peer: Peer, agent: str | None, now: flo
                                  field="agent")
         if peer.uid != lease.uid and peer.role != ADMIN:
             raise NotLeaseHolder("the lease was taken by another user", field="lease")
+        may_act_as(peer, lease.agent, svc.settings.bindings, "lease")
         return lease
     ended = svc.engine.ended.get(lid)
     if ended is None:

@@ -66,10 +66,11 @@ def ping(svc: Service, req: PingReq, peer: Peer) -> Body:
             "records": len(svc.engine)}
 
 
-def _campaign_view(name: str, c: Campaign) -> dict[str, Any]:
+def _campaign_view(name: str, c: Campaign, max_count: int) -> dict[str, Any]:
     return {
         "name": name, "description": c.description, "enabled": c.enabled,
         "max_attempts": c.max_attempts, "lease_s": c.lease_s, "grace_s": c.grace_s,
+        "max_count": min(c.max_count or max_count, max_count),
         "timezone": c.timezone, "legal_window": str(c.legal_window),
         "window": {d: [str(iv) for iv in c.window[i]] for i, d in enumerate(_DAYS)},
         "codes": [{
@@ -90,7 +91,8 @@ def campaigns(svc: Service, req: CampaignsReq, peer: Peer) -> Body:
     if req.agent:
         s = svc.engine.agents.get(req.agent)
         names = [c for c in names if s and s.logged_in and c in s.campaigns]
-    return {"campaigns": [_campaign_view(n, svc.engine.campaigns[n]) for n in names]}
+    limit = svc.settings.daemon.max_count
+    return {"campaigns": [_campaign_view(n, svc.engine.campaigns[n], limit) for n in names]}
 
 
 def _campaign_stats(svc: Service, name: str, now: float) -> dict[str, Any]:

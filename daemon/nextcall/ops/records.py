@@ -20,7 +20,7 @@ from ..core.model import ResultCode
 from ..core.records import CLOSED, CallbackIntent, Record
 from ..core.results import CallbackRequest, resolve_callback
 from ..protocol import CallbackReq, Name, Request
-from ..roles import ADMIN, SUPERVISOR, Peer
+from ..roles import ADMIN, SUPERVISOR, Peer, may_read_record
 from ..storage.snapshot import record_of
 from .base import Body, fill_record
 
@@ -107,6 +107,7 @@ def _lease_view(x: dict[str, Any], live_lid: int | None) -> dict[str, Any]:
 async def get(svc: Service, req: RecordGetReq, peer: Peer) -> Body:
     """``record.get``: the record with its contact history and leases."""
     row = await _row(svc, req.record)
+    may_read_record(peer, (x["uid"] for x in row["leases"]), svc.settings.auth)
     rec = _current(svc, row["record"])
     view = views.record_view(rec)
     if not svc.engine.is_open(rec.rid):
