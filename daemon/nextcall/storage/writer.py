@@ -35,6 +35,14 @@ logger = logging.getLogger(__name__)
 #: None, seconds the commit took)
 Finished = Callable[[list["Write"], Fetched | None, BaseException | None, float], None]
 _FETCH_COLS = 'rid, id, "list", data, team'
+#: how long a commit waits for another connection's write lock (an outside ``sqlite3``
+#: session, a migration run by hand) before it fails; the daemon then stops (fail-stop)
+BUSY_TIMEOUT_S = 10.0
+_SQLITE_BUSY = 5
+
+
+class _Busy(Exception):
+    """Another connection holds the write lock, and this commit may not wait for it."""
 
 
 class Write:
@@ -94,20 +102,25 @@ class SqliteWriter(Writer):
         self._reset_wanted = False
         #: how many times the writer rewound the log (tests, debugging)
         self.resets = 0
+        #: the last rewind found a reader in the way (logged once until one succeeds)
+        self._reset_blocked = False
         #: resolved on the loop when the thread ends: None after ``close``, else the
         #: exception it died of (the daemon watches it)
         self.ended: asyncio.Future[None] = loop.create_future()
 
     def start(self) -> None:
         """Open the connection (in the caller's thread, so errors surface) and start."""
-        con = sqlite3.connect(self.path, timeout=10, isolation_level=None,
+        con = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None,
                               check_same_thread=False)
         con.execute("PRAGMA journal_mode=WAL")
-        con.execute("PRAGMA busy_timeout=10000")
         con.execute(f"PRAGMA synchronous={self.synchronous.upper()}")
         con.execute("PRAGMA foreign_keys=ON")
         # checkpoints run on a side thread, never inside a commit
         con.execute("PRAGMA wal_autocheckpoint=0")
+        # SQLite itself never waits on this connection: a commit on the event loop must
+        # not block it behind another process's lock, and rewinding the log must not wait
+        # for a long reader; only the writer thread waits for a lock (``_begin``)
+        con.execute("PRAGMA busy_timeout=0")
         self._con = con
         self._thread.start()
 
@@ -128,10 +141,21 @@ class SqliteWriter(Writer):
             return
         self._reset_wanted = False
         try:
-            con.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
-            self.resets += 1
-        except sqlite3.Error as exc:  # a reader in the way: the next checkpoint asks again
+            # without waiting (busy_timeout 0): a reader on an old snapshot (a backup, an
+            # outside sqlite3 session) would hold every commit up for the whole timeout
+            busy = con.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+        except sqlite3.Error as exc:  # the next checkpoint asks again
             logger.warning("wal_reset_failed error=%r", exc)
+            return
+        if busy:  # a reader in the way: the next checkpoint asks again
+            if not self._reset_blocked:
+                logger.warning("wal_reset_blocked reason=reader_on_old_snapshot")
+            self._reset_blocked = True
+            return
+        if self._reset_blocked:
+            logger.info("wal_reset_done after=blocked")
+        self._reset_blocked = False
+        self.resets += 1
 
     def commit_now(self, w: Write) -> bool:
         """Commit ``w`` at once on the calling thread (the event loop) if nothing else is
@@ -141,14 +165,19 @@ class SqliteWriter(Writer):
         costs four thread switches for one commit of tens of microseconds (on a virtual
         machine the switches cost more than the commit); batching only pays when several
         requests wait together, and then this is not used (``SqlStore.commit_now_when``).
+        A commit that would wait (another connection holds the write lock) and one the
+        checkpointer wants the log rewound after are left to the writer thread.
         """
-        if self._queue or not self._committing.acquire(blocking=False):
+        if self._queue or self._reset_wanted or not self._committing.acquire(blocking=False):
             return False
         con = self._con
         assert con is not None
         try:
             t0 = time.perf_counter()
-            fetched = self._commit(con, [w])
+            fetched = self._commit(con, [w], wait=False)
+        except _Busy:
+            self._committing.release()
+            return False
         except BaseException as exc:  # noqa: BLE001 - fails the batch, stops the store
             self._committing.release()
             self._finished([w], None, exc, 0.0)
@@ -215,15 +244,35 @@ class SqliteWriter(Writer):
         self._queue.clear()
         self._finished(pending, None, error, 0.0)
 
-    def _commit(self, con: sqlite3.Connection, batch: list[Write]) -> Fetched:
+    def _begin(self, con: sqlite3.Connection, wait: bool) -> None:
+        """Take the write lock. Another connection may hold it: the writer thread then
+        waits up to ``BUSY_TIMEOUT_S`` (and fails after: the store breaks, the daemon
+        stops), the event loop never waits (``_Busy``)."""
+        try:
+            con.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode & 0xFF != _SQLITE_BUSY:
+                raise
+            if not wait:
+                raise _Busy from exc
+        logger.warning("sqlite_write_lock_busy action=waiting max_s=%.1f", BUSY_TIMEOUT_S)
+        con.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
+        try:
+            con.execute("BEGIN IMMEDIATE")
+        finally:
+            con.execute("PRAGMA busy_timeout=0")
+
+    def _commit(self, con: sqlite3.Connection, batch: list[Write], wait: bool = True
+                ) -> Fetched:
         if len(batch) == 1:
             ops, rids = batch[0].ops, batch[0].fetch
         else:
             ops = [op for w in batch for op in w.ops]
             rids = [rid for w in batch for rid in w.fetch]
         sql = self._sql
+        self._begin(con, wait)  # nothing to roll back if it fails
         try:
-            con.execute("BEGIN IMMEDIATE")
             for stmt, rows in _grouped(ops):
                 text = sql.get(stmt)
                 if text is None:
