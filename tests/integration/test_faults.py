@@ -275,12 +275,6 @@ async def started(tmp: Path) -> AsyncIterator[Daemon]:
         await asyncio.wait_for(d.stop(), HANG_S)
 
 
-@pytest.fixture
-async def inproc(tmp_path: Path) -> AsyncIterator[Daemon]:
-    async with started(tmp_path) as d:
-        yield d
-
-
 def db_of(d: Daemon) -> str:
     path = d.store.sqlite_path
     assert path is not None
@@ -301,16 +295,21 @@ def outside(d: Daemon, begin: str) -> Iterator[sqlite3.Connection]:
 
 
 async def test_an_outside_write_lock_holds_writes_back_and_nothing_else(
-        inproc: Daemon, caplog: pytest.LogCaptureFixture) -> None:
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """A write waits for the lock, up to the bound, without blocking the event loop:
     pings and reads are answered meanwhile, and the write commits once the lock is
     free."""
     caplog.set_level(logging.INFO)
-    sock = inproc.settings.daemon.socket
+    async with started(tmp_path) as d:
+        await _lock_scenario(d, caplog)
+
+
+async def _lock_scenario(d: Daemon, caplog: pytest.LogCaptureFixture) -> None:
+    sock = d.settings.daemon.socket
     c, other = await AsyncClient.connect(sock), await AsyncClient.connect(sock)
     try:
         lease = (await ok(c, "next", agent="ann"))["leases"][0]
-        with outside(inproc, "BEGIN IMMEDIATE"):
+        with outside(d, "BEGIN IMMEDIATE"):
             await asyncio.sleep(0.1)  # a lone request: it would commit on the event loop
             dispose = asyncio.create_task(c.call("dispose", lease=lease["token"], code="SALE",
                                                  revenue=5))
@@ -326,7 +325,7 @@ async def test_an_outside_write_lock_holds_writes_back_and_nothing_else(
         assert ans["ok"], ans
         got = await ok(other, "record.get", record=lease["record"]["id"])
         assert [h["code"] for h in got["record"]["history"]] == ["SALE"]
-        assert not inproc.stop_event.is_set()
+        assert not d.stop_event.is_set()
     finally:
         await c.close()
         await other.close()
@@ -609,7 +608,7 @@ STOP_S = 7.0
 def test_a_stopped_daemon_expires_the_leases_that_ran_out_and_recovers(
         tmp_path: Path) -> None:
     notes = Notifications(tmp_path / "notify")
-    cfg = config(tmp_path, extra_daemon="", metrics='address = "127.0.0.1:0"\nrefresh_s = 0.2')
+    cfg = config(tmp_path, metrics='address = "127.0.0.1:0"\nrefresh_s = 0.2')
     cfg.write_text(cfg.read_text().replace("lease_s = 60", "lease_s = 5"))
     env = {**os.environ, "NOTIFY_SOCKET": str(notes.path), "WATCHDOG_USEC": "1000000"}
     env.pop("JOURNAL_STREAM", None)

@@ -100,6 +100,8 @@ class SqliteWriter(Writer):
         self._committing = threading.Lock()
         #: set by the checkpointer when the log should be rewound (``reset_wal``)
         self._reset_wanted = False
+        #: the batch being committed began after a rewind was asked for: rewind after it
+        self._reset_due = False
         #: how many times the writer rewound the log (tests, debugging)
         self.resets = 0
         #: the last rewind found a reader in the way (logged once until one succeeds)
@@ -132,14 +134,15 @@ class SqliteWriter(Writer):
             self._wake.set()
 
     def reset_wal(self) -> None:
-        """Ask the writer to checkpoint and truncate the log after its next commit: it is
-        the only writer, so nothing waits for it, and most frames are copied already."""
+        """Ask the writer to checkpoint and truncate the log after the next commit it
+        begins: it is the only writer, so nothing waits for it, and most frames are copied
+        already. Until then no write commits on the event loop (``commit_now``)."""
         self._reset_wanted = True
 
     def _maybe_reset(self, con: sqlite3.Connection) -> None:
-        if not self._reset_wanted:
+        if not self._reset_due:
             return
-        self._reset_wanted = False
+        self._reset_due = self._reset_wanted = False
         try:
             # without waiting (busy_timeout 0): a reader on an old snapshot (a backup, an
             # outside sqlite3 session) would hold every commit up for the whole timeout
@@ -218,6 +221,9 @@ class SqliteWriter(Writer):
                 if not batch:
                     continue
                 t0 = time.perf_counter()
+                # a rewind follows a commit that began after it was asked for (the log
+                # measured then holds that commit's frames)
+                self._reset_due = self._reset_wanted
                 with self._committing:
                     fetched = self._commit(con, batch)
                 done, batch = batch, []
