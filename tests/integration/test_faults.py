@@ -40,6 +40,7 @@ from nextcall.service import WallClock
 from nextcall.storage import sql as S
 from nextcall.storage import writer as W
 from tests.conftest import AsyncClient, make_records, write_config
+from tests.integration.shipped import ok, refused
 
 NEXTCALL = Path(sys.executable).parent / "nextcall"
 #: only there so that a hang fails the test
@@ -64,23 +65,6 @@ def config(tmp: Path, *, database: Path | None = None, extra_daemon: str = "",
                             f"sqlite+aiosqlite:///{database}")
     path.write_text(text)
     return path
-
-
-async def ok(c: AsyncClient, op: str, **fields: Any) -> dict[str, Any]:
-    """Call ``op`` and insist on success."""
-    ans = await c.call(op, **fields)
-    assert ans["ok"] is True, ans
-    return ans
-
-
-def error_code(ans: dict[str, Any]) -> str:
-    assert ans["ok"] is False, ans
-    code: str = ans["error"]["code"]
-    return code
-
-
-def messages(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [r.getMessage() for r in caplog.records]
 
 
 async def eventually(check: Callable[[], Any], what: str, step: Callable[[], Any] | None = None
@@ -169,23 +153,17 @@ class SmallDisk:
                            capture_output=True, timeout=60)
 
 
-def _mount_tmpfs(path: Path) -> str | None:
-    """Mount a small tmpfs at ``path``; why not, or None."""
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        return "mounting a tmpfs needs root and mount(8)"
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={SmallDisk.SIZE},mode=0700",
-                        "tmpfs", str(path)], capture_output=True, text=True, timeout=60)
-    return None if r.returncode == 0 else f"mount -t tmpfs failed: {r.stderr.strip()}"
-
-
 @pytest.fixture(params=["tmpfs", "rlimit"])
 def small_disk(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SmallDisk]:
     path = tmp_path / "disk"
     path.mkdir()
     if request.param == "tmpfs":
-        why = _mount_tmpfs(path)
-        if why is not None:
-            pytest.skip(f"{why}; the rlimit variant covers a full disk")
+        if os.geteuid() != 0 or shutil.which("mount") is None:
+            pytest.skip("mounting a tmpfs needs root and mount(8); the rlimit variant runs")
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={SmallDisk.SIZE},mode=0700",
+                            "tmpfs", str(path)], capture_output=True, text=True, timeout=60)
+        if r.returncode:
+            pytest.skip(f"mount -t tmpfs failed ({r.stderr.strip()}); the rlimit variant runs")
         try:
             yield SmallDisk("tmpfs", path)
         finally:
@@ -260,35 +238,29 @@ def test_a_full_disk_fails_writes_typed_and_a_restart_keeps_all_acknowledged(
 
 # ------------------------------------------------------------------ locks
 @contextlib.asynccontextmanager
-async def started(tmp: Path) -> AsyncIterator[Daemon]:
+async def started(tmp: Path) -> AsyncIterator[tuple[Daemon, AsyncClient]]:
     """A started in-process daemon (metrics off) with three records and ``ann`` logged
-    in."""
+    in, and an admin client."""
     d = Daemon(load(config(tmp)))
     await asyncio.wait_for(d.start(), HANG_S)
+    c = await AsyncClient.connect(d.settings.daemon.socket)
     try:
-        c = await AsyncClient.connect(d.settings.daemon.socket)
         await ok(c, "records.import", campaign="t", list="l", records=make_records(3))
         await ok(c, "agent.login", agent="ann", campaigns=["t"])
-        await c.close()
-        yield d
+        yield d, c
     finally:
+        await c.close()
         await asyncio.wait_for(d.stop(), HANG_S)
 
 
-def db_of(d: Daemon) -> str:
-    path = d.store.sqlite_path
-    assert path is not None
-    return path
-
-
 @contextlib.contextmanager
-def outside(d: Daemon, begin: str) -> Iterator[sqlite3.Connection]:
-    """Another process's view: a ``sqlite3`` connection with a transaction open."""
-    con = sqlite3.connect(db_of(d), isolation_level=None, timeout=0)
+def outside(d: Daemon, begin: str) -> Iterator[None]:
+    """Another process's transaction on the daemon's database, open while in the block."""
+    con = sqlite3.connect(d.store.sqlite_path or "", isolation_level=None, timeout=0)
     try:
         con.execute(begin)
         con.execute("SELECT count(*) FROM records").fetchone()
-        yield con
+        yield
     finally:
         con.rollback()
         con.close()
@@ -300,34 +272,25 @@ async def test_an_outside_write_lock_holds_writes_back_and_nothing_else(
     pings and reads are answered meanwhile, and the write commits once the lock is
     free."""
     caplog.set_level(logging.INFO)
-    async with started(tmp_path) as d:
-        await _lock_scenario(d, caplog)
-
-
-async def _lock_scenario(d: Daemon, caplog: pytest.LogCaptureFixture) -> None:
-    sock = d.settings.daemon.socket
-    c, other = await AsyncClient.connect(sock), await AsyncClient.connect(sock)
-    try:
+    async with started(tmp_path) as (d, c):
+        other = await AsyncClient.connect(d.settings.daemon.socket)
         lease = (await ok(c, "next", agent="ann"))["leases"][0]
         with outside(d, "BEGIN IMMEDIATE"):
             await asyncio.sleep(0.1)  # a lone request: it would commit on the event loop
             dispose = asyncio.create_task(c.call("dispose", lease=lease["token"], code="SALE",
                                                  revenue=5))
             await eventually(lambda: any(m.startswith("sqlite_write_lock_busy")
-                                         for m in messages(caplog)), "a write waits")
-            assert (await asyncio.wait_for(other.call("ping"), HANG_S))["ok"]
+                                         for m in caplog.messages), "a write waits")
+            await ok(other, "ping")
             st = await ok(other, "stats", campaign="t")
             assert st["campaigns"]["t"]["leased"] == 0  # memory is ahead of the commit
             got = await ok(other, "record.get", record=lease["record"]["id"])
             assert got["record"]["history"] == []  # the database is not, yet
             assert not dispose.done()
-        ans = await asyncio.wait_for(dispose, HANG_S)
-        assert ans["ok"], ans
+        assert (await asyncio.wait_for(dispose, HANG_S))["ok"]
         got = await ok(other, "record.get", record=lease["record"]["id"])
         assert [h["code"] for h in got["record"]["history"]] == ["SALE"]
         assert not d.stop_event.is_set()
-    finally:
-        await c.close()
         await other.close()
 
 
@@ -360,11 +323,11 @@ async def test_a_write_lock_held_past_the_bound_fails_typed_and_loses_nothing(
         lease = (await ok(c, "next", agent="ann"))["leases"][0]
         with outside(d, "BEGIN IMMEDIATE"):
             ans = await c.call("dispose", lease=lease["token"], code="SALE", revenue=5)
-            assert error_code(ans) == "unavailable"
+            refused(ans, "unavailable")
             assert await asyncio.wait_for(run, HANG_S) == EXIT_FAILURE
     finally:
         await c.close()
-    assert any(m.startswith("storage_failed") for m in messages(caplog))
+    assert any(m.startswith("storage_failed") for m in caplog.messages)
 
     again = Daemon(settings)
     await asyncio.wait_for(again.start(), HANG_S)
@@ -392,37 +355,28 @@ async def test_a_long_outside_reader_blocks_no_write_and_the_log_is_rewound_afte
     caplog.set_level(logging.INFO)
     monkeypatch.setattr(S, "WAL_RESET_BYTES", 0)
     monkeypatch.setattr(W, "BUSY_TIMEOUT_S", 3600.0)
-    async with started(tmp_path) as d:
-        await _reader_scenario(d, caplog)
-
-
-async def _reader_scenario(d: Daemon, caplog: pytest.LogCaptureFixture) -> None:
-    writer = d.store.writer
-    assert isinstance(writer, W.SqliteWriter)
-    c = await AsyncClient.connect(d.settings.daemon.socket)
     n = 0
+    async with started(tmp_path) as (d, c):
+        writer = d.store.writer
+        assert isinstance(writer, W.SqliteWriter)
 
-    async def lone_write() -> None:
-        nonlocal n
-        n += 1
-        await asyncio.sleep(0.1)  # lone writes: each would commit on the event loop
-        got = await asyncio.wait_for(c.call("records.import", campaign="t", list="l",
-                                            records=make_records(1, prefix=f"w{n}-")), HANG_S)
-        assert got["ok"], got
+        async def lone_write() -> None:
+            nonlocal n
+            n += 1
+            await asyncio.sleep(0.1)  # lone writes: each would commit on the event loop
+            await ok(c, "records.import", campaign="t", list="l",
+                     records=make_records(1, prefix=f"w{n}-"))
 
-    try:
         with outside(d, "BEGIN"):
             await eventually(lambda: "wal_reset_blocked reason=reader_on_old_snapshot"
-                             in messages(caplog), "a rewind tried with the reader there",
+                             in caplog.messages, "a rewind tried with the reader there",
                              lone_write)
             await lone_write()  # writes go on
             assert writer.resets == 0
         await eventually(lambda: writer.resets > 0, "the log rewound", lone_write)
-        assert "wal_reset_done after=blocked" in messages(caplog)
-        assert not [m for m in messages(caplog) if m.startswith("wal_checkpoint_failed")]
+        assert "wal_reset_done after=blocked" in caplog.messages
+        assert not [m for m in caplog.messages if m.startswith("wal_checkpoint_failed")]
         assert not d.stop_event.is_set()
-    finally:
-        await c.close()
 
 
 # ------------------------------------------------------------------ the wall clock
@@ -497,8 +451,7 @@ async def test_leases_last_their_length_whichever_way_the_wall_clock_is_set(
     second = (await take(c, "ann"))[0]
     assert second["record"]["id"] != first["record"]["id"]
     clocks.advance(31)  # 61 s after the first lease was handed out
-    ans = await c.call("dispose", lease=first["token"], code="NA")
-    assert error_code(ans) == "lease_expired"
+    refused(await c.call("dispose", lease=first["token"], code="NA"), "lease_expired", "lease")
     again = (await take(c, "bob"))[0]  # its record is handed out again
     assert again["record"]["id"] == first["record"]["id"]
 
@@ -510,13 +463,13 @@ async def test_leases_last_their_length_whichever_way_the_wall_clock_is_set(
     lid = int(again["token"].split(".")[0])
     await eventually(lambda: abs(_stored_expiry(d, lid) - (clocks.wall + 50)) < 0.01,
                      f"lease {lid} stored as expiring 50 s from now")
-    stepped = [m for m in messages(caplog) if m.startswith("clock_stepped")]
+    stepped = [m for m in caplog.messages if m.startswith("clock_stepped")]
     assert len(stepped) == 2 and stepped[0].startswith("clock_stepped step_s=-3600.000 "), \
         stepped
 
 
 def _stored_expiry(d: Daemon, lid: int) -> float:
-    con = sqlite3.connect(db_of(d))
+    con = sqlite3.connect(d.store.sqlite_path or "")
     try:
         row = con.execute("SELECT expires_at FROM leases WHERE lid = ?", (lid,)).fetchone()
     finally:
@@ -565,22 +518,12 @@ async def test_nothing_is_handed_out_outside_its_window_or_before_its_time(
 
 
 # ------------------------------------------------------------------ SIGSTOP
-class Notifications:
-    """A NOTIFY_SOCKET stand-in: counts the datagrams' lines."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(str(path))
-        self.sock.setblocking(False)
-        self.lines: list[str] = []
-
-    def count(self, line: str) -> int:
+def pings(notify: socket.socket, seen: list[str]) -> int:
+    """``WATCHDOG=1`` lines received so far on a NOTIFY_SOCKET stand-in."""
+    with contextlib.suppress(BlockingIOError):
         while True:
-            try:
-                self.lines += self.sock.recv(65536).decode().split("\n")
-            except BlockingIOError:
-                return self.lines.count(line)
+            seen += notify.recv(65536).decode().split("\n")
+    return seen.count("WATCHDOG=1")
 
 
 def wait_for(check: Callable[[], bool], what: str, proc: Proc) -> None:
@@ -607,10 +550,13 @@ STOP_S = 7.0
 
 def test_a_stopped_daemon_expires_the_leases_that_ran_out_and_recovers(
         tmp_path: Path) -> None:
-    notes = Notifications(tmp_path / "notify")
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify"))
+    notify.setblocking(False)
+    seen: list[str] = []
     cfg = config(tmp_path, metrics='address = "127.0.0.1:0"\nrefresh_s = 0.2')
     cfg.write_text(cfg.read_text().replace("lease_s = 60", "lease_s = 5"))
-    env = {**os.environ, "NOTIFY_SOCKET": str(notes.path), "WATCHDOG_USEC": "1000000"}
+    env = {**os.environ, "NOTIFY_SOCKET": str(tmp_path / "notify"), "WATCHDOG_USEC": "1000000"}
     env.pop("JOURNAL_STREAM", None)
     proc = Proc(cfg)
     try:
@@ -623,7 +569,7 @@ def test_a_stopped_daemon_expires_the_leases_that_ran_out_and_recovers(
         assert proc.p is not None
         proc.p.send_signal(signal.SIGSTOP)
         time.sleep(STOP_S)
-        pings = notes.count("WATCHDOG=1")
+        before = pings(notify, seen)
         proc.p.send_signal(signal.SIGCONT)
         with Client(proc.sock, timeout=HANG_S) as c:
             with pytest.raises(ClientError) as gone:
@@ -631,7 +577,7 @@ def test_a_stopped_daemon_expires_the_leases_that_ran_out_and_recovers(
             assert gone.value.code == "lease_expired"
             again = c.call("next", agent="bob", campaigns=["t"])["leases"]
             assert [lz["record"]["id"] for lz in again] == [lease["record"]["id"]]
-        wait_for(lambda: notes.count("WATCHDOG=1") > pings, "watchdog pings again", proc)
+        wait_for(lambda: pings(notify, seen) > before, "watchdog pings again", proc)
         wait_for(lambda: sample(scrape(port), "nextcall_leases_expired_total") == 1,
                  "the expiry counted", proc)
         # the loop-lag probe slept through the stop: the pause shows
@@ -639,5 +585,5 @@ def test_a_stopped_daemon_expires_the_leases_that_ran_out_and_recovers(
         assert proc.term() == 0, proc.output()
     finally:
         proc.kill()
-        notes.sock.close()
+        notify.close()
     assert "side_task_died" not in proc.output()
