@@ -15,6 +15,7 @@ import ctypes
 import ctypes.util
 import gc
 import logging
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -40,8 +41,44 @@ logger = logging.getLogger(__name__)
 
 #: allocations between young-generation collections (the default is 700)
 GC_YOUNG = 50_000
+#: the wall clock gaining or losing this much on elapsed time is a step (``date -s``, an
+#: NTP step), not drift: NTP slews both clocks alike
+CLOCK_STEP_S = 1.0
 
-__all__ = ["Body", "Observer", "Peer", "Reply", "Service", "fill_record"]
+__all__ = ["Body", "Observer", "Peer", "Reply", "Service", "WallClock", "fill_record"]
+
+if sys.platform == "linux":
+    def _elapsed() -> float:
+        # boot time runs on across a suspend, as the wall clock does, but is never set
+        return time.clock_gettime(time.CLOCK_BOOTTIME)
+else:  # pragma: no cover - the daemon runs on Linux
+    _elapsed = time.monotonic
+
+
+class WallClock:
+    """The daemon's clock: the wall clock, which due times, callbacks and calling windows
+    follow, watched against a clock of elapsed time that nobody sets, so that leases and
+    long polls go on measuring elapsed time when the wall clock is set
+    (``Service.expire``)."""
+
+    def __init__(self, wall: Callable[[], float] = time.time,
+                 elapsed: Callable[[], float] = _elapsed) -> None:
+        self.wall = wall
+        self.elapsed = elapsed
+        self._offset = wall() - elapsed()
+
+    def __call__(self) -> float:
+        return self.wall()
+
+    def step(self) -> float:
+        """By how many seconds the wall clock was set since the last step seen; 0.0 when
+        it was not (smaller steps count once they add up to ``CLOCK_STEP_S``)."""
+        offset = self.wall() - self.elapsed()
+        step = offset - self._offset
+        if -CLOCK_STEP_S < step < CLOCK_STEP_S:
+            return 0.0
+        self._offset = offset
+        return step
 
 
 class Observer:
@@ -78,7 +115,7 @@ class Service:
     """The context of every handler: one engine over one store."""
 
     def __init__(self, settings: Settings, store: Store,
-                 clock: Callable[[], float] = time.time, *,
+                 clock: Callable[[], float] | None = None, *,
                  observer: Observer | None = None,
                  reload_listeners: Iterable[Callable[[Settings], None]] = (),
                  callback_listeners: Iterable[Callable[[Record], None]] = (),
@@ -86,7 +123,9 @@ class Service:
                  ) -> None:
         self.settings = settings
         self.store = store
-        self.clock = clock
+        #: the wall clock; a ``WallClock`` (the default) also tells when it was set. A
+        #: plain function (tests' clocks) is never "set": its jumps are time passing
+        self.clock: Callable[[], float] = clock if clock is not None else WallClock()
         self.engine = Engine(settings.campaigns)
         self.ready = False
         self.stopping = False
@@ -125,7 +164,12 @@ class Service:
 
     def expire(self, now: float) -> None:
         """End the leases whose time is up (every op that reads leases calls this first,
-        so none sees a lease past its instant)."""
+        so none sees a lease past its instant, nor one a clock step moved wrongly)."""
+        clock = self.clock
+        if isinstance(clock, WallClock):
+            step = clock.step()
+            if step:
+                self._clock_stepped(step, now)
         if not self.engine.expiry_due(now):
             return
         expired, changes = transitions.expire(self.engine, now)
@@ -135,6 +179,27 @@ class Service:
             self.observer.leases_expired(expired)
             self.notify()
         self.arm_expiry(self.engine.next_expiry())
+
+    def _clock_stepped(self, step: float, now: float) -> None:
+        """The wall clock was set by ``step`` seconds. A lease is a length of time, and so
+        is a long poll's wait: their instants move with the clock, so each keeps the time
+        it had left (the moved expiries are written too, for a restart). Due times,
+        callbacks and windows follow the wall clock as it reads now: after a step back,
+        callbacks and appointments whose instant lies ahead again wait for it again."""
+        again, changes = transitions.clock_stepped(self.engine, step, now)
+        waiting = self.polls.waiters
+        for w in waiting:
+            w.deadline += step
+        logger.warning("clock_stepped step_s=%.3f leases_moved=%d waits_moved=%d "
+                       "callbacks_not_due_again=%d", step, len(changes), len(waiting), again)
+        if changes:
+            self.store.submit(changes, self._background_done)
+        if self._expiry_timer is not None:
+            self._expiry_timer.cancel()
+            self._expiry_timer = None
+        self._expiry_at = float("inf")
+        self.arm_expiry(self.engine.next_expiry())
+        self.notify()  # the long polls' timer is armed again from the moved deadlines
 
     def _background_done(self, result: Fetched | BaseException) -> None:
         if isinstance(result, BaseException):

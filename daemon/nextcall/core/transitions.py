@@ -66,6 +66,16 @@ def extend(engine: Engine, lease: Lease, now: float, seconds: float) -> list[Cha
     return [LeaseExtended(lease.lid, lease.expires_at)]
 
 
+def clock_stepped(engine: Engine, step: float, now: float) -> tuple[int, list[Change]]:
+    """The wall clock was set by ``step`` seconds and reads ``now``: every live lease's
+    expiry moves with it, so each keeps the time it had left; after a step back, due
+    callbacks and appointments whose instant lies ahead again wait for it again (nothing
+    stored changes for them). Returns how many of those moved, and the leases' changes."""
+    changes: list[Change] = [LeaseExtended(lz.lid, lz.expires_at)
+                             for lz in engine.shift_leases(step)]
+    return (engine.clock_set_back(now) if step < 0 else 0), changes
+
+
 def expire(engine: Engine, now: float) -> tuple[list[Lease], list[Change]]:
     """End the leases whose time is up; their records are free again."""
     expired = engine.expire(now)

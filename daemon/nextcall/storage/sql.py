@@ -36,7 +36,15 @@ from .base import Done, Fetched
 from .prefetch import HEAD_REVISION, SqliteRead
 from .schema import history, leases, records, reminders
 from .statements import Op, ops_of
-from .writer import PgWriter, SqliteWriter, Write, Writer, asyncpg_dsn, translate
+from .writer import (
+    BUSY_TIMEOUT_S,
+    PgWriter,
+    SqliteWriter,
+    Write,
+    Writer,
+    asyncpg_dsn,
+    translate,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +110,7 @@ class SqlStore:
             dbapi_conn.isolation_level = None
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA busy_timeout=10000")
+            cur.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
             cur.execute(f"PRAGMA synchronous={sync}")
             cur.execute("PRAGMA foreign_keys=ON")
             if writer:

@@ -35,6 +35,14 @@ logger = logging.getLogger(__name__)
 #: None, seconds the commit took)
 Finished = Callable[[list["Write"], Fetched | None, BaseException | None, float], None]
 _FETCH_COLS = 'rid, id, "list", data, team'
+#: how long a commit waits for another connection's write lock (an outside ``sqlite3``
+#: session, a migration run by hand) before it fails; the daemon then stops (fail-stop)
+BUSY_TIMEOUT_S = 10.0
+_SQLITE_BUSY = 5
+
+
+class _Busy(Exception):
+    """Another connection holds the write lock, and this commit may not wait for it."""
 
 
 class Write:
@@ -92,22 +100,29 @@ class SqliteWriter(Writer):
         self._committing = threading.Lock()
         #: set by the checkpointer when the log should be rewound (``reset_wal``)
         self._reset_wanted = False
+        #: the batch being committed began after a rewind was asked for: rewind after it
+        self._reset_due = False
         #: how many times the writer rewound the log (tests, debugging)
         self.resets = 0
+        #: the last rewind found a reader in the way (logged once until one succeeds)
+        self._reset_blocked = False
         #: resolved on the loop when the thread ends: None after ``close``, else the
         #: exception it died of (the daemon watches it)
         self.ended: asyncio.Future[None] = loop.create_future()
 
     def start(self) -> None:
         """Open the connection (in the caller's thread, so errors surface) and start."""
-        con = sqlite3.connect(self.path, timeout=10, isolation_level=None,
+        con = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None,
                               check_same_thread=False)
         con.execute("PRAGMA journal_mode=WAL")
-        con.execute("PRAGMA busy_timeout=10000")
         con.execute(f"PRAGMA synchronous={self.synchronous.upper()}")
         con.execute("PRAGMA foreign_keys=ON")
         # checkpoints run on a side thread, never inside a commit
         con.execute("PRAGMA wal_autocheckpoint=0")
+        # SQLite itself never waits on this connection: a commit on the event loop must
+        # not block it behind another process's lock, and rewinding the log must not wait
+        # for a long reader; only the writer thread waits for a lock (``_begin``)
+        con.execute("PRAGMA busy_timeout=0")
         self._con = con
         self._thread.start()
 
@@ -119,24 +134,30 @@ class SqliteWriter(Writer):
             self._wake.set()
 
     def reset_wal(self) -> None:
-        """Ask the writer to checkpoint and truncate the log after its next commit: it is
-        the only writer, so nothing waits for it, and most frames are copied already."""
+        """Ask the writer to checkpoint and truncate the log after the next commit it
+        begins: it is the only writer, so nothing waits for it, and most frames are copied
+        already. Until then no write commits on the event loop (``commit_now``)."""
         self._reset_wanted = True
 
     def _maybe_reset(self, con: sqlite3.Connection) -> None:
-        if not self._reset_wanted:
+        if not self._reset_due:
             return
-        self._reset_wanted = False
+        self._reset_due = self._reset_wanted = False
         try:
+            # without waiting (busy_timeout 0): a reader on an old snapshot (a backup, an
+            # outside sqlite3 session) would hold every commit up for the whole timeout
             busy = con.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
-        except sqlite3.Error as exc:  # a reader in the way: the next checkpoint asks again
+        except sqlite3.Error as exc:  # the next checkpoint asks again
             logger.warning("wal_reset_failed error=%r", exc)
             return
-        if busy:
-            # a reader (or the checkpointer) held the log: nothing was truncated; try
-            # again after the next commit
-            self._reset_wanted = True
+        if busy:  # a reader in the way: the next checkpoint asks again
+            if not self._reset_blocked:
+                logger.warning("wal_reset_blocked reason=reader_on_old_snapshot")
+            self._reset_blocked = True
             return
+        if self._reset_blocked:
+            logger.info("wal_reset_done after=blocked")
+        self._reset_blocked = False
         self.resets += 1
 
     def commit_now(self, w: Write) -> bool:
@@ -147,14 +168,19 @@ class SqliteWriter(Writer):
         costs four thread switches for one commit of tens of microseconds (on a virtual
         machine the switches cost more than the commit); batching only pays when several
         requests wait together, and then this is not used (``SqlStore.commit_now_when``).
+        A commit that would wait (another connection holds the write lock) and one the
+        checkpointer wants the log rewound after are left to the writer thread.
         """
-        if self._queue or not self._committing.acquire(blocking=False):
+        if self._queue or self._reset_wanted or not self._committing.acquire(blocking=False):
             return False
         con = self._con
         assert con is not None
         try:
             t0 = time.perf_counter()
-            fetched = self._commit(con, [w])
+            fetched = self._commit(con, [w], wait=False)
+        except _Busy:
+            self._committing.release()
+            return False
         except BaseException as exc:  # noqa: BLE001 - fails the batch, stops the store
             self._committing.release()
             self._finished([w], None, exc, 0.0)
@@ -195,6 +221,9 @@ class SqliteWriter(Writer):
                 if not batch:
                     continue
                 t0 = time.perf_counter()
+                # a rewind follows a commit that began after it was asked for (the log
+                # measured then holds that commit's frames)
+                self._reset_due = self._reset_wanted
                 with self._committing:
                     fetched = self._commit(con, batch)
                 done, batch = batch, []
@@ -221,15 +250,35 @@ class SqliteWriter(Writer):
         self._queue.clear()
         self._finished(pending, None, error, 0.0)
 
-    def _commit(self, con: sqlite3.Connection, batch: list[Write]) -> Fetched:
+    def _begin(self, con: sqlite3.Connection, wait: bool) -> None:
+        """Take the write lock. Another connection may hold it: the writer thread then
+        waits up to ``BUSY_TIMEOUT_S`` (and fails after: the store breaks, the daemon
+        stops), the event loop never waits (``_Busy``)."""
+        try:
+            con.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode & 0xFF != _SQLITE_BUSY:
+                raise
+            if not wait:
+                raise _Busy from exc
+        logger.warning("sqlite_write_lock_busy action=waiting max_s=%.1f", BUSY_TIMEOUT_S)
+        con.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
+        try:
+            con.execute("BEGIN IMMEDIATE")
+        finally:
+            con.execute("PRAGMA busy_timeout=0")
+
+    def _commit(self, con: sqlite3.Connection, batch: list[Write], wait: bool = True
+                ) -> Fetched:
         if len(batch) == 1:
             ops, rids = batch[0].ops, batch[0].fetch
         else:
             ops = [op for w in batch for op in w.ops]
             rids = [rid for w in batch for rid in w.fetch]
         sql = self._sql
+        self._begin(con, wait)  # nothing to roll back if it fails
         try:
-            con.execute("BEGIN IMMEDIATE")
             for stmt, rows in _grouped(ops):
                 text = sql.get(stmt)
                 if text is None:

@@ -134,6 +134,16 @@ class Leasing(Placement):
         self._apply(rec, now)
         return rec
 
+    def shift_leases(self, step: float) -> list[Lease]:
+        """Move every live lease's expiry by ``step`` seconds (the wall clock was set by
+        ``step``: each lease keeps the time it had left); returns them."""
+        leases = list(self.leases.values())
+        for lz in leases:
+            lz.expires_at += step
+        self.lease_expiry = [(lz.expires_at, lz.lid, lz.ver) for lz in leases]
+        heapq.heapify(self.lease_expiry)
+        return leases
+
     def expire(self, now: float) -> list[Lease]:
         """End every lease whose time is up; their records go back unchanged."""
         out = []

@@ -273,6 +273,20 @@ class Placement(EngineBase):
                 else:
                     self._set_slot(rid, q, N_NO_NUMBER)
 
+    def clock_set_back(self, now: float) -> int:
+        """The wall clock was set back to ``now``: due callbacks and appointments gone to
+        resolution whose instant lies ahead again wait for it again (a promise is kept
+        by the clock as it reads now). Due pool records stay due: a step back never
+        holds back the list being dialled. Returns how many moved; O(callbacks and
+        appointments)."""
+        moved = 0
+        for rid in list(self._extras):
+            slot = self.c_slot[rid]
+            if slot in (N_CB_DUE, N_RESOLUTION) and self.c_due[rid] > now:
+                self._place(rid, now)
+                moved += 1
+        return moved
+
     # ----------------------------------------------------------------- changed records
     def _apply(self, rec: Record, now: float) -> None:
         """Store ``rec``'s new fields: placed if open, forgotten (counted) if closed."""
