@@ -15,7 +15,6 @@ import ctypes
 import ctypes.util
 import gc
 import logging
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -24,6 +23,7 @@ from typing import Any
 import orjson
 
 from . import config as configlib
+from .clock import WallClock
 from .config import Settings
 from .core import transitions
 from .core.changes import Change
@@ -31,6 +31,7 @@ from .core.engine import Engine, ReadyGroup
 from .core.errors import ConfigError, Unavailable
 from .core.records import Lease, Record
 from .notify.events import Subscriptions
+from .observer import Observer
 from .ops.base import Body, Reply, fill_record
 from .ops.imports import ImportState
 from .ops.waits import LongPolls
@@ -41,68 +42,7 @@ logger = logging.getLogger(__name__)
 
 #: allocations between young-generation collections (the default is 700)
 GC_YOUNG = 50_000
-#: the wall clock gaining or losing this much on elapsed time is a step (``date -s``, an
-#: NTP step), not drift: NTP slews both clocks alike
-CLOCK_STEP_S = 1.0
-
 __all__ = ["Body", "Observer", "Peer", "Reply", "Service", "WallClock", "fill_record"]
-
-if sys.platform == "linux":
-    def _elapsed() -> float:
-        # boot time runs on across a suspend, as the wall clock does, but is never set
-        return time.clock_gettime(time.CLOCK_BOOTTIME)
-else:  # pragma: no cover - the daemon runs on Linux
-    _elapsed = time.monotonic
-
-
-class WallClock:
-    """The daemon's clock: the wall clock, which due times, callbacks and calling windows
-    follow, watched against a clock of elapsed time that nobody sets, so that leases and
-    long polls go on measuring elapsed time when the wall clock is set
-    (``Service.expire``)."""
-
-    def __init__(self, wall: Callable[[], float] = time.time,
-                 elapsed: Callable[[], float] = _elapsed) -> None:
-        self.wall = wall
-        self.elapsed = elapsed
-        self._offset = wall() - elapsed()
-
-    def __call__(self) -> float:
-        return self.wall()
-
-    def step(self) -> float:
-        """By how many seconds the wall clock was set since the last step seen; 0.0 when
-        it was not (smaller steps count once they add up to ``CLOCK_STEP_S``)."""
-        offset = self.wall() - self.elapsed()
-        step = offset - self._offset
-        if -CLOCK_STEP_S < step < CLOCK_STEP_S:
-            return 0.0
-        self._offset = offset
-        return step
-
-
-class Observer:
-    """What the service reports as it works (metrics implement it); this one ignores
-    everything. Called synchronously on the event loop: be quick, never raise."""
-
-    def next_answered(self, seconds: float, leases: list[Lease]) -> None:
-        """A ``next`` was answered with ``leases`` (maybe none) after ``seconds`` of work,
-        long-poll waiting excluded."""
-
-    def disposed(self, campaign: str, code: str) -> None:
-        """A disposition with ``code`` was committed (a retried duplicate is not)."""
-
-    def leases_expired(self, leases: list[Lease]) -> None:
-        """``leases`` ran out without a disposition and were ended."""
-
-    def reminder_sent(self, channel: str) -> None:
-        """A callback reminder went out on ``channel`` (``event``: to at least one
-        subscribed connection; ``email``: accepted by the SMTP server)."""
-
-    def reminder_failed(self, channel: str) -> None:
-        """A callback reminder could not be delivered on ``channel`` (``email``: the SMTP
-        server was unreachable or refused it; ``scheduler``: its job failed)."""
-
 
 def _give_back_memory() -> None:
     """Return the rebuild's freed buffers to the system (glibc keeps freed small blocks

@@ -35,8 +35,8 @@ import pytest
 
 from nextcall.app import EXIT_FAILURE, Daemon
 from nextcall.client import Client, ClientError
+from nextcall.clock import WallClock
 from nextcall.config import load
-from nextcall.service import WallClock
 from nextcall.storage import sql as S
 from nextcall.storage import writer as W
 from tests.conftest import AsyncClient, make_records, write_config
