@@ -23,7 +23,18 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from .core.errors import BadJson, BadRequest, NextcallError, UnknownOp
 
 Name = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f]+$")]
-RequestId = str | int | float | None
+#: a request's ``id`` as accepted: echoed exactly, so no float (a JSON number with a
+#: fraction or an exponent, or an integer too large for 64 bits, only reaches us as a
+#: double and could not be given back as sent)
+RequestId = str | int | None
+#: how deep a request may nest objects and arrays (the request object is level 1). The
+#: parser itself stops at 1024 levels; the limit keeps every request far from that, and
+#: anything a request stores and an answer shows is bounded tighter where it is kept
+#: (``records.import`` rows' ``data``)
+MAX_DEPTH = 512
+#: a refused ``id`` is echoed in its error answer only up to this depth (``null`` beyond)
+ID_ECHO_DEPTH = 32
+INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
 
 
 class Request(BaseModel):
@@ -90,6 +101,57 @@ def validation_error(exc: ValidationError, prefix: str = "") -> BadRequest:
     return BadRequest(text, field=path or None)
 
 
+def depth(value: Any, limit: int) -> int:
+    """How deep ``value`` nests arrays and objects (a scalar is 0, ``[]`` is 1), counted
+    only up to ``limit + 1``: a walk with its own stack, so no depth can exhaust Python's
+    recursion or the walk's time (each container is visited once)."""
+    if type(value) is not dict and type(value) is not list:
+        return 0
+    deepest = 1
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, level = stack.pop()
+        if level > deepest:
+            deepest = level
+            if deepest > limit:
+                return deepest
+        for v in (node.values() if type(node) is dict else node):
+            if type(v) is dict or type(v) is list:
+                stack.append((v, level + 1))
+    return deepest
+
+
+def _too_deep(obj: dict[str, Any], line: bytes) -> str | None:
+    """The top-level field under which ``obj`` nests deeper than ``MAX_DEPTH``, if any.
+    A line with fewer brackets than the limit cannot nest that deep: the two counts run
+    in C, so the call cycle's small requests are never walked."""
+    if line.count(b"[") + line.count(b"{") <= MAX_DEPTH:
+        return None
+    for key, v in obj.items():
+        if depth(v, MAX_DEPTH - 1) > MAX_DEPTH - 1:
+            return str(key)
+    return None
+
+
+def request_id(raw: Any) -> RequestId:
+    """``raw`` if it is an id the answer can echo exactly.
+
+    Raises:
+        BadRequest: naming ``id``; the error's ``req_id`` is what its answer may echo.
+    """
+    t = type(raw)
+    if t is str or raw is None or (t is int and INT64_MIN <= raw <= INT64_MAX):
+        return raw  # type: ignore[no-any-return]
+    err = BadRequest("id must be a string, an integer from -2^63 to 2^63-1, or null",
+                     field="id")
+    # echo a refused id as sent where that is exact and safe to encode: never a number
+    # (a float may not be what was sent), never a structure too deep for the encoder
+    echo = raw if t is bool or (t in (list, dict) and depth(raw, ID_ECHO_DEPTH)
+                                <= ID_ECHO_DEPTH) else None
+    err.req_id = echo  # type: ignore[attr-defined]
+    raise err
+
+
 def decode(line: bytes, models: Mapping[str, type[BaseModel]]
            ) -> tuple[RequestId, str, BaseModel]:
     """Parse one request line; ``models`` are the ops' request models (the registry in
@@ -97,18 +159,23 @@ def decode(line: bytes, models: Mapping[str, type[BaseModel]]
 
     Raises:
         NextcallError: (``bad_json``, ``bad_request``, ``unknown_op``), with ``.req_id``
-            set to the request's id when it could be read.
+            set to the request's id when it could be read (a refused id: see
+            ``request_id``).
     """
     try:
         obj = orjson.loads(line)
     except orjson.JSONDecodeError as exc:
+        if "depth" in exc.msg:
+            raise BadRequest(f"a request may nest at most {MAX_DEPTH} levels") from None
         raise BadJson(f"not valid JSON: {exc.msg}") from None
     if not isinstance(obj, dict):
         raise BadRequest("a request must be a JSON object")
-    req_id = obj.pop("id", None)
+    req_id = request_id(obj.pop("id", None))
     try:
-        if not isinstance(req_id, (str, int, float, type(None))) or isinstance(req_id, bool):
-            raise BadRequest("id must be a string, a number or null", field="id")
+        deep = _too_deep(obj, line)
+        if deep is not None:
+            raise BadRequest(f"{deep}: a request may nest at most {MAX_DEPTH} levels",
+                             field=deep)
         op = obj.pop("op", None)
         if not isinstance(op, str):
             raise BadRequest("op must be a string", field="op")
@@ -218,6 +285,23 @@ def encode_error(req_id: RequestId, err: NextcallError) -> bytes:
     """A failure line."""
     return orjson.dumps({"id": req_id, "ok": False, "error": err.to_wire()},
                         option=orjson.OPT_APPEND_NEWLINE)
+
+
+#: the answer of last resort: nothing in it can fail to encode
+_INTERNAL = b'{"id":null,"ok":false,"error":{"code":"internal",' \
+    b'"message":"internal error; see the daemon log"}}\n'
+
+
+def encode_internal(req_id: Any) -> bytes:
+    """An ``internal`` failure line that cannot fail: ``req_id`` is echoed if it is an
+    id the decoder accepts (``RequestId``), else ``null``."""
+    t = type(req_id)
+    if t is str or (t is int and INT64_MIN <= req_id <= INT64_MAX):
+        try:
+            return b'{"id":' + orjson.dumps(req_id) + _INTERNAL[10:]
+        except orjson.JSONEncodeError:  # a str with lone surrogates
+            pass
+    return _INTERNAL
 
 
 def encode_event(event: str, body: dict[str, Any]) -> bytes:

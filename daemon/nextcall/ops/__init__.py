@@ -59,14 +59,18 @@ MODELS = {name: spec.model for name, spec in REGISTRY.items()}
 
 def dispatch(svc: Service, spec: OpSpec, req: BaseModel, peer: Peer, reply: Reply,
              run: Runner) -> None:
-    """Run one decoded request's handler; exactly one answer goes to ``reply``, now or
-    later. Typed errors raised before the answer propagate to the caller.
+    """Run one decoded request's handler, once the leases whose time is up have ended;
+    exactly one answer goes to ``reply``, now or later. Typed errors raised before the
+    answer propagate to the caller.
 
     Raises:
         NextcallError: the peer's role is too low, or the handler refused at once.
     """
     if RANK[peer.role] < RANK[spec.role]:
         require(peer, spec.role, spec.name)
+    # every op sees the leases as of its own instant: the ones past it end first, so no
+    # handler can forget to (those that await call ``svc.expire`` again after)
+    svc.expire(svc.clock())
     kind = spec.kind
     if kind is DEFERRED:
         pending = spec.handler(svc, req, peer, reply)
