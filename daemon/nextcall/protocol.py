@@ -121,12 +121,8 @@ def depth(value: Any, limit: int) -> int:
     return deepest
 
 
-def _too_deep(obj: dict[str, Any], line: bytes) -> str | None:
-    """The top-level field under which ``obj`` nests deeper than ``MAX_DEPTH``, if any.
-    A line with fewer brackets than the limit cannot nest that deep: the two counts run
-    in C, so the call cycle's small requests are never walked."""
-    if line.count(b"[") + line.count(b"{") <= MAX_DEPTH:
-        return None
+def _too_deep(obj: dict[str, Any]) -> str | None:
+    """The top-level field under which ``obj`` nests deeper than ``MAX_DEPTH``, if any."""
     for key, v in obj.items():
         if depth(v, MAX_DEPTH - 1) > MAX_DEPTH - 1:
             return str(key)
@@ -170,12 +166,16 @@ def decode(line: bytes, models: Mapping[str, type[BaseModel]]
         raise BadJson(f"not valid JSON: {exc.msg}") from None
     if not isinstance(obj, dict):
         raise BadRequest("a request must be a JSON object")
-    req_id = request_id(obj.pop("id", None))
+    raw_id = obj.pop("id", None)
+    req_id = raw_id if type(raw_id) is str or raw_id is None else request_id(raw_id)
     try:
-        deep = _too_deep(obj, line)
-        if deep is not None:
-            raise BadRequest(f"{deep}: a request may nest at most {MAX_DEPTH} levels",
-                             field=deep)
+        # a line with fewer brackets than the limit cannot nest that deep: the counts run
+        # in C, so the call cycle's small requests are never walked
+        if line.count(b"[") + line.count(b"{") > MAX_DEPTH:
+            deep = _too_deep(obj)
+            if deep is not None:
+                raise BadRequest(f"{deep}: a request may nest at most {MAX_DEPTH} levels",
+                                 field=deep)
         op = obj.pop("op", None)
         if not isinstance(op, str):
             raise BadRequest("op must be a string", field="op")

@@ -89,11 +89,6 @@ def test_what_the_parser_will_not_read_is_a_bad_request() -> None:
     assert (err.code, err.field, getattr(err, "req_id", None)) == ("bad_request", None, None)
 
 
-def test_the_call_cycle_is_not_walked() -> None:
-    """Few brackets: no walk at all (the depth check costs two byte counts)."""
-    assert P._too_deep({"x": 1}, b'{"op":"next","agent":"a"}') is None
-
-
 class _Server:
     metrics = None
 
