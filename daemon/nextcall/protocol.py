@@ -13,6 +13,7 @@ call cycle's two requests.
 from __future__ import annotations
 
 import builtins
+import json
 import re
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal, TypeGuard
@@ -23,10 +24,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from .core.errors import BadJson, BadRequest, NextcallError, UnknownOp
 
 Name = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f]+$")]
-#: a request's ``id`` as accepted: echoed exactly, so no float (a JSON number with a
-#: fraction or an exponent, or an integer too large for 64 bits, only reaches us as a
-#: double and could not be given back as sent)
-RequestId = str | int | None
+#: a request's ``id`` as accepted and echoed: a number the parser turned into a float (a
+#: fraction, an exponent, an integer beyond 64 bits) is kept as its JSON text, so the
+#: answer gives it back exactly as sent
+RequestId = str | int | orjson.Fragment | None
 #: how deep a request may nest objects and arrays (the request object is level 1). The
 #: parser itself stops at 1024 levels; the limit keeps every request far from that, and
 #: anything a request stores and an answer shows is bounded tighter where it is kept
@@ -34,7 +35,6 @@ RequestId = str | int | None
 MAX_DEPTH = 512
 #: a refused ``id`` is echoed in its error answer only up to this depth (``null`` beyond)
 ID_ECHO_DEPTH = 32
-INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
 
 
 class Request(BaseModel):
@@ -129,21 +129,42 @@ def _too_deep(obj: dict[str, Any]) -> str | None:
     return None
 
 
-def request_id(raw: Any) -> RequestId:
-    """``raw`` if it is an id the answer can echo exactly.
+class _NumberText(str):
+    """A JSON number's text, as the standard library's decoder hands it to its hooks."""
+
+
+_NUMBER_TEXTS = json.JSONDecoder(parse_float=_NumberText, parse_int=_NumberText)
+
+
+def _number_text(line: bytes, value: float) -> RequestId:
+    """The exact text of the request's numeric ``id`` (``value`` as parsed), read again
+    from ``line`` by a decoder that keeps numbers as text: a float cannot be trusted to
+    print as it was sent (``1e3``, ``100000000000000000000``). Only requests whose id is
+    such a number pay for it."""
+    try:
+        obj = _NUMBER_TEXTS.decode(line.decode())
+    except (ValueError, RecursionError):  # cannot happen for a line orjson read
+        return orjson.Fragment(orjson.dumps(value))
+    text = obj.get("id") if isinstance(obj, dict) else None
+    return orjson.Fragment(str(text) if isinstance(text, _NumberText) else orjson.dumps(value))
+
+
+def request_id(raw: Any, line: bytes) -> RequestId:
+    """The id to echo for ``raw``, the parsed ``id`` of ``line``.
 
     Raises:
-        BadRequest: naming ``id``; the error's ``req_id`` is what its answer may echo.
+        BadRequest: naming ``id`` (a boolean, an array or an object); the error's
+            ``req_id`` is what its answer echoes: the id as sent if it nests at most
+            ``ID_ECHO_DEPTH`` levels, else ``None``.
     """
     t = type(raw)
-    if t is str or raw is None or (t is int and INT64_MIN <= raw <= INT64_MAX):
+    if t is str or t is int or raw is None:
         return raw  # type: ignore[no-any-return]
-    err = BadRequest("id must be a string, an integer from -2^63 to 2^63-1, or null",
-                     field="id")
-    # echo a refused id as sent where that is exact and safe to encode: never a number
-    # (a float may not be what was sent), never a structure too deep for the encoder
-    echo = raw if t is bool or (t in (list, dict) and depth(raw, ID_ECHO_DEPTH)
-                                <= ID_ECHO_DEPTH) else None
+    if t is float:
+        return _number_text(line, raw)
+    err = BadRequest("id must be a string, a number or null", field="id")
+    # echo a refused id as sent unless it nests too deep to encode safely
+    echo = raw if t is bool or depth(raw, ID_ECHO_DEPTH) <= ID_ECHO_DEPTH else None
     err.req_id = echo  # type: ignore[attr-defined]
     raise err
 
@@ -167,7 +188,7 @@ def decode(line: bytes, models: Mapping[str, type[BaseModel]]
     if not isinstance(obj, dict):
         raise BadRequest("a request must be a JSON object")
     raw_id = obj.pop("id", None)
-    req_id = raw_id if type(raw_id) is str or raw_id is None else request_id(raw_id)
+    req_id = raw_id if type(raw_id) is str or raw_id is None else request_id(raw_id, line)
     try:
         # a line with fewer brackets than the limit cannot nest that deep: the counts run
         # in C, so the call cycle's small requests are never walked
@@ -294,12 +315,12 @@ _INTERNAL = b'{"id":null,"ok":false,"error":{"code":"internal",' \
 
 def encode_internal(req_id: Any) -> bytes:
     """An ``internal`` failure line that cannot fail: ``req_id`` is echoed if it is an
-    id the decoder accepts (``RequestId``), else ``null``."""
+    id the decoder accepts (``RequestId``) and encodes, else ``null``."""
     t = type(req_id)
-    if t is str or (t is int and INT64_MIN <= req_id <= INT64_MAX):
+    if t is str or t is int or t is orjson.Fragment:
         try:
             return b'{"id":' + orjson.dumps(req_id) + _INTERNAL[10:]
-        except orjson.JSONEncodeError:  # a str with lone surrogates
+        except orjson.JSONEncodeError:  # a str with lone surrogates, an int over 64 bits
             pass
     return _INTERNAL
 
