@@ -95,9 +95,9 @@ def test_requests_nest_at_most_512_levels(levels: int, field: str | None) -> Non
         assert "512" in err.message
 
 
-def test_what_the_parser_will_not_read_is_a_bad_request() -> None:
+def test_what_the_parser_will_not_read_is_bad_json() -> None:
     err = _err(b'{"id":1,"op":"ping","x":' + brackets(1100) + b"}")
-    assert (err.code, err.field, getattr(err, "req_id", None)) == ("bad_request", None, None)
+    assert (err.code, err.field, getattr(err, "req_id", None)) == ("bad_json", None, None)
 
 
 class _Server:
