@@ -13,6 +13,7 @@ call cycle's two requests.
 from __future__ import annotations
 
 import builtins
+import json
 import re
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal, TypeGuard
@@ -23,7 +24,17 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from .core.errors import BadJson, BadRequest, NextcallError, UnknownOp
 
 Name = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f]+$")]
-RequestId = str | int | float | None
+#: a request's ``id`` as accepted and echoed: a number the parser turned into a float (a
+#: fraction, an exponent, an integer beyond 64 bits) is kept as its JSON text, so the
+#: answer gives it back exactly as sent
+RequestId = str | int | orjson.Fragment | None
+#: how deep a request may nest objects and arrays (the request object is level 1). The
+#: parser itself stops at 1024 levels; the limit keeps every request far from that, and
+#: anything a request stores and an answer shows is bounded tighter where it is kept
+#: (``records.import`` rows' ``data``)
+MAX_DEPTH = 512
+#: a refused ``id`` is echoed in its error answer only up to this depth (``null`` beyond)
+ID_ECHO_DEPTH = 32
 
 
 class Request(BaseModel):
@@ -90,6 +101,74 @@ def validation_error(exc: ValidationError, prefix: str = "") -> BadRequest:
     return BadRequest(text, field=path or None)
 
 
+def depth(value: Any, limit: int) -> int:
+    """How deep ``value`` nests arrays and objects (a scalar is 0, ``[]`` is 1), counted
+    only up to ``limit + 1``: a walk with its own stack, so no depth can exhaust Python's
+    recursion or the walk's time (each container is visited once)."""
+    if type(value) is not dict and type(value) is not list:
+        return 0
+    deepest = 1
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, level = stack.pop()
+        if level > deepest:
+            deepest = level
+            if deepest > limit:
+                return deepest
+        for v in (node.values() if type(node) is dict else node):
+            if type(v) is dict or type(v) is list:
+                stack.append((v, level + 1))
+    return deepest
+
+
+def _too_deep(obj: dict[str, Any]) -> str | None:
+    """The top-level field under which ``obj`` nests deeper than ``MAX_DEPTH``, if any."""
+    for key, v in obj.items():
+        if depth(v, MAX_DEPTH - 1) > MAX_DEPTH - 1:
+            return str(key)
+    return None
+
+
+class _NumberText(str):
+    """A JSON number's text, as the standard library's decoder hands it to its hooks."""
+
+
+_NUMBER_TEXTS = json.JSONDecoder(parse_float=_NumberText, parse_int=_NumberText)
+
+
+def _number_text(line: bytes, value: float) -> RequestId:
+    """The exact text of the request's numeric ``id`` (``value`` as parsed), read again
+    from ``line`` by a decoder that keeps numbers as text: a float cannot be trusted to
+    print as it was sent (``1e3``, ``100000000000000000000``). Only requests whose id is
+    such a number pay for it."""
+    try:
+        obj = _NUMBER_TEXTS.decode(line.decode())
+    except (ValueError, RecursionError):  # cannot happen for a line orjson read
+        return orjson.Fragment(orjson.dumps(value))
+    text = obj.get("id") if isinstance(obj, dict) else None
+    return orjson.Fragment(str(text) if isinstance(text, _NumberText) else orjson.dumps(value))
+
+
+def request_id(raw: Any, line: bytes) -> RequestId:
+    """The id to echo for ``raw``, the parsed ``id`` of ``line``.
+
+    Raises:
+        BadRequest: naming ``id`` (a boolean, an array or an object); the error's
+            ``req_id`` is what its answer echoes: the id as sent if it nests at most
+            ``ID_ECHO_DEPTH`` levels, else ``None``.
+    """
+    t = type(raw)
+    if t is str or t is int or raw is None:
+        return raw  # type: ignore[no-any-return]
+    if t is float:
+        return _number_text(line, raw)
+    err = BadRequest("id must be a string, a number or null", field="id")
+    # echo a refused id as sent unless it nests too deep to encode safely
+    echo = raw if t is bool or depth(raw, ID_ECHO_DEPTH) <= ID_ECHO_DEPTH else None
+    err.req_id = echo  # type: ignore[attr-defined]
+    raise err
+
+
 def decode(line: bytes, models: Mapping[str, type[BaseModel]]
            ) -> tuple[RequestId, str, BaseModel]:
     """Parse one request line; ``models`` are the ops' request models (the registry in
@@ -97,18 +176,25 @@ def decode(line: bytes, models: Mapping[str, type[BaseModel]]
 
     Raises:
         NextcallError: (``bad_json``, ``bad_request``, ``unknown_op``), with ``.req_id``
-            set to the request's id when it could be read.
+            set to the request's id when it could be read (a refused id: see
+            ``request_id``).
     """
     try:
         obj = orjson.loads(line)
-    except orjson.JSONDecodeError as exc:
+    except orjson.JSONDecodeError as exc:  # (past 1024 levels: "depth limit exceeded")
         raise BadJson(f"not valid JSON: {exc.msg}") from None
     if not isinstance(obj, dict):
         raise BadRequest("a request must be a JSON object")
-    req_id = obj.pop("id", None)
+    raw_id = obj.pop("id", None)
+    req_id = raw_id if type(raw_id) is str or raw_id is None else request_id(raw_id, line)
     try:
-        if not isinstance(req_id, (str, int, float, type(None))) or isinstance(req_id, bool):
-            raise BadRequest("id must be a string, a number or null", field="id")
+        # a line with fewer brackets than the limit cannot nest that deep: the counts run
+        # in C, so the call cycle's small requests are never walked
+        if line.count(b"[") + line.count(b"{") > MAX_DEPTH:
+            deep = _too_deep(obj)
+            if deep is not None:
+                raise BadRequest(f"{deep}: a request may nest at most {MAX_DEPTH} levels",
+                                 field=deep)
         op = obj.pop("op", None)
         if not isinstance(op, str):
             raise BadRequest("op must be a string", field="op")
@@ -218,6 +304,23 @@ def encode_error(req_id: RequestId, err: NextcallError) -> bytes:
     """A failure line."""
     return orjson.dumps({"id": req_id, "ok": False, "error": err.to_wire()},
                         option=orjson.OPT_APPEND_NEWLINE)
+
+
+#: the answer of last resort: nothing in it can fail to encode
+_INTERNAL = b'{"id":null,"ok":false,"error":{"code":"internal",' \
+    b'"message":"internal error; see the daemon log"}}\n'
+
+
+def encode_internal(req_id: Any) -> bytes:
+    """An ``internal`` failure line that cannot fail: ``req_id`` is echoed if it is an
+    id the decoder accepts (``RequestId``) and encodes, else ``null``."""
+    t = type(req_id)
+    if t is str or t is int or t is orjson.Fragment:
+        try:
+            return b'{"id":' + orjson.dumps(req_id) + _INTERNAL[10:]
+        except orjson.JSONEncodeError:  # a str with lone surrogates, an int over 64 bits
+            pass
+    return _INTERNAL
 
 
 def encode_event(event: str, body: dict[str, Any]) -> bytes:

@@ -78,11 +78,9 @@ class Reply:
                 data, code = P.encode_error(self.req_id, result), result.code
             else:
                 data = P.encode_ok(self.req_id, result)  # type: ignore[arg-type]
-        except (TypeError, ValueError):
+        except Exception:  # noqa: BLE001 - every request gets exactly one answer line
             logger.exception("answer_unencodable op=%s", self.op)
-            data = P.encode_error(self.req_id, NextcallError(
-                "internal error; see the daemon log"))
-            code = "internal"
+            data, code = P.encode_internal(self.req_id), "internal"
         conn = self.conn
         metrics = conn.server.metrics
         if metrics is not None:
@@ -448,6 +446,10 @@ class Server:
         except NextcallError as err:
             reply = Reply(conn, getattr(err, "req_id", None), "?", t0)
             reply(err)
+            return
+        except Exception:  # noqa: BLE001 - a decoder bug still gets its one answer
+            logger.exception("request_failed op=?")
+            Reply(conn, None, "?", t0)(NextcallError("internal error; see the daemon log"))
             return
         reply = Reply(conn, req_id, op, t0)
         service = self.service

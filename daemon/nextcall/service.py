@@ -157,6 +157,10 @@ class Service:
         self._expiry_timer = loop.call_at(loop.time() + max(at - self.clock(), 0.0),
                                           self._on_expiry)
 
+    def expiry_armed_at(self) -> float:
+        """The instant the expiry timer is armed for (``inf``: not armed)."""
+        return self._expiry_at
+
     def _on_expiry(self) -> None:
         self._expiry_timer = None
         self._expiry_at = float("inf")

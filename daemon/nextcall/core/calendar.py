@@ -30,6 +30,12 @@ _SEARCH_DAYS = 400
 #: (transitions are months apart; two within one day do not occur in the tz database)
 _SAMPLE_S = 86_400.0
 UTC = UTC
+#: the instants a requested date-time may name: what follows from one (a calling-window
+#: search up to ``_SEARCH_DAYS`` ahead, local times in any zone) must stay inside the
+#: years 1-9999 that ``datetime`` can represent
+MIN_INSTANT = datetime(1, 1, 2, tzinfo=UTC).timestamp()
+MAX_INSTANT = datetime(9998, 1, 1, tzinfo=UTC).timestamp()
+_RANGE = "date-times must lie between 0001-01-02T00:00:00Z and 9998-01-01T00:00:00Z"
 
 
 @lru_cache(maxsize=1024)
@@ -143,16 +149,21 @@ def legal_at(campaign: Campaign, tz: ZoneInfo, instant: float) -> bool:
     return window_state(campaign, tz, instant, True)[0]
 
 
-def resolve_local(text: str, tz_key: str, field: str = "at") -> float:
+def resolve_local(text: str, tz_key: str, field: str = "at", *, bounded: bool = True
+                  ) -> float:
     """Turn a requested time into an instant, keeping the caller's wall-clock intent.
 
     ``text`` is ISO 8601. Without an offset it is wall time in ``tz_key``: a time inside a
     DST gap does not exist and is refused (``invalid_time``), never shifted silently; a
     time inside a fold (it happens twice) means the first occurrence unless the offset is
-    given explicitly. With an offset it is an absolute instant.
+    given explicitly. With an offset it is an absolute instant. ``bounded``: the instant
+    must lie in [``MIN_INSTANT``, ``MAX_INSTANT``] (anything to be scheduled); a mere
+    bound of a search (``callbacks`` ``from``/``to``) need only be representable.
 
     Raises:
-        BadRequest: unparsable text or unknown timezone.
+        BadRequest: unparsable text, unknown timezone, or a date-time out of range (one
+            that falls outside the years 1-9999 once converted to UTC, or outside the
+            bounds).
         InvalidTime: the wall time does not exist in that zone.
     """
     tz = zone(tz_key, field.rsplit(".", 1)[0] + ".timezone" if "." in field else "timezone")
@@ -161,14 +172,33 @@ def resolve_local(text: str, tz_key: str, field: str = "at") -> float:
     except (ValueError, TypeError):
         raise BadRequest(f"{field} must be an ISO 8601 date-time, got {text!r}",
                          field=field) from None
-    if dt.tzinfo is not None:
-        return dt.timestamp()
-    local = dt.replace(tzinfo=tz, fold=0)
-    back = datetime.fromtimestamp(local.timestamp(), tz)
-    if back.replace(tzinfo=None) != dt:
+    out_of_range = f"{field} {text} is out of range in {tz_key}: {_RANGE}"
+    try:
+        at, wall = _instant(dt, tz)
+    except (OverflowError, ValueError, OSError):
+        # the conversion left the years datetime can represent
+        raise BadRequest(out_of_range, field=field) from None
+    if bounded and not MIN_INSTANT <= at <= MAX_INSTANT:
+        raise BadRequest(out_of_range, field=field)
+    if wall is not None and wall != dt:
         raise InvalidTime(f"{text} does not exist in {tz_key} (clocks skip it for DST); "
                           "choose a time outside the gap", field=field)
-    return local.timestamp()
+    return at
+
+
+def _instant(dt: datetime, tz: ZoneInfo) -> tuple[float, datetime | None]:
+    """``dt`` as POSIX seconds, read as wall time in ``tz`` when it has no offset (the
+    first occurrence in a fold), with the wall time that instant has in ``tz`` (``None``
+    for an absolute ``dt``): it differs from ``dt`` when ``dt`` falls in a DST gap.
+
+    Raises:
+        OverflowError, ValueError, OSError: the instant, or its wall time in ``tz``, is
+            outside the years 1-9999.
+    """
+    if dt.tzinfo is not None:
+        return dt.timestamp(), None
+    at = dt.replace(tzinfo=tz, fold=0).timestamp()
+    return at, datetime.fromtimestamp(at, tz).replace(tzinfo=None)
 
 
 def local_iso(instant: float, tz_key: str) -> str:

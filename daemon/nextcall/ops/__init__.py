@@ -64,8 +64,9 @@ MODELS = {name: spec.model for name, spec in REGISTRY.items()}
 
 def dispatch(svc: Service, spec: OpSpec, req: BaseModel, peer: Peer, reply: Reply,
              run: Runner) -> None:
-    """Run one decoded request's handler; exactly one answer goes to ``reply``, now or
-    later. Typed errors raised before the answer propagate to the caller.
+    """Run one decoded request's handler, once the leases whose time is up have ended;
+    exactly one answer goes to ``reply``, now or later. Typed errors raised before the
+    answer propagate to the caller.
 
     Raises:
         NextcallError: the peer's role is too low, it may not act as the agent the
@@ -77,6 +78,9 @@ def dispatch(svc: Service, spec: OpSpec, req: BaseModel, peer: Peer, reply: Repl
         agent = getattr(req, spec.agent_field)
         if agent is not None:
             may_act_as(peer, agent, svc.settings.bindings, spec.agent_field)
+    # every op sees the leases as of its own instant: the ones past it end first, so no
+    # handler can forget to (those that await call ``svc.expire`` again after)
+    svc.expire(svc.clock())
     kind = spec.kind
     if kind is DEFERRED:
         pending = spec.handler(svc, req, peer, reply)

@@ -72,4 +72,6 @@ def hand_out(svc: Service, leases: list[Lease], changes: list[Change], now: floa
         svc.observer.next_answered(time.perf_counter() - t0, leases)
         reply({"leases": [views.lease_view(lz, now) for lz in leases]})
     svc.store.submit(changes, done, [lz.record.rid for lz in leases])
-    svc.arm_expiry(leases[0].expires_at)
+    # leases of several campaigns may have different lengths: the earliest counts
+    svc.arm_expiry(leases[0].expires_at if len(leases) == 1
+                   else min(lz.expires_at for lz in leases))

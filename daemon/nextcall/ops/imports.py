@@ -33,6 +33,11 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+#: how deep a row's ``data`` may nest (the object itself is level 1): it is stored as
+#: JSON text and embedded in answers, and JSON encoders (ours included) stop at a depth
+#: of a few hundred
+DATA_DEPTH = 128
+
 class ImportReq(Request):
     """``records.import``. Records are validated one by one (per-row errors)."""
 
@@ -103,7 +108,23 @@ def _checked(i: int, raw: Any, camp_tz: str, seen: set[str]) -> Row:
         tz = phonelib.derive_timezone(numbers, camp_tz)
     seen.add(r.id)
     return {"index": i, "id": r.id, "phones": numbers, "timezone": tz,
-            "priority": r.priority, "team": r.team, "data": orjson.dumps(r.data).decode()}
+            "priority": r.priority, "team": r.team, "data": _data_text(r.data, where)}
+
+
+def _data_text(data: dict[str, Any], where: str) -> str:
+    """A row's ``data`` as the JSON text stored.
+
+    Raises:
+        BadRequest: nested deeper than ``DATA_DEPTH``, or not encodable (field
+            ``<where>.data``).
+    """
+    if P.depth(data, DATA_DEPTH) > DATA_DEPTH:
+        raise BadRequest(f"data may nest at most {DATA_DEPTH} levels",
+                         field=f"{where}.data")
+    try:
+        return orjson.dumps(data).decode()
+    except orjson.JSONEncodeError as exc:
+        raise BadRequest(f"data cannot be stored: {exc}", field=f"{where}.data") from None
 
 
 def validate_rows(req: ImportReq, camp_tz: str, seen: set[str]
@@ -233,6 +254,7 @@ async def _apply(svc: Service, req: ImportReq, rows: list[Row], all_or_nothing: 
     eng = svc.engine
     known = await svc.store.existing_ids([r["id"] for r in rows])
     now = svc.clock()
+    svc.expire(now)  # a lease that ran out while the ids were read no longer holds its row
     rejected = _conflicts(svc, req, rows, known)
     if rejected:
         if all_or_nothing:

@@ -22,6 +22,7 @@ from ..core import transitions
 from ..core.changes import Change
 from ..core.errors import (
     BadRequest,
+    Conflict,
     LeaseExpired,
     NotFound,
     NotLeaseHolder,
@@ -198,20 +199,44 @@ async def _stored_lease(svc: Service, lid: int, secret: str, now: float, code: s
     return body
 
 
+def dialled_index(rec: Record, lease: Lease) -> int:
+    """Where the number the lease dialled is among ``rec``'s numbers: a disposition is
+    about the call placed, so it follows the number, not a position (``records.import``
+    refuses leased records, so their numbers do not change under a lease; this holds
+    even if they did).
+
+    Raises:
+        Conflict: the dialled number is no longer one of the record's numbers.
+    """
+    idx = lease.phone_idx
+    if not lease.phone:
+        return idx  # no number was callable at hand-out: there is none to follow
+    phones = rec.phone_list()
+    if 0 <= idx < len(phones) and phones[idx][0] == lease.phone:
+        return idx  # the common case
+    for i, (number, _) in enumerate(phones):
+        if number == lease.phone:
+            return i
+    raise Conflict(f"the number this lease dialled, {lease.phone}, is no longer one of "
+                   f"record {rec.id!r}'s numbers", field="lease")
+
+
 def _disposition(svc: Service, req: DisposeReq, lease: Lease) -> Disposition:
     """The request as the core's rules take it.
 
     Raises:
         BadRequest: ``phone`` is not one of the record's numbers.
+        Conflict: no ``phone``, and the dialled number is no longer the record's.
     """
     rec = lease.record
-    phone_idx = lease.phone_idx
     if req.phone is not None:
         numbers = [n for n, _ in rec.phone_list()]
         if req.phone not in numbers:
             raise BadRequest(f"{req.phone!r} is not a number of record {rec.id!r}",
                              field="phone")
         phone_idx = numbers.index(req.phone)
+    else:
+        phone_idx = dialled_index(rec, lease)
     cb = None
     if req.callback is not None:
         c = req.callback
@@ -338,6 +363,8 @@ def extend(svc: Service, req: ExtendReq, peer: Peer, reply: Reply
     camp = svc.engine.campaigns.get(got.record.campaign)
     seconds = req.seconds or (camp.lease_s if camp else svc.settings.daemon.lease_s)
     changes = transitions.extend(svc.engine, got, now, seconds)
+    # ``seconds`` may shorten the lease: the expiry timer must not wait for the old end
+    svc.arm_expiry(got.expires_at)
     lz = got
     svc.commit_then(changes, reply,
                     lambda: {"token": lz.token, "expires_at": views.utc_iso(lz.expires_at),

@@ -128,9 +128,10 @@ def stats(svc: Service, req: StatsReq, peer: Peer) -> Body:
 
 
 def _span(req: CallbacksReq) -> tuple[float, float]:
-    lo = calendar.resolve_local(req.from_, "UTC", field="from") \
+    # bounds of a search, not times to schedule: any representable instant will do
+    lo = calendar.resolve_local(req.from_, "UTC", field="from", bounded=False) \
         if req.from_ is not None else float("-inf")
-    hi = calendar.resolve_local(req.to, "UTC", field="to") \
+    hi = calendar.resolve_local(req.to, "UTC", field="to", bounded=False) \
         if req.to is not None else float("inf")
     if lo > hi:
         raise BadRequest("from must not be after to", field="to")

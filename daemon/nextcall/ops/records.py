@@ -85,7 +85,9 @@ async def _row(svc: Service, record_id: str) -> dict[str, Any]:
 
 def _current(svc: Service, r: dict[str, Any]) -> Record:
     """A record's present value: the engine's (an open record, completed with its stored
-    fields) or the stored row's (closed)."""
+    fields) or the stored row's (closed). Leases whose time ran out while the row was
+    being read end first, so an expired lease never shows as live."""
+    svc.expire(svc.clock())
     live = svc.engine.record(r["rid"])
     if live is None:
         return record_of(r)
@@ -108,7 +110,7 @@ async def get(svc: Service, req: RecordGetReq, peer: Peer) -> Body:
     """``record.get``: the record with its contact history and leases."""
     row = await _row(svc, req.record)
     may_read_record(peer, (x["uid"] for x in row["leases"]), svc.settings.auth)
-    rec = _current(svc, row["record"])
+    rec = _current(svc, row["record"])  # expires first: the lease list below agrees
     view = views.record_view(rec)
     if not svc.engine.is_open(rec.rid):
         view["score"] = None  # closed: no pool score

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import heapq
 
-from ..errors import BadRequest
 from ..records import READY, Lease, Record
 from ..results import Outcome
 from .columns import INF, N_LEASED, N_NONE, S_LEASED, SLOT_NAMES, ST_READY
 from .placement import Placement
-from .tokens import ENDED_MEMORY, EndedLease
+from .tokens import ENDED_MEMORY, EndedLease, parse_token
 
 
 class Leasing(Placement):
@@ -63,12 +62,9 @@ class Leasing(Placement):
         """Split a token into (lid, secret).
 
         Raises:
-            BadRequest: malformed token.
+            BadRequest: malformed token, or a lease number out of range.
         """
-        lid_s, _, secret = token.partition(".")
-        if not lid_s.isdigit() or not secret:
-            raise BadRequest("lease must be a token as returned by next", field="lease")
-        return int(lid_s), secret
+        return parse_token(token)
 
     def _end(self, lease: Lease, kind: str, result: bytes | None = None,
              code: str | None = None) -> None:

@@ -7,6 +7,12 @@ import base64
 import os
 from dataclasses import dataclass
 
+from ..errors import BadRequest
+
+#: lease numbers are stored as 64-bit integers (SQLite INTEGER, PostgreSQL bigint): a
+#: larger one cannot exist, and a database lookup of it would overflow
+MAX_LID = (1 << 63) - 1
+
 #: ended leases remembered for idempotent retries and precise errors (older ones are
 #: looked up in the database)
 ENDED_MEMORY = 20_000
@@ -41,3 +47,22 @@ class Secrets:
             self._block, pos = os.urandom(self.SIZE * self.BLOCK), 0
         self._pos = pos + self.SIZE
         return base64.urlsafe_b64encode(self._block[pos:pos + self.SIZE]).decode()
+
+
+def parse_token(token: str) -> tuple[int, str]:
+    """Split a lease token ``<lid>.<secret>`` into (lid, secret).
+
+    ``lid`` must be ASCII digits (``str.isdigit`` also accepts other scripts' digits and
+    superscripts, which ``int`` refuses) and fit in 64 bits.
+
+    Raises:
+        BadRequest: malformed token, or a lease number no lease can have (field ``lease``).
+    """
+    lid_s, _, secret = token.partition(".")
+    if not (lid_s.isascii() and lid_s.isdigit()) or not secret:
+        raise BadRequest("lease must be a token as returned by next", field="lease")
+    lid = int(lid_s)
+    if lid > MAX_LID:
+        raise BadRequest("lease must be a token as returned by next (its number is "
+                         "out of range)", field="lease")
+    return lid, secret
