@@ -86,6 +86,17 @@ class Book:
             self.counts["leases"] += 1
 
 
+def _enter(running: threading.Event, busy: threading.Event) -> bool:
+    """Mark a worker busy if the load is on (``Loop.pause`` waits for busy workers):
+    busy first, then the check, so a pause never misses a worker about to start."""
+    busy.set()
+    if running.is_set():
+        return True
+    busy.clear()
+    running.wait(0.1)
+    return False
+
+
 class Agent(threading.Thread):
     """One agent's call cycle on its own connection; survives the daemon's deaths."""
 
@@ -101,9 +112,8 @@ class Agent(threading.Thread):
 
     def run(self) -> None:
         while not self.stop_.is_set():
-            if not self.running.wait(0.1):
+            if not _enter(self.running, self.busy):
                 continue
-            self.busy.set()
             try:
                 with Client(self.sock, timeout=30) as c:
                     if self.pending is not None:
@@ -211,25 +221,34 @@ class Agent(threading.Thread):
         self._acked(op, fields, rec, ans)
 
 
-def importer(sock: str, book: Book, running: threading.Event, stop: threading.Event
-             ) -> None:
+class Importer(threading.Thread):
     """A supervisor adding records now and then (acknowledged imports must survive)."""
-    n = 0
-    while not stop.is_set():
-        if not running.wait(0.1):
-            continue
-        ids = [f"new{n + i}" for i in range(5)]
-        try:
-            with Client(sock, timeout=30) as c:
-                c.call("records.import", campaign="t", list="l2",
-                       records=import_rows(ids, 5000 + n))
-            with book.lock:
-                book.imported.update(ids)
-                book.counts["imports"] += 1
-            n += 5
-        except (OSError, ConnectionError, ValueError, ClientError):
-            pass
-        time.sleep(0.2)
+
+    def __init__(self, sock: str, book: Book, running: threading.Event,
+                 stop: threading.Event) -> None:
+        super().__init__(name="importer", daemon=True)
+        self.sock, self.book, self.running, self.stop_ = sock, book, running, stop
+        self.busy = threading.Event()
+
+    def run(self) -> None:
+        n = 0
+        while not self.stop_.is_set():
+            if not _enter(self.running, self.busy):
+                continue
+            ids = [f"new{n + i}" for i in range(5)]
+            try:
+                with Client(self.sock, timeout=30) as c:
+                    c.call("records.import", campaign="t", list="l2",
+                           records=import_rows(ids, 5000 + n))
+                with self.book.lock:
+                    self.book.imported.update(ids)
+                    self.book.counts["imports"] += 1
+                n += 5
+            except (OSError, ConnectionError, ValueError, ClientError):
+                pass
+            finally:
+                self.busy.clear()
+            time.sleep(0.2)
 
 
 def _lost_imports(db: Db, ids: set[str]) -> list[str]:
@@ -249,14 +268,14 @@ class Loop:
     book: Book
     running: threading.Event
     stop: threading.Event
-    agents: list[Agent]
+    workers: list[Agent | Importer]
     checks: int = 0
 
     def pause(self) -> None:
         """Stop the agents between requests (after the kill they fail out of theirs)."""
         self.running.clear()
         deadline = time.monotonic() + 60
-        while any(a.busy.is_set() for a in self.agents) and time.monotonic() < deadline:
+        while any(w.busy.is_set() for w in self.workers) and time.monotonic() < deadline:
             time.sleep(0.01)
 
     def check_db(self) -> None:
@@ -294,10 +313,8 @@ def run(args: argparse.Namespace, loop: Loop) -> None:
         for first in range(0, args.records, 100):
             ids = [f"r{i}" for i in range(first, min(first + 100, args.records))]
             c.call("records.import", campaign="t", list="l1", records=import_rows(ids, first))
-    for a in loop.agents:
-        a.start()
-    threading.Thread(target=importer, args=(loop.daemon.sock, loop.book, loop.running,
-                                            loop.stop), daemon=True).start()
+    for w in loop.workers:
+        w.start()
     for cycle in range(args.cycles):
         loop.running.set()
         time.sleep(rng.uniform(0.3, 2.5))
@@ -333,8 +350,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"crash loop on the daemon in {tmp} (seed {args.seed})", file=sys.stderr,
           flush=True)
     book, running, stop = Book(), threading.Event(), threading.Event()
-    agents = [Agent(k, daemon.sock, book, running, stop, args.seed) for k in range(args.agents)]
-    loop = Loop(daemon, book, running, stop, agents)
+    workers: list[Agent | Importer] = [Agent(k, daemon.sock, book, running, stop, args.seed)
+                                       for k in range(args.agents)]
+    workers.append(Importer(daemon.sock, book, running, stop))
+    loop = Loop(daemon, book, running, stop, workers)
     status: int | None = None
     try:
         run(args, loop)

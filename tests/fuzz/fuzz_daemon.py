@@ -25,12 +25,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
-import json
 import random
 import sys
 import tempfile
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +37,7 @@ import orjson
 
 from tests.fuzz.checks import Db, answer_problem, lid_of
 from tests.fuzz.frames import Expect, Frame, id_key
+from tests.fuzz.hazards import ANSWER_TIMEOUT_S, Tally, hazard, parse, show
 from tests.fuzz.mutate import Generator
 from tests.fuzz.proc import Daemon
 from tests.fuzz.world import RESETS, World, fuzz_config, import_rows
@@ -51,32 +50,6 @@ MAX_LINE_BYTES = 65_536
 #: pending while ``max_inflight`` requests run is taken for one oversize line (a daemon
 #: defect, docs/testing.md); ``--batch-bytes`` raises it to check a fix
 BATCH_BYTES = 48 * 1024
-ANSWER_TIMEOUT_S = 60.0
-
-
-@dataclass
-class Tally:
-    """What a run saw; ``report`` prints it."""
-
-    frames: int = 0
-    lines: int = 0
-    answers: Counter[str] = field(default_factory=Counter)
-    ok_by_op: Counter[str] = field(default_factory=Counter)
-    events: int = 0
-    checks: int = 0
-    restarts: int = 0
-    #: seconds spent in rounds, hazards and checks
-    spent: Counter[str] = field(default_factory=Counter)
-    violations: list[str] = field(default_factory=list)
-    known: Counter[str] = field(default_factory=Counter)
-    known_quiet: Counter[str] = field(default_factory=Counter)
-    known_examples: dict[str, str] = field(default_factory=dict)
-
-    def violation(self, text: str) -> None:
-        """Record a finding (printed at once, and again in the report)."""
-        self.violations.append(text)
-        if len(self.violations) <= 20:
-            print(f"VIOLATION {text}", file=sys.stderr, flush=True)
 
 
 @dataclass
@@ -113,11 +86,6 @@ class Acks:
         out = Acks(self.leased, self.disposed, self.released, self.touched)
         self.leased, self.disposed, self.released, self.touched = [], [], [], set()
         return out
-
-
-def _show(line: bytes, limit: int = 300) -> str:
-    text = line.decode(errors="backslashreplace")
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(line)} bytes)"
 
 
 class Conn:
@@ -170,9 +138,9 @@ class Conn:
                 if not line:
                     raise ConnectionError("the daemon closed the connection")
                 self._trace("<", line)
-                msg = _parse(line)
+                msg = parse(line)
                 if msg is None:
-                    self.tally.violation(f"conn {self.n}: not an answer: {_show(line)}")
+                    self.tally.violation(f"conn {self.n}: not an answer: {show(line)}")
                     continue
                 if "ok" not in msg and "event" in msg:
                     self.tally.events += 1
@@ -181,7 +149,7 @@ class Conn:
                 waiting = owed.get(key)
                 if not waiting:
                     self.tally.violation(f"conn {self.n}: an answer nobody is owed: "
-                                         f"{_show(line)}")
+                                         f"{show(line)}")
                     continue
                 exp = waiting.pop(0)
                 left -= 1
@@ -189,7 +157,7 @@ class Conn:
                 if r is not None:
                     if r < last[0]:
                         self.tally.violation(f"conn {self.n}: answers out of order: "
-                                             f"{_show(last[1])} before {_show(exp.line)}")
+                                             f"{show(last[1])} before {show(exp.line)}")
                     last = max(last, (r, exp.line))
                 # an id several lines share (null, mostly) cannot tell which one this
                 # answers: its shape is checked, nothing is learnt from it
@@ -198,7 +166,7 @@ class Conn:
         except (TimeoutError, ConnectionError, OSError) as exc:
             lost = [e for v in owed.values() for e in v]
             self.tally.violation(f"conn {self.n}: {len(lost)} lines unanswered ({exc!r}), "
-                                 f"first: {_show(lost[0].line) if lost else '-'}")
+                                 f"first: {show(lost[0].line) if lost else '-'}")
             self.broken = True
 
     def _answered(self, exp: Expect | None, msg: dict[str, Any], line: bytes) -> None:
@@ -208,8 +176,8 @@ class Conn:
         tally.answers[code] += 1
         problem = answer_problem(msg)
         if problem is not None:
-            request = _show(exp.line) if exp else "(one of the lines with this id)"
-            tally.violation(f"{problem}: request {request} answer {_show(line)}")
+            request = show(exp.line) if exp else "(one of the lines with this id)"
+            tally.violation(f"{problem}: request {request} answer {show(line)}")
             return
         if ok and exp is not None:
             tally.ok_by_op[exp.op or "?"] += 1
@@ -217,94 +185,8 @@ class Conn:
             try:
                 self.acks.note(exp, msg)
             except (KeyError, TypeError) as exc:
-                tally.violation(f"an answer without {exc}: request {_show(exp.line)} answer "
-                                f"{_show(line)}")
-
-
-def _parse(line: bytes) -> dict[str, Any] | None:
-    try:
-        msg = orjson.loads(line)
-    except orjson.JSONDecodeError:
-        return None
-    return msg if isinstance(msg, dict) else None
-
-
-async def _read_all(reader: asyncio.StreamReader, n: int, until_eof: bool
-                    ) -> tuple[list[bytes], bool]:
-    """Up to ``n`` answer lines (events skipped), and whether the connection closed."""
-    out: list[bytes] = []
-    try:
-        while len(out) < n or until_eof:
-            line = await asyncio.wait_for(reader.readline(), 10)
-            if not line:
-                return out, True
-            msg = _parse(line)
-            if msg is None or "ok" in msg or "event" not in msg:
-                out.append(line)
-    except (TimeoutError, ConnectionError, OSError):
-        pass
-    return out, False
-
-
-def _exact_id(exp: Expect) -> Any:
-    """The id a line carries, as its sender meant it (big integers exact)."""
-    if exp.obj is None:
-        return None  # not a JSON object to the daemon: answered with a null id
-    obj = _json_or_none(exp.line)
-    return obj.get("id") if isinstance(obj, dict) else exp.obj.get("id")
-
-
-def _json_or_none(line: bytes) -> Any:
-    try:
-        return json.loads(line)
-    except (ValueError, RecursionError):
-        return None
-
-
-async def hazard(frame: Frame, daemon: Daemon, tally: Tally) -> None:
-    """Send one frame alone on a new connection: a line over the limit (answered
-    ``too_large``, then closed) or one that may trigger a known defect."""
-    mark = daemon.mark()
-    reader, writer = await asyncio.open_unix_connection(daemon.sock, limit=1 << 24)
-    try:
-        writer.write(frame.data)
-        if not frame.oversize:
-            writer.write_eof()
-        lines, closed = await _read_all(reader, len(frame.expects) + frame.oversize,
-                                        until_eof=frame.oversize)
-    finally:
-        writer.close()
-    traces = daemon.tracebacks(mark)
-    answers = [_json_or_none(x) for x in lines]
-    for i, exp in enumerate(frame.expects):
-        msg = answers[i] if i < len(answers) else None
-        problem = "no answer" if msg is None else answer_problem(msg)
-        if problem is None and msg.get("id") != _exact_id(exp):
-            problem = f"id echoed as {msg.get('id')!r}"
-        _hazard_result(tally, exp, problem, lines[i] if i < len(lines) else b"", traces)
-    if frame.oversize:
-        last = answers[len(frame.expects)] if len(answers) > len(frame.expects) else None
-        code = ((last or {}).get("error") or {}).get("code")
-        if code != "too_large" or not closed:
-            tally.violation(f"a line over the limit got {last!r} (closed: {closed}); "
-                            f"first bytes {_show(frame.data[:200])}")
-
-
-def _hazard_result(tally: Tally, exp: Expect, problem: str | None, answer: bytes,
-                   traces: list[str]) -> None:
-    tally.answers["(hazard)"] += 1
-    if exp.known is None:
-        if problem is not None:
-            tally.violation(f"{problem}: request {_show(exp.line)} answer {_show(answer)}"
-                            + "".join(f"\n{t}" for t in traces))
-        return
-    if problem is None:
-        tally.known_quiet[exp.known] += 1
-        return
-    tally.known[exp.known] += 1
-    tally.known_examples.setdefault(
-        exp.known, f"{problem}: request {_show(exp.line)} answer {_show(answer)}"
-        + "".join(f"\n{t}" for t in traces[:1]))
+                tally.violation(f"an answer without {exc}: request {show(exp.line)} answer "
+                                f"{show(line)}")
 
 
 class Checker:
@@ -325,7 +207,7 @@ class Checker:
             line = await asyncio.wait_for(conn.reader.readline(), ANSWER_TIMEOUT_S)
             if not line:
                 raise ConnectionError("the daemon closed the checker's connection")
-            msg = _parse(line)
+            msg = parse(line)
             if msg is not None and msg.get("id") == rid:
                 return msg
 
@@ -336,6 +218,9 @@ class Checker:
 
     async def round(self, conn: Conn, acks: Acks) -> None:
         """Check what this round changed, against the database and the daemon."""
+        self.all.leased += acks.leased
+        self.all.disposed += acks.disposed
+        self.all.released += acks.released
         t0 = time.time()
         st = await self.call(conn, "stats")
         t1 = time.time()
@@ -349,9 +234,6 @@ class Checker:
         for rec in self.rng.sample(sorted(acks.touched), min(3, len(acks.touched))):
             self._count(_record_problems(rec, await self.call(conn, "record.get",
                                                                 record=rec)))
-        self.all.leased += acks.leased
-        self.all.disposed += acks.disposed
-        self.all.released += acks.released
 
     def final(self) -> None:
         """Everything, over the whole database and every acknowledgement of the run."""
@@ -396,84 +278,133 @@ async def _setup(daemon: Daemon, records: int, conn: Conn, checker: Checker) -> 
                            teams=["red"])
 
 
-async def fuzz(args: argparse.Namespace, daemon: Daemon, tally: Tally) -> None:
-    """Rounds of frames until ``args.frames`` are sent, then the final checks."""
-    world = World(now=time.time)
-    world.record_ids = [f"r{i}" for i in range(args.records)] + \
-        [f"f{n}" for n in range(world.id_space)] + ["nope"]
-    acks = Acks()
-    rng = random.Random(args.seed)
-    checker = Checker(daemon, tally, random.Random(args.seed + 1))
-    probe = Conn(-1, daemon.sock, tally, Acks(), world)
-    await probe.open()
-    await _setup(daemon, args.records, probe, checker)
-    conns = [Conn(i, daemon.sock, tally, acks, world) for i in range(args.connections)]
-    if args.trace:
-        trace = open(args.trace, "ab")  # noqa: SIM115 - open for the whole run
-        for c in conns:
-            c.trace = trace
-    gens = [Generator(random.Random(rng.random()), world, MAX_LINE_BYTES) for _ in conns]
-    for c in conns:
-        await c.open()
-    fid = itertools.count(1)
-    started = last_report = time.monotonic()
-    while tally.frames < args.frames:
+class Run:
+    """One fuzzing run: the connections, their generators, the checker."""
+
+    def __init__(self, args: argparse.Namespace, daemon: Daemon, tally: Tally) -> None:
+        self.args, self.daemon, self.tally = args, daemon, tally
+        self.world = World(now=time.time)
+        self.world.record_ids = [f"r{i}" for i in range(args.records)] + \
+            [f"f{n}" for n in range(self.world.id_space)] + ["nope"]
+        self.acks = Acks()
+        rng = random.Random(args.seed)
+        self.checker = Checker(daemon, tally, random.Random(args.seed + 1))
+        self.probe = Conn(-1, daemon.sock, tally, Acks(), self.world)
+        self.conns = [Conn(i, daemon.sock, tally, self.acks, self.world)
+                      for i in range(args.connections)]
+        self.gens = [Generator(random.Random(rng.random()), self.world, MAX_LINE_BYTES)
+                     for _ in self.conns]
+        self.fid = itertools.count(1)
+
+    async def start(self) -> None:
+        """Connect, import the records, log some agents in."""
+        await self.probe.open()
+        await _setup(self.daemon, self.args.records, self.probe, self.checker)
+        if self.args.trace:
+            trace = open(self.args.trace, "ab")  # noqa: SIM115 - open for the whole run
+            for c in self.conns:
+                c.trace = trace
+        for c in self.conns:
+            await c.open()
+
+    def batches(self) -> tuple[list[list[Frame]], list[Frame]]:
+        """A batch of frames per connection, and the hazards drawn meanwhile."""
         batches: list[list[Frame]] = []
         hazards: list[Frame] = []
-        for gen in gens:
+        for gen in self.gens:
             batch: list[Frame] = []
             size = 0
-            while len(batch) < args.batch and size < args.batch_bytes:
-                f = gen.frame(_fid(next(fid)))
-                tally.frames += 1
+            while len(batch) < self.args.batch and size < self.args.batch_bytes:
+                f = gen.frame(_fid(next(self.fid)))
+                self.tally.frames += 1
                 if f.hazard:
                     hazards.append(f)
                 else:
                     batch.append(f)
                     size += len(f.data)
             batches.append(batch)
+        return batches, hazards
+
+    async def recover(self, mark: int) -> None:
+        """Reconnect, restarting the daemon if it died (``_recover``)."""
+        await _recover(self.daemon, [self.probe, *self.conns], self.tally, mark)
+
+    async def round(self) -> None:
+        """One round: the batches at once, then the hazards one by one, then the checks."""
+        daemon, tally = self.daemon, self.tally
+        batches, hazards = self.batches()
         mark = daemon.mark()
         t0 = time.monotonic()
-        await asyncio.gather(*(c.round(b) for c, b in zip(conns, batches, strict=True)))
+        await asyncio.gather(*(c.round(b) for c, b in zip(self.conns, batches, strict=True)))
         t1 = time.monotonic()
         tally.spent["rounds"] += t1 - t0
         traces = daemon.tracebacks(mark)
         if traces:
             tally.violation("the daemon logged tracebacks this round:\n" + "\n".join(traces))
-        await _recover(daemon, [probe, *conns], tally, mark)
+        await self.recover(mark)
         for h in hazards:
             mark = daemon.mark()
             try:
                 await hazard(h, daemon, tally)
             except OSError as exc:
                 tally.violation(f"a hazard frame could not be sent ({exc!r}): "
-                                f"{_show(h.data)}")
-            await _recover(daemon, [probe, *conns], tally, mark)
+                                f"{show(h.data)}")
+            await self.recover(mark)
         t2 = time.monotonic()
         tally.spent["hazards"] += t2 - t1
-        await checker.round(probe, acks.take())
+        mark = daemon.mark()
+        try:
+            await self.checker.round(self.probe, self.acks.take())
+        except (OSError, ConnectionError, TimeoutError) as exc:
+            tally.violation(f"the checks could not run: {exc!r}")
+            self.probe.broken = True
+            await self.recover(mark)
         tally.spent["checks"] += time.monotonic() - t2
+
+
+async def fuzz(args: argparse.Namespace, daemon: Daemon, tally: Tally) -> None:
+    """Rounds of frames until ``args.frames`` are sent, then the final checks."""
+    run = Run(args, daemon, tally)
+    await run.start()
+    started = last_report = time.monotonic()
+    while tally.frames < args.frames:
+        await run.round()
         if time.monotonic() - last_report > 10:
             last_report = time.monotonic()
             rate = tally.frames / (last_report - started)
             print(f"... {tally.frames:,} frames, {rate:,.0f}/s, {tally.checks:,} checks, "
                   f"{len(tally.violations)} violations", file=sys.stderr, flush=True)
-    checker.final()
+    await run.recover(daemon.mark())
+    run.checker.final()
     tally.answers["(seconds)"] = round(time.monotonic() - started)
 
 
-async def _recover(daemon: Daemon, conns: list[Conn], tally: Tally, mark: int) -> None:
-    """Reopen broken connections. A daemon that died (or is on its way out) is a
-    finding: report why (its log's errors since ``mark``), start it again on the same
-    database, and reconnect everything."""
+async def _answers_ping(path: str) -> bool:
+    """Whether the daemon accepts a connection and answers ``ping`` on it."""
     try:
-        if daemon.alive():
+        reader, writer = await asyncio.open_unix_connection(path)
+        try:
+            writer.write(b'{"id":"alive","op":"ping"}\n')
+            line = await asyncio.wait_for(reader.readline(), ANSWER_TIMEOUT_S)
+        finally:
+            writer.close()
+    except (OSError, TimeoutError):
+        return False
+    return (parse(line) or {}).get("ok") is True
+
+
+async def _recover(daemon: Daemon, conns: list[Conn], tally: Tally, mark: int) -> None:
+    """Reopen broken connections. A daemon that died (or is on its way out: it no
+    longer answers) is a finding: report why (its log's errors since ``mark``), start it
+    again on the same database, and reconnect everything."""
+    if daemon.alive() and await _answers_ping(daemon.sock):
+        try:
             for c in conns:
                 if c.broken:
                     await c.open()
             return
-    except OSError:
-        pass  # the socket is gone: the daemon is stopping
+        except OSError:
+            pass
     status = daemon.wait(60)
     with daemon.log.open("rb") as f:
         f.seek(mark)
