@@ -37,6 +37,8 @@ class Tally:
     known: Counter[str] = field(default_factory=Counter)
     known_quiet: Counter[str] = field(default_factory=Counter)
     known_examples: dict[str, str] = field(default_factory=dict)
+    #: the first line that hit each known defect, replayed alone for its traceback
+    known_lines: dict[str, bytes] = field(default_factory=dict)
 
     def violation(self, text: str) -> None:
         """Record a finding (printed at once, and again in the report)."""
@@ -90,20 +92,37 @@ def _json_or_none(line: bytes) -> Any:
         return None
 
 
-async def hazard(frame: Frame, daemon: Daemon, tally: Tally) -> None:
-    """Send one frame alone on a new connection: a line over the limit (answered
-    ``too_large``, then closed) or one that may trigger a known defect."""
+async def alone(data: bytes, answers: int, daemon: Daemon, until_eof: bool = False
+                ) -> tuple[list[bytes], bool, list[str]]:
+    """Send ``data`` on a new connection; the answer lines, whether the daemon closed
+    the connection, and the tracebacks its log gained meanwhile."""
     mark = daemon.mark()
     reader, writer = await asyncio.open_unix_connection(daemon.sock, limit=1 << 24)
     try:
-        writer.write(frame.data)
-        if not frame.oversize:
+        writer.write(data)
+        if not until_eof:
             writer.write_eof()
-        lines, closed = await _read_all(reader, len(frame.expects) + frame.oversize,
-                                        until_eof=frame.oversize)
+        lines, closed = await _read_all(reader, answers, until_eof)
     finally:
         writer.close()
-    traces = daemon.tracebacks(mark)
+    return lines, closed, daemon.tracebacks(mark)
+
+
+async def replay_examples(daemon: Daemon, tally: Tally) -> None:
+    """Each known defect's first example again, alone, for its own traceback (hazards
+    run a few at once, so their tracebacks mix)."""
+    for name, line in tally.known_lines.items():
+        lines, _, traces = await alone(line + b"\n", 1, daemon)
+        answer = show(lines[0]) if lines else "(none)"
+        tally.known_examples[name] = f"request {show(line)}\n    answer {answer}" + \
+            "".join(f"\n{t}" for t in traces[-1:])
+
+
+async def hazard(frame: Frame, daemon: Daemon, tally: Tally) -> None:
+    """Send one frame alone on a new connection: a line over the limit (answered
+    ``too_large``, then closed) or one that may trigger a known defect."""
+    lines, closed, traces = await alone(frame.data, len(frame.expects) + frame.oversize,
+                                        daemon, until_eof=frame.oversize)
     answers = [_json_or_none(x) for x in lines]
     for i, exp in enumerate(frame.expects):
         msg = answers[i] if i < len(answers) else None
@@ -131,8 +150,6 @@ def _hazard_result(tally: Tally, exp: Expect, problem: str | None, answer: bytes
         tally.known_quiet[exp.known] += 1
         return
     tally.known[exp.known] += 1
-    tally.known_examples.setdefault(
-        exp.known, f"{problem}: request {show(exp.line)} answer {show(answer)}"
-        + "".join(f"\n{t}" for t in traces[:1]))
+    tally.known_lines.setdefault(exp.known, exp.line)
 
 

@@ -57,7 +57,7 @@ def _parent(obj: Any, path: tuple[Any, ...]) -> Any:
 def _edge(rng: random.Random) -> Any:
     """A value of ``EDGE``, now and then of ``RARE`` (a copy: a later mutation may change
     it in place)."""
-    if rng.random() < 0.03:
+    if rng.random() < 0.01:
         return rare(rng)
     v = rng.choice(EDGE)
     return copy.deepcopy(v) if isinstance(v, (list, dict)) else v
@@ -91,7 +91,7 @@ def mutate(rng: random.Random, obj: dict[str, Any]) -> dict[str, Any]:
         if r < 0.1:
             obj["op"] = rng.choice((*OPS, "frob", "NEXT", "next ", "", 5, None, ["next"]))
         elif r < 0.18:
-            obj["id"] = rare(rng, RARE_IDS) if rng.random() < 0.05 else \
+            obj["id"] = rare(rng, RARE_IDS) if rng.random() < 0.02 else \
                 copy.deepcopy(rng.choice(IDS))
         elif r < 0.3 or not paths:
             target = _parent(obj, rng.choice(paths)) if paths else obj

@@ -124,6 +124,8 @@ class World:
     record_ids: list[str] = field(default_factory=list)
     #: tokens handed out lately (some already ended: that is the point)
     tokens: deque[str] = field(default_factory=lambda: deque(maxlen=64))
+    #: tokens not used by a frame yet: most likely still live
+    fresh: deque[str] = field(default_factory=lambda: deque(maxlen=256))
     #: how many records the generator may import in all (the id space stays small, so
     #: imports mostly update)
     id_space: int = 400
@@ -133,3 +135,4 @@ class World:
         if op == "next" and answer.get("ok"):
             for lz in answer.get("leases") or ():
                 self.tokens.append(lz["token"])
+                self.fresh.append(lz["token"])
