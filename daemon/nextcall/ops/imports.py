@@ -227,14 +227,14 @@ async def _reload_list(svc: Service, campaign: str, list_name: str) -> int:
 
 
 def _conflicts(svc: Service, req: ImportReq, rows: list[Row],
-               known: dict[str, tuple[int, str, str]]) -> list[Row]:
+               known: dict[str, tuple[int, str, str]], busy: set[str]) -> list[Row]:
     """Rows that cannot be applied now: another import has them in flight, they belong
     to another campaign (moving a record is a roll, not an import), or they are leased
     (their numbers must not change under a call in progress)."""
     rejected = []
     for r in rows:
         problem = None
-        if r["id"] in svc.imports.importing:
+        if r["id"] in busy:
             problem = f"record {r['id']!r} is being imported by another request"
         elif r["id"] in known:
             rid, _, owner = known[r["id"]]
@@ -251,11 +251,29 @@ def _conflicts(svc: Service, req: ImportReq, rows: list[Row],
 
 async def _apply(svc: Service, req: ImportReq, rows: list[Row], all_or_nothing: bool
                  ) -> tuple[int, int, list[Row]]:
+    """Insert or update ``rows``. Their ids are reserved before the database is asked
+    which exist, and until the changes are committed: a second import of an id meanwhile
+    is a conflict, never a second insert that the database would refuse (which would stop
+    the daemon)."""
+    ids = {r["id"] for r in rows}
+    importing = svc.imports.importing
+    busy = ids & importing
+    reserved = ids - busy
+    importing.update(reserved)
+    try:
+        return await _apply_reserved(svc, req, rows, all_or_nothing, busy)
+    finally:
+        importing.difference_update(reserved)
+
+
+async def _apply_reserved(svc: Service, req: ImportReq, rows: list[Row],
+                          all_or_nothing: bool, busy: set[str]
+                          ) -> tuple[int, int, list[Row]]:
     eng = svc.engine
     known = await svc.store.existing_ids([r["id"] for r in rows])
     now = svc.clock()
     svc.expire(now)  # a lease that ran out while the ids were read no longer holds its row
-    rejected = _conflicts(svc, req, rows, known)
+    rejected = _conflicts(svc, req, rows, known, busy)
     if rejected:
         if all_or_nothing:
             return 0, 0, rejected
@@ -278,9 +296,5 @@ async def _apply(svc: Service, req: ImportReq, rows: list[Row], all_or_nothing: 
         changes += transitions.import_record(eng, rec, now)
         new_ids.append(r["id"])
     if changes:
-        svc.imports.importing.update(new_ids)
-        try:
-            await svc.store.write(changes)
-        finally:
-            svc.imports.importing.difference_update(new_ids)
+        await svc.store.write(changes)
     return len(new_ids), len(changes) - len(new_ids), rejected

@@ -94,18 +94,28 @@ class MemoryStore:
         batch, self._queue = self._queue, []
         if self.fail_next is not None:
             exc, self.fail_next = self.fail_next, None
-            self.broken = exc
-            for _, _, done in batch:
-                done(StorageError(f"commit failed: {exc}"))
-            if self.on_failure is not None:
-                self.on_failure(exc)
+            self._fail(batch, exc)
             return
-        for changes, _, _ in batch:
-            for c in changes:
-                _APPLY[type(c)](self, c)
+        try:
+            for changes, _, _ in batch:
+                for c in changes:
+                    _APPLY[type(c)](self, c)
+        except StorageError as exc:  # a constraint the database would enforce
+            self._fail(batch, exc)
+            return
         self.commits.append(len(batch))
         for _, fetch, done in batch:
             done(self._payloads(fetch))
+
+    def _fail(self, batch: list[tuple[Sequence[Change], Sequence[int], Done]],
+              exc: BaseException) -> None:
+        """Fail-stop, as the SQL store: the batch fails, and so does everything after.
+        (The dicts may hold part of the batch: nothing reads a broken store.)"""
+        self.broken = exc
+        for _, _, done in batch:
+            done(StorageError(f"commit failed: {exc}"))
+        if self.on_failure is not None:
+            self.on_failure(exc)
 
     def _payloads(self, rids: Sequence[int]) -> Fetched:
         out: Fetched = {}

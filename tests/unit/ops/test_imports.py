@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from nextcall.roles import ADMIN
 from tests.unit.ops.harness import Ops, numbers
 
@@ -51,3 +53,35 @@ async def test_a_record_belongs_to_one_campaign(ops: Ops) -> None:
     ops.svc.engine.campaigns["u"] = ops.svc.engine.campaigns["t"]
     ans = await ops.ok("records.import", campaign="u", list="l", records=numbers(1))
     assert ans["rejected"][0]["code"] == "conflict"
+
+
+async def test_an_id_imported_twice_at_once_is_a_conflict_not_a_second_insert(
+        ops: Ops) -> None:
+    """The second import's read of the existing ids may start before the first commits
+    and end after: the ids are reserved from before the read until the commit."""
+    import asyncio
+
+    from nextcall.storage.memory import MemoryStore
+
+    class StaleReads(MemoryStore):
+        """Each read answers as of its start; the second one takes longer, so it ends
+        after the first import has committed."""
+
+        reads = 0
+
+        async def existing_ids(self, ids: Sequence[str]) -> dict[str, tuple[int, str, str]]:
+            seen = await super().existing_ids(ids)
+            self.reads += 1
+            await asyncio.sleep(0.01 if self.reads == 1 else 0.2)
+            return seen
+
+    ops.store = ops.svc.store = StaleReads()
+    first, second = await asyncio.gather(
+        ops.call("records.import", campaign="t", list="l", records=numbers(1)),
+        ops.call("records.import", campaign="t", list="l", records=numbers(1)))
+    assert ops.store.broken is None
+    assert sorted((a["inserted"], len(a["rejected"])) for a in (first, second)) == \
+        [(0, 1), (1, 0)]
+    (rej,) = (first["rejected"] or second["rejected"])
+    assert rej["code"] == "conflict" and "being imported" in rej["message"]
+    assert len(ops.store.records) == 1
