@@ -145,8 +145,10 @@ def _record(rng: random.Random, w: World) -> str:
 
 
 def _soon(rng: random.Random, w: World) -> float:
-    """An instant around now: mostly the next days, sometimes just past."""
-    return w.now() + rng.choice((rng.uniform(-400, 60), rng.uniform(60, 5 * 86_400)))
+    """An instant around now: mostly the next minutes (callbacks come due and are
+    called, rather than pile up), sometimes just past or days ahead."""
+    return w.now() + rng.choice((rng.uniform(-400, 60), rng.uniform(60, 900),
+                                 rng.uniform(60, 900), rng.uniform(900, 5 * 86_400)))
 
 
 def _callback(rng: random.Random, w: World) -> dict[str, Any]:
@@ -260,8 +262,8 @@ def _callbacks(rng: random.Random, w: World) -> dict[str, Any]:
         req["to"] = iso(rng, w.now() + 86_400)
     if rng.random() < 0.2:
         req["states"] = rng.sample(["upcoming", "due", "overdue"], rng.randint(1, 3))
-    if rng.random() < 0.2:
-        req["limit"] = rng.choice((1, 10, 100_000))
+    # a short list mostly: the answer of a long one is hundreds of kilobytes
+    req["limit"] = rng.choice((1, 10, 50, 50, 100_000))
     return req
 
 

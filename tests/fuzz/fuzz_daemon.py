@@ -26,6 +26,7 @@ import argparse
 import asyncio
 import itertools
 import random
+import re
 import sys
 import tempfile
 import time
@@ -486,8 +487,19 @@ def report(tally: Tally, status: int | None) -> None:
         if name in tally.known_examples:
             print(f"  e.g. {tally.known_examples[name]}")
     print(f"violations         {len(tally.violations)}")
-    for v in tally.violations[:50]:
-        print(f"  - {v}")
+    for kind, items in _kinds(tally.violations):
+        print(f"  {len(items)} x {kind}")
+        for v in items[:2]:
+            print("    - " + v.replace("\n", "\n      "))
+
+
+def _kinds(violations: list[str]) -> list[tuple[str, list[str]]]:
+    """Violations grouped by their first words, numbers aside; most frequent first."""
+    groups: dict[str, list[str]] = {}
+    for v in violations:
+        head = re.sub(r"[0-9][0-9.]*", "N", v.split("\n", 1)[0])
+        groups.setdefault(" ".join(head.split()[:8]), []).append(v)
+    return sorted(groups.items(), key=lambda kv: -len(kv[1]))
 
 
 def main(argv: list[str] | None = None) -> int:

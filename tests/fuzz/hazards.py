@@ -72,6 +72,9 @@ async def _read_all(reader: asyncio.StreamReader, n: int, until_eof: bool
             msg = parse(line)
             if msg is None or "ok" in msg or "event" not in msg:
                 out.append(line)
+    except ConnectionResetError:
+        # closed with our bytes still unread (the rest of a long line): a reset, not EOF
+        return out, True
     except (TimeoutError, ConnectionError, OSError):
         pass
     return out, False
