@@ -111,6 +111,8 @@ class Connection(asyncio.Protocol):
         self._partial_timer: asyncio.TimerHandle | None = None
         #: turned away at accept (``max_connections``): never served nor counted
         self.refused = False
+        #: buffered lines are to be processed at the next loop iteration
+        self._process_soon = False
         self.closed = asyncio.Event()
 
     # ------------------------------------------------------------------ asyncio callbacks
@@ -324,12 +326,22 @@ class Connection(asyncio.Protocol):
         if self._processing:
             return  # answered while its line was being dispatched: _process reads on
         if self._buf and not self.closing:
-            self._process()
+            # never from inside the caller: an answer may come from a commit made while
+            # another handler runs (a lone write commits at once), and that handler's
+            # instant and state must not change under it
+            if not self._process_soon:
+                self._process_soon = True
+                self.server.loop.call_soon(self._process_later)
         elif self._read_paused:
             self._set_reading()
         if self._eof and self.inflight == 0:
             self.flush()
             self.close()
+
+    def _process_later(self) -> None:
+        self._process_soon = False
+        if self._buf and not self.closing and not self._processing:
+            self._process()
 
     # ------------------------------------------------------------------ writing
     def queue(self, data: bytes) -> None:

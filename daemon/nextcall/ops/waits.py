@@ -75,12 +75,16 @@ class LongPolls:
         if not self.waiters:
             return
         svc = self.service
-        now = svc.clock()
-        svc.expire(now)
+        # a hand-out's commit may answer at once, and waiters may come or go meanwhile:
+        # serve the ones waiting now, each at its own instant
+        waiting, self.waiters = self.waiters, []
         keep = []
-        for w in self.waiters:
+        now = svc.clock()
+        for w in waiting:
             if w.peer.gone:
                 continue
+            now = svc.clock()
+            svc.expire(now)
             leases, changes = transitions.issue(svc.engine, w.req.agent, w.campaigns,
                                                 w.teams, w.req.count, w.peer.uid, now)
             if leases:
@@ -90,7 +94,7 @@ class LongPolls:
                 w.reply({"leases": []})
             else:
                 keep.append(w)
-        self.waiters = keep
+        self.waiters = keep + self.waiters
         self._arm(now)
 
     def _arm(self, now: float) -> None:
