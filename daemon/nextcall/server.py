@@ -244,7 +244,7 @@ class Connection(asyncio.Protocol):
                 self.server.handle(self, line)
         if start:
             del buf[:start]
-        if len(buf) >= limit and not self.closing:
+        if len(buf) >= limit and not self.closing and buf.find(b"\n", 0, limit) < 0:
             buf.clear()
             self._too_large(limit)
         self._set_reading()

@@ -53,3 +53,33 @@ async def test_schedule_needs_a_supervisor_and_sets_a_callback(ops: Ops) -> None
 async def test_resolution_lists_nothing_without_passed_appointments(ops: Ops) -> None:
     assert (await ops.ok("resolution"))["records"] == []
     await ops.refused("resolution", "unknown_campaign", campaign="nope")
+
+
+async def test_a_record_closed_while_its_row_is_read_is_reopened_from_its_closed_state(
+        ops: Ops) -> None:
+    """``callback.schedule`` reads the row while a disposition closes the record: the
+    reopening must start from the closed state (attempts and all), not the row read
+    before the disposition committed."""
+    import asyncio
+    from typing import Any
+
+    from nextcall.storage.memory import MemoryStore
+
+    class SlowReads(MemoryStore):
+        async def get_record(self, record_id: str) -> dict[str, Any] | None:
+            seen = await super().get_record(record_id)  # as of the read's start
+            await asyncio.sleep(0.05)
+            return seen
+
+    ops.store = ops.svc.store = SlowReads()
+    await ops.ok("records.import", campaign="t", list="l", records=numbers(1))
+    (lease,) = (await ops.ok("next", agent="a", campaigns=["t"]))["leases"]
+    schedule = asyncio.ensure_future(ops.call(
+        "callback.schedule", ops.peer(SUPERVISOR), record="r0", at="2027-01-15T10:00:00",
+        timezone="UTC"))
+    await asyncio.sleep(0.01)  # the schedule's read is under way
+    await ops.ok("dispose", lease=lease["token"], code="SALE", revenue=5)
+    ans = await schedule
+    assert ans["ok"] is True and ans["record"]["attempts"] == 1, ans
+    assert [(h["code"], h["attempts"]) for h in ops.store.history] == \
+        [("SALE", 1), ("@callback", 1)]
