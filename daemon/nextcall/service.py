@@ -127,9 +127,7 @@ class Service:
         callbacks and windows follow the wall clock as it reads now: after a step back,
         callbacks and appointments whose instant lies ahead again wait for it again."""
         again, changes = transitions.clock_stepped(self.engine, step, now)
-        waiting = self.polls.waiters
-        for w in waiting:
-            w.deadline += step
+        waiting = self.polls.shift(step)
         logger.warning("clock_stepped step_s=%.3f leases_moved=%d waits_moved=%d "
                        "callbacks_not_due_again=%d", step, len(changes), len(waiting), again)
         if changes:

@@ -72,26 +72,24 @@ class ResolutionReq(Request):
 
 
 async def _row(svc: Service, record_id: str) -> dict[str, Any]:
-    """The stored record with its history and leases, settled: a record the engine does
-    not hold after the read may have been closed while it ran (a disposition commits
-    after it changes memory), so the row is read again once everything changed before
-    now is committed (an empty write commits after them).
+    """The stored record with its history and leases, settled: a record that closed
+    while the row was read (a disposition commits after it changes memory) is read again
+    once everything changed before now is committed (an empty write commits after it).
 
     Raises:
         NotFound.
     """
-    row = await svc.store.get_record(record_id)
-    if row is None:
-        raise NotFound(f"no record {record_id!r}", field="record")
-    rid, engine = row["record"]["rid"], svc.engine
+    engine = svc.engine
+    row: dict[str, Any] = {}
     for _ in range(3):
-        if engine.is_open(rid):
-            break  # the engine's value is the present one (``_current``)
+        closings = engine.closings
+        found = await svc.store.get_record(record_id)
+        if found is None:
+            raise NotFound(f"no record {record_id!r}", field="record")
+        row = found
+        if engine.closings == closings or engine.is_open(row["record"]["rid"]):
+            break  # nothing closed meanwhile, or the engine's value is the present one
         await svc.store.write([])
-        closed_since = not engine.is_open(rid)
-        row = await svc.store.get_record(record_id) or row
-        if closed_since and not engine.is_open(rid):
-            break  # closed all along: nothing but a reopening changes a closed record
     return row
 
 

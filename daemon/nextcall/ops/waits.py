@@ -46,6 +46,8 @@ class LongPolls:
     def __init__(self, service: Service) -> None:
         self.service = service
         self.waiters: list[Waiter] = []
+        #: the waiters of the round ``serve`` is in (empty outside one)
+        self._serving: list[Waiter] = []
         self._scheduled = False
         self._timer: asyncio.TimerHandle | asyncio.Handle | None = None
         self._timer_at = float("inf")
@@ -78,6 +80,7 @@ class LongPolls:
         # a hand-out's commit may answer at once, and waiters may come or go meanwhile:
         # serve the ones waiting now, each at its own instant
         waiting, self.waiters = self.waiters, []
+        self._serving = waiting
         keep = []
         now = svc.clock()
         for w in waiting:
@@ -94,8 +97,17 @@ class LongPolls:
                 w.reply({"leases": []})
             else:
                 keep.append(w)
+        self._serving = []
         self.waiters = keep + self.waiters
         self._arm(now)
+
+    def shift(self, step: float) -> list[Waiter]:
+        """The wall clock was set by ``step``: every wait keeps the time it had left (the
+        ones being served this round too). Returns the waits moved."""
+        moved = [*self._serving, *self.waiters]
+        for w in moved:
+            w.deadline += step
+        return moved
 
     def _arm(self, now: float) -> None:
         if not self.waiters:

@@ -66,6 +66,9 @@ class EngineBase:
         #: rid -> lid of the live lease on it
         self._lease_of: dict[int, int] = {}
         self._open = 0
+        #: records taken out of memory so far (they closed): readers of stored rows tell
+        #: by it whether a record may have closed while they read
+        self.closings = 0
         self._cap = 0
         self._secret = Secrets()
         self.c_camp = array("H")

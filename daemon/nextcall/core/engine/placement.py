@@ -209,6 +209,7 @@ class Placement(EngineBase):
         self._phones.pop(rid, None)
         self._extras.pop(rid, None)
         self._open -= 1
+        self.closings += 1
 
     # ----------------------------------------------------------------- time
     def promote(self, name: str, now: float) -> None:
