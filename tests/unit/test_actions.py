@@ -16,7 +16,8 @@ from typing import Any, get_args
 
 import pytest
 
-from nextcall.config import FieldCfg, ResultCodeCfg, load
+from nextcall.codes import FieldCfg, ResultCodeCfg
+from nextcall.config import load
 from nextcall.core import calendar
 from nextcall.core.actions import (
     ACTIONS,

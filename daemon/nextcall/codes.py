@@ -1,0 +1,137 @@
+"""Result-code configuration: the shape of ``[[resultsets.X.codes]]`` entries, their
+conversion to core codes, and the checks that go beyond one field's shape."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .core.actions import ACTIONS, OWNED_SETTINGS, check_code
+from .core.model import (
+    CALLBACK_SCOPES,
+    DEFAULT_REMINDER_MIN,
+    DIAL_STATUSES,
+    FieldSpec,
+    ResultCode,
+)
+from .core.results import FIELD_TYPES
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FieldCfg(_Strict):
+    """``[[resultsets.X.codes.fields]]``: a typed extra field."""
+
+    name: Annotated[str, Field(min_length=1, max_length=40, pattern=r"^[a-z][a-z0-9_]*$")]
+    type: Literal[FIELD_TYPES]  # type: ignore[valid-type]
+    required: bool = False
+    label: str = ""
+    choices: list[str] = []
+    min: float | None = None
+    max: float | None = None
+
+
+class ResultCodeCfg(_Strict):
+    """One ``[[resultsets.X.codes]]`` entry."""
+
+    code: Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_.:-]+$")]
+    description: str = ""
+    #: one of the action table's keys (``core.actions.RULES``)
+    action: Literal[ACTIONS]  # type: ignore[valid-type]
+    enabled: bool = True
+    category: str = "open"
+    dial_status: Literal[DIAL_STATUSES] = "person"  # type: ignore[valid-type]
+    contact: bool = False
+    presentation: bool = False
+    success: bool = False
+    revenue: Literal["none", "optional", "required"] = "none"
+    note: Literal["none", "optional", "required"] = "optional"
+    contact_priority: Annotated[int, Field(ge=0, le=9)] = 1
+    delay_s: Annotated[int, Field(ge=0, le=366 * 86_400)] = 0
+    delays_s: list[Annotated[int, Field(ge=0, le=366 * 86_400)]] = []
+    scope: Literal[CALLBACK_SCOPES] = "personal_then_team"  # type: ignore[valid-type]
+    reminder_min: Annotated[int, Field(ge=0, le=1440)] | None = None
+    #: callback codes: ``true`` reminds ``DEFAULT_REMINDER_MIN`` (15) minutes before unless
+    #: ``reminder_min`` says otherwise; setting ``reminder_min`` alone also asks for one
+    reminder: bool | None = None
+    roll_campaign: str | None = None
+    roll_list: str | None = None
+    reopen_teams: list[str] = []
+    fields: list[FieldCfg] = []
+
+
+class ResultSetCfg(_Strict):
+    """``[resultsets.X]``: a reusable result-code set."""
+
+    description: str = ""
+    codes: list[ResultCodeCfg]
+
+
+def _reminder_min(rc: ResultCodeCfg) -> int | None:
+    """The effective reminder lead: ``reminder_min`` when set (unless ``reminder =
+    false``), ``DEFAULT_REMINDER_MIN`` for ``reminder = true``, else no reminder."""
+    if rc.reminder is False:
+        return None
+    if rc.reminder_min is not None:
+        return rc.reminder_min
+    return DEFAULT_REMINDER_MIN if rc.reminder else None
+
+
+def _code(rc: ResultCodeCfg) -> ResultCode:
+    return ResultCode(
+        code=rc.code, description=rc.description, action=rc.action, enabled=rc.enabled,
+        category=rc.category, dial_status=rc.dial_status, contact=rc.contact,
+        presentation=rc.presentation, success=rc.success, revenue=rc.revenue, note=rc.note,
+        contact_priority=rc.contact_priority, delay_s=rc.delay_s, delays_s=tuple(rc.delays_s),
+        scope=rc.scope, reminder_min=_reminder_min(rc), roll_campaign=rc.roll_campaign,
+        roll_list=rc.roll_list, reopen_teams=tuple(rc.reopen_teams),
+        fields=tuple(FieldSpec(f.name, f.type, f.required, f.label, tuple(f.choices), f.min,
+                               f.max) for f in rc.fields))
+
+
+def result_sets(resultsets: Mapping[str, ResultSetCfg], origin: Mapping[str, str],
+                campaigns: Collection[str], problems: list[tuple[str, str]]
+                ) -> dict[str, dict[str, ResultCode]]:
+    """Every result-code set as core codes, by set name; problems of each code reported
+    with its index."""
+    sets: dict[str, dict[str, ResultCode]] = {}
+    for name, rs in resultsets.items():
+        where_set = f"{origin['resultsets.' + name]}: resultsets.{name}"
+        codes: dict[str, ResultCode] = {}
+        for i, rc in enumerate(rs.codes):
+            where = f"{where_set}.codes[{i}]"
+            if rc.code in codes:
+                problems.append((f"{where}.code", f"duplicate code {rc.code!r}"))
+            code = _code(rc)
+            problems += [(f"{where}.{key}", msg)
+                         for key, msg in _code_problems(rc, code, campaigns)]
+            codes[rc.code] = code
+        if not codes:
+            problems.append((f"{where_set}.codes", "a result-code set needs at least one code"))
+        sets[name] = codes
+    return sets
+
+
+def _code_problems(rc: ResultCodeCfg, code: ResultCode, campaigns: Collection[str]
+                   ) -> list[tuple[str, str]]:
+    """What is wrong with one code beyond its shape, as (key within the code, message):
+    its action's rules (``core.actions.check_code``), then cross-references and fields."""
+    given = {key for key in OWNED_SETTINGS if getattr(rc, key) not in (None, [])}
+    problems = check_code(code, given)
+    if rc.roll_campaign and rc.roll_campaign not in campaigns:
+        problems.append(("roll_campaign", f"no campaign {rc.roll_campaign!r} to roll to"))
+    names = [f.name for f in rc.fields]
+    for k, f in enumerate(rc.fields):
+        if names.index(f.name) != k:
+            problems.append((f"fields[{k}].name", f"duplicate field {f.name!r}"))
+        if (f.type == "choice") != bool(f.choices):
+            problems.append((f"fields[{k}].choices",
+                             "choice fields need choices; other types take none"))
+    if rc.reminder is False and rc.reminder_min is not None:
+        problems.append(("reminder_min",
+                         "reminder = false asks for no reminder; drop reminder_min"))
+    return problems
