@@ -86,7 +86,8 @@ class Daemon:
                               on_failure=self._storage_failed, watch=watch,
                               commit_observer=m.commit_done if m else None,
                               after_batch=lambda: self.server.flush(),
-                              commit_now_when=lambda: self.server.calm())
+                              commit_now_when=lambda: self.server.calm(),
+                              committed_now=lambda s: self.server.pacing.committed_inline(s))
         self.service = Service(settings, self.store, observer=m,
                                reload_listeners=[self._apply_settings],
                                callback_listeners=[lambda rec: self.reminders.sync(rec)],

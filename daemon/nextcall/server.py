@@ -28,7 +28,6 @@ import logging
 import os
 import socket
 import sys
-import time
 from collections.abc import Callable, Coroutine
 from typing import Any, cast
 
@@ -39,16 +38,13 @@ from .files import make_dirs, socket_dir_mode
 from .limits import ConnectionObserver, Unobserved, listen_backlog, to_drop
 from .ops import MODELS, REGISTRY, dispatch
 from .ops.base import Body
+from .pacing import CommitPacing
 from .roles import Peer, peer_credentials, peer_groups, role_for
 from .service import Service
 
 logger = logging.getLogger(__name__)
 
 WRITE_TIMEOUT_S = 30.0
-#: after seeing two requests in flight at once, or two writes closer than ``CALM_GAP_S``,
-#: commits go to the writer thread for this long (the load is concurrent; batching pays)
-CALM_AFTER_S = 0.05
-CALM_GAP_S = 0.00015
 #: ``connection_refused`` is logged at most this often (a flood must not flood the log)
 REFUSAL_LOG_EVERY_S = 10.0
 _ids = itertools.count(1)
@@ -432,8 +428,8 @@ class Server:
         self._refusal_logged_at = -REFUSAL_LOG_EVERY_S
         #: requests read and not yet answered, on every connection
         self.inflight = 0
-        self._busy_until = 0.0
-        self._last_write = 0.0
+        #: inline commits or the writer thread (``SqlStore.commit_now_when``)
+        self.pacing = CommitPacing()
         self._server: asyncio.AbstractServer | None = None
         self.conns: set[Connection] = set()
         self._dirty: list[Connection] = []
@@ -476,16 +472,8 @@ class Server:
             reply(NextcallError("internal error; see the daemon log"))
 
     def calm(self) -> bool:
-        """Whether this write's request is the only one in flight and requests come far
-        apart: it may then commit at once (``SqlStore.commit_now_when``); under load,
-        the writer thread batches."""
-        now = time.perf_counter()  # uvloop's loop.time() ticks in milliseconds
-        gap = now - self._last_write
-        self._last_write = now
-        if self.inflight > 1 or gap < CALM_GAP_S:
-            self._busy_until = now + CALM_AFTER_S
-            return False
-        return now >= self._busy_until
+        """Whether this write may commit at once on the loop (``pacing.CommitPacing``)."""
+        return self.pacing.calm(self.inflight)
 
     def dirty(self, conn: Connection) -> None:
         """``conn`` has answers queued: write them before this loop iteration ends."""

@@ -19,6 +19,7 @@ import asyncio
 import logging
 import os
 import sqlite3
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -70,7 +71,8 @@ class SqlStore:
                  watch: Callable[[Any, str], None] | None = None,
                  commit_observer: Callable[[float, int], None] | None = None,
                  after_batch: Callable[[], None] | None = None,
-                 commit_now_when: Callable[[], bool] | None = None) -> None:
+                 commit_now_when: Callable[[], bool] | None = None,
+                 committed_now: Callable[[float], None] | None = None) -> None:
         self.url = url
         self.dialect = make_url(url).get_backend_name()
         self.synchronous = synchronous
@@ -91,6 +93,8 @@ class SqlStore:
         #: whether a write may commit at once on the event loop instead of going to the
         #: writer thread (SQLite): the server says so when no other request is in flight
         self.commit_now_when = commit_now_when
+        #: told how long each commit made at once on the event loop took, once it ended
+        self.committed_now = committed_now
 
     # ------------------------------------------------------------------ lifecycle
     @property
@@ -256,9 +260,12 @@ class SqlStore:
             return
         w = Write(ops, fetch, done)
         now_ok = self.commit_now_when
-        if now_ok is not None and now_ok() and isinstance(self.writer, SqliteWriter) \
-                and self.writer.commit_now(w):
-            return
+        if now_ok is not None and now_ok() and isinstance(self.writer, SqliteWriter):
+            t0 = time.perf_counter()
+            if self.writer.commit_now(w):
+                if self.committed_now is not None:
+                    self.committed_now(time.perf_counter() - t0)
+                return
         self.writer.submit(w)
 
     def future(self, changes: Sequence[Change], fetch: Sequence[int] = ()
