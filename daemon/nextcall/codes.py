@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from .core.actions import ACTIONS, OWNED_SETTINGS, check_code
+from .core.effects import EFFECT_NAMES, check_effects
 from .core.model import (
     CALLBACK_SCOPES,
     DEFAULT_REMINDER_MIN,
@@ -60,6 +61,10 @@ class ResultCodeCfg(_Strict):
     reminder: bool | None = None
     roll_campaign: str | None = None
     roll_list: str | None = None
+    #: the campaigns the agent may roll the record to (``dispose.campaign``)
+    roll_targets: list[str] = []
+    #: what the code adds to its action (``core.effects``), e.g. ``["dnc"]``
+    effects: list[Literal[EFFECT_NAMES]] = []  # type: ignore[valid-type]
     reopen_teams: list[str] = []
     fields: list[FieldCfg] = []
 
@@ -88,7 +93,8 @@ def _code(rc: ResultCodeCfg) -> ResultCode:
         presentation=rc.presentation, success=rc.success, revenue=rc.revenue, note=rc.note,
         contact_priority=rc.contact_priority, delay_s=rc.delay_s, delays_s=tuple(rc.delays_s),
         scope=rc.scope, reminder_min=_reminder_min(rc), roll_campaign=rc.roll_campaign,
-        roll_list=rc.roll_list, reopen_teams=tuple(rc.reopen_teams),
+        roll_list=rc.roll_list, roll_targets=tuple(rc.roll_targets),
+        effects=tuple(rc.effects), reopen_teams=tuple(rc.reopen_teams),
         fields=tuple(FieldSpec(f.name, f.type, f.required, f.label, tuple(f.choices), f.min,
                                f.max) for f in rc.fields))
 
@@ -116,14 +122,20 @@ def result_sets(resultsets: Mapping[str, ResultSetCfg], origin: Mapping[str, str
     return sets
 
 
+_ROLL_SETTINGS = ("roll_campaign", "roll_list", "roll_targets")
+
+
 def _code_problems(rc: ResultCodeCfg, code: ResultCode, campaigns: Collection[str]
                    ) -> list[tuple[str, str]]:
     """What is wrong with one code beyond its shape, as (key within the code, message):
     its action's rules (``core.actions.check_code``), then cross-references and fields."""
-    given = {key for key in OWNED_SETTINGS if getattr(rc, key) not in (None, [])}
-    problems = check_code(code, given)
+    given = {key for key in (*OWNED_SETTINGS, *_ROLL_SETTINGS)
+             if getattr(rc, key) not in (None, [])}
+    problems = check_code(code, given) + check_effects(code, given)
     if rc.roll_campaign and rc.roll_campaign not in campaigns:
         problems.append(("roll_campaign", f"no campaign {rc.roll_campaign!r} to roll to"))
+    problems += [(f"roll_targets[{k}]", f"no campaign {t!r} to roll to")
+                 for k, t in enumerate(rc.roll_targets) if t not in campaigns]
     names = [f.name for f in rc.fields]
     for k, f in enumerate(rc.fields):
         if names.index(f.name) != k:

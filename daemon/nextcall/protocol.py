@@ -242,7 +242,7 @@ class FastDispose:
     """A plain ``dispose`` (lease, code, maybe agent) checked by ``_fast_dispose``."""
 
     __slots__ = ("lease", "code", "agent")
-    phone = note = revenue = callback = appointment = None
+    phone = note = revenue = callback = appointment = campaign = None
     fields: dict[str, Any] = {}
 
     def __init__(self, lease: str, code: str, agent: str | None) -> None:

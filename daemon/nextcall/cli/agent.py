@@ -95,6 +95,7 @@ def callback_request(at: str, tz: str | None, scope: str | None, owner: str | No
 @click.option("--revenue", type=float)
 @click.option("--agent")
 @click.option("--appointment-at", help="hold codes: the appointment (ISO, record's time).")
+@click.option("--campaign", help="roll codes with roll_targets: the campaign to roll to.")
 @click.option("--field", "extra", multiple=True, metavar="NAME=VALUE",
               help="A typed result-code field (numbers are sent as numbers).")
 @click.option("--callback-at", help="ISO time, local to --callback-tz (or the record's).")
@@ -107,13 +108,13 @@ def callback_request(at: str, tz: str | None, scope: str | None, owner: str | No
 @click.pass_context
 def dispose(ctx: click.Context, lease: str, code: str, phone: str | None, note: str | None,
             revenue: float | None, agent: str | None, appointment_at: str | None,
-            extra: tuple[str, ...], callback_at: str | None,
+            campaign: str | None, extra: tuple[str, ...], callback_at: str | None,
             callback_tz: str | None, scope: str | None, owner: str | None,
             team: str | None, reason: str, override_window: bool) -> None:
     """Report how the call on LEASE ended, with result CODE."""
     fields: dict[str, Any] = {"lease": lease, "code": code,
                               **optional_fields(phone=phone, note=note, revenue=revenue,
-                                                agent=agent)}
+                                                agent=agent, campaign=campaign)}
     if appointment_at:
         fields["appointment"] = {"at": appointment_at}
     if extra:

@@ -86,6 +86,9 @@ class Disposition:
     #: whether a name may own this record's callbacks (an agent of its campaign); None
     #: accepts any owner
     owner_allowed: Callable[[str], bool] | None = None
+    #: roll codes with ``roll_targets``: the campaign the agent chose (checked by
+    #: ``check_roll_target`` before any rule applies)
+    campaign: str | None = None
 
 
 @dataclass(slots=True)
@@ -309,15 +312,52 @@ def _roll(rec: Record, camp: Campaign, rc: ResultCode, d: Disposition, now: floa
           ) -> Outcome:
     """The record moves to the code's campaign (and list), ready at once with a fresh
     attempt count; the service refuses a target that is not configured."""
-    assert rc.roll_campaign is not None  # config validation guarantees it (_needs_target)
     out = _base(rec, rc, d, now)
-    out.campaign, out.list_name = rc.roll_campaign, rc.roll_list or rec.list
-    out.attempts = 0
+    roll_to(rec, rc, d, out)
     return out
 
 
+def roll_to(rec: Record, rc: ResultCode, d: Disposition, out: Outcome) -> None:
+    """Move ``out`` to the roll target (the agent's choice, else the code's
+    ``roll_campaign``) and the code's list, with a fresh attempt count there."""
+    target = d.campaign or rc.roll_campaign
+    assert target is not None  # check_roll_target refused a disposition without one
+    out.campaign, out.list_name = target, rc.roll_list or rec.list
+    out.attempts = 0
+
+
+def rolls(rc: ResultCode) -> bool:
+    """Whether ``rc`` moves the record: a roll action, or the roll effect."""
+    return rc.action == "roll" or "roll" in rc.effects
+
+
+def check_roll_target(rc: ResultCode, d: Disposition) -> None:
+    """Refuse a ``campaign`` the code does not let the agent choose, and a roll without
+    a target.
+
+    Raises:
+        BadRequest: naming ``campaign``.
+    """
+    if not rolls(rc):
+        if d.campaign is not None:
+            raise BadRequest(f"result code {rc.code!r} does not roll the record; it takes "
+                             "no campaign", field="campaign")
+        return
+    allowed = rc.roll_targets or ((rc.roll_campaign,) if rc.roll_campaign else ())
+    if d.campaign is None:
+        if rc.roll_campaign is None:
+            raise BadRequest(f"result code {rc.code!r} needs campaign, one of "
+                             f"{', '.join(allowed)}", field="campaign")
+        return
+    if d.campaign not in allowed:
+        raise BadRequest(f"result code {rc.code!r} rolls to {', '.join(allowed)}, not "
+                         f"{d.campaign!r}", field="campaign")
+
+
 def _needs_target(rc: ResultCode) -> list[tuple[str, str]]:
-    return [] if rc.roll_campaign else [("roll_campaign", "a roll code needs a target")]
+    if rc.roll_campaign or rc.roll_targets:
+        return []
+    return [("roll_campaign", "a roll code needs a target")]
 
 
 def _number(rec: Record, idx: int) -> str:
@@ -373,6 +413,8 @@ def requires(rc: ResultCode) -> dict[str, object]:
         "note": rc.note,
         "revenue": rc.revenue,
         "fields": [f.to_json() for f in rc.fields],
+        # roll codes whose target the agent chooses: the choices for ``dispose.campaign``
+        "campaign": list(rc.roll_targets),
     }
 
 

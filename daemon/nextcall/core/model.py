@@ -111,9 +111,14 @@ class ResultCode:
     #: ``DEFAULT_REMINDER_MIN``).
     scope: str = "personal_then_team"
     reminder_min: int | None = None
-    #: roll: target campaign and list.
+    #: roll (the action or the effect): target campaign and list; ``roll_targets``: the
+    #: campaigns the agent may choose from in ``dispose.campaign`` (``roll_campaign``, when
+    #: set, is the default)
     roll_campaign: str | None = None
     roll_list: str | None = None
+    roll_targets: tuple[str, ...] = ()
+    #: what the code adds to its action (``nextcall.core.effects.EFFECTS``), in config order
+    effects: tuple[str, ...] = ()
     #: special: teams whose members may reopen the record (by scheduling a callback)
     reopen_teams: tuple[str, ...] = ()
     #: typed extra fields the agent fills in

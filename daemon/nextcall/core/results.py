@@ -4,7 +4,8 @@ Pure: ``decide`` checks a disposition against its result code and the campaign (
 is usable, revenue, note and typed fields are as the code asks, the disposition carries
 only what the code's action takes), then lets the action's rule (``nextcall.core.actions``)
 compute the ``Outcome``, without touching the record or the disposition; the engine applies
-the outcome. Nothing changes when a disposition is refused, because refusal happens before
+the outcome. The code's effects (``nextcall.core.effects``) then add to the action's
+outcome. Nothing changes when a disposition is refused, because refusal happens before
 anything is applied.
 
 The disposition and outcome types live with the action rules (which consume and produce
@@ -21,9 +22,11 @@ from .actions import (
     CallbackRequest,
     Disposition,
     Outcome,
+    check_roll_target,
     resolve_callback,
     rule_of,
 )
+from .effects import apply_effects
 from .errors import BadRequest, CodeDisabled, NoteRequired, RevenueRequired, UnknownCode
 from .model import Campaign, FieldSpec, ResultCode
 from .records import Record
@@ -160,6 +163,9 @@ def decide(rec: Record, campaign: Campaign, d: Disposition, now: float) -> Outco
     if d.appointment_at is not None and not rule.takes_appointment:
         raise BadRequest(f"result code {rc.code!r} does not take an appointment",
                          field="appointment")
+    check_roll_target(rc, d)
     out = rule.apply(rec, campaign, rc, d, now)
+    if rc.effects:
+        apply_effects(rec, rc, d, out)
     out.fields = fields
     return out

@@ -72,6 +72,8 @@ class DisposeReq(Request):
     callback: CallbackReq | None = None
     appointment: AppointmentReq | None = None
     fields: dict[str, Any] = Field(default_factory=dict)
+    #: roll codes with ``roll_targets``: the campaign the agent moves the record to
+    campaign: Name | None = None
 
 
 class LeaseReq(Request):
@@ -248,7 +250,8 @@ def _disposition(svc: Service, req: DisposeReq, lease: Lease) -> Disposition:
         revenue=req.revenue, callback=cb, fields=dict(req.fields),
         appointment_at=appt.at if appt else None,
         appointment_tz=appt.timezone if appt else None,
-        listed=svc.engine.listed, owner_allowed=svc.owner_check(rec.campaign))
+        listed=svc.engine.listed, owner_allowed=svc.owner_check(rec.campaign),
+        campaign=req.campaign)
 
 
 def _answer(rec: Record, code: str, outcome: Outcome) -> bytes:
@@ -296,7 +299,7 @@ def dispose(svc: Service, req: DisposeReq, peer: Peer, reply: Reply
     phone = rec.phone_list()[disp.phone_idx][0] if rec.phone_list() else lease.phone
     if outcome.campaign is not None and outcome.campaign not in svc.engine.campaigns:
         raise UnknownCampaign(f"roll target {outcome.campaign!r} is not configured",
-                              field="code")
+                              field="campaign" if req.campaign else "code")
     answer = _answer(rec, req.code, outcome)
     changes = transitions.dispose(svc.engine, lease, outcome, now, code=req.code,
                                   agent=disp.agent, phone=phone, note=req.note,

@@ -80,6 +80,7 @@ def _campaign_view(name: str, c: Campaign, max_count: int) -> dict[str, Any]:
             "presentation": rc.presentation, "success": rc.success,
             "contact_priority": rc.contact_priority,
             "scope": rc.scope if rc.action == "callback" else None,
+            "effects": list(rc.effects),
             "requires": requires(rc)} for rc in c.codes.values()],
     }
 
