@@ -111,6 +111,9 @@ class ResultCode:
     #: ``DEFAULT_REMINDER_MIN``).
     scope: str = "personal_then_team"
     reminder_min: int | None = None
+    #: callback: whether the agent may give the callback to another agent
+    #: (``callback.owner``); off, the callback is the disposing agent's or its team's
+    allow_assign: bool = True
     #: roll: target campaign and list.
     roll_campaign: str | None = None
     roll_list: str | None = None
@@ -118,6 +121,8 @@ class ResultCode:
     reopen_teams: tuple[str, ...] = ()
     #: typed extra fields the agent fills in
     fields: tuple[FieldSpec, ...] = ()
+    #: e-mail addresses told of every committed disposition with this code
+    notify: tuple[str, ...] = ()
 
     def retry_delay_s(self, attempts: int) -> int:
         """Delay after the ``attempts``-th attempt (1-based)."""
