@@ -3,7 +3,8 @@
 A callback whose intent carries ``reminder_min`` (from its result code, or from
 ``callback.schedule``) gets one reminder at ``at - reminder_min`` minutes: an ``event``
 line to every connection subscribed to a recipient, and an e-mail to each recipient with
-an address when ``[smtp]`` is configured. Recipients are the owner, or for a ``team``
+an address when ``[smtp]`` is configured, written from the campaign's template
+(``mailcfg``) in the recipient's zone. Recipients are the owner, or for a ``team``
 callback the team's logged-in agents in the record's campaign.
 
 Timing runs on APScheduler 3 (``AsyncIOScheduler``, ``MemoryJobStore``, UTC), one
