@@ -28,6 +28,7 @@ from . import __version__, systemd
 from .config import Settings
 from .core.errors import ConfigError
 from .metrics import Exporter, Metrics
+from .notify.notices import Notifications
 from .notify.reminders import Reminders
 from .server import Server
 from .service import Service
@@ -91,11 +92,15 @@ class Daemon:
         self.service = Service(settings, self.store, observer=m,
                                reload_listeners=[self._apply_settings],
                                callback_listeners=[lambda rec: self.reminders.sync(rec)],
+                               disposition_listeners=[
+                                   lambda n: self.notifications.committed(n)],
                                reminder_status=lambda rec: self.reminders.status(rec))
         self.server = Server(settings, self.service, metrics=m.request_done if m else None,
                              observer=m)
         #: callback reminders (APScheduler); started after the rebuild
         self.reminders = Reminders(self.service, on_death=self.supervisor.died)
+        #: e-mails on committed dispositions of ``notify`` codes
+        self.notifications = Notifications(self.service)
         #: the Prometheus endpoint and side tasks; None when ``[metrics]`` is off
         self.exporter = Exporter(settings.metrics, self.service, m, registry, watch=watch) \
             if m is not None else None
@@ -182,6 +187,8 @@ class Daemon:
         # after the server (no new callbacks), before the store (sent rows committed)
         stack.push_async_callback(self.reminders.stop)
         await self.reminders.start()
+        # after the server stops (no new dispositions), before the store closes
+        stack.push_async_callback(self.notifications.stop)
         if self.exporter is not None:
             stack.push_async_callback(self.exporter.stop)
             await self.exporter.start()

@@ -18,6 +18,11 @@ from .core.model import (
     ResultCode,
 )
 from .core.results import FIELD_TYPES
+from .mailcfg import EmailText
+
+#: the category whose codes ``require_contact_priority`` covers besides callback codes
+#: (CallMonkey's "4. Terugbellen" holds retry codes too)
+CALLBACK_CATEGORY = "callback"
 
 
 class _Strict(BaseModel):
@@ -51,7 +56,8 @@ class ResultCodeCfg(_Strict):
     success: bool = False
     revenue: Literal["none", "optional", "required"] = "none"
     note: Literal["none", "optional", "required"] = "optional"
-    contact_priority: Annotated[int, Field(ge=0, le=9)] = 1
+    #: None: not given (1 applies); ``require_contact_priority`` tells the two apart
+    contact_priority: Annotated[int, Field(ge=0, le=9)] | None = None
     delay_s: Annotated[int, Field(ge=0, le=366 * 86_400)] = 0
     delays_s: list[Annotated[int, Field(ge=0, le=366 * 86_400)]] = []
     scope: Literal[CALLBACK_SCOPES] = "personal_then_team"  # type: ignore[valid-type]
@@ -59,6 +65,9 @@ class ResultCodeCfg(_Strict):
     #: callback codes: ``true`` reminds ``DEFAULT_REMINDER_MIN`` (15) minutes before unless
     #: ``reminder_min`` says otherwise; setting ``reminder_min`` alone also asks for one
     reminder: bool | None = None
+    #: callback codes: whether the agent may give the callback to another agent
+    #: (``callback.owner``); None: yes
+    allow_assign: bool | None = None
     roll_campaign: str | None = None
     roll_list: str | None = None
     #: the campaigns the agent may roll the record to (``dispose.campaign``)
@@ -67,12 +76,17 @@ class ResultCodeCfg(_Strict):
     effects: list[Literal[EFFECT_NAMES]] = []  # type: ignore[valid-type]
     reopen_teams: list[str] = []
     fields: list[FieldCfg] = []
+    #: who is e-mailed once a disposition with this code is committed
+    notify: list[EmailText] = []
 
 
 class ResultSetCfg(_Strict):
     """``[resultsets.X]``: a reusable result-code set."""
 
     description: str = ""
+    #: every callback code (action ``callback`` or category ``callback``) must give its
+    #: ``contact_priority`` rather than take the default (CallMonkey: "mandatory")
+    require_contact_priority: bool = False
     codes: list[ResultCodeCfg]
 
 
@@ -91,7 +105,9 @@ def _code(rc: ResultCodeCfg) -> ResultCode:
         code=rc.code, description=rc.description, action=rc.action, enabled=rc.enabled,
         category=rc.category, dial_status=rc.dial_status, contact=rc.contact,
         presentation=rc.presentation, success=rc.success, revenue=rc.revenue, note=rc.note,
-        contact_priority=rc.contact_priority, delay_s=rc.delay_s, delays_s=tuple(rc.delays_s),
+        contact_priority=1 if rc.contact_priority is None else rc.contact_priority,
+        allow_assign=rc.allow_assign is not False, notify=tuple(rc.notify),
+        delay_s=rc.delay_s, delays_s=tuple(rc.delays_s),
         scope=rc.scope, reminder_min=_reminder_min(rc), roll_campaign=rc.roll_campaign,
         roll_list=rc.roll_list, roll_targets=tuple(rc.roll_targets),
         effects=tuple(rc.effects), reopen_teams=tuple(rc.reopen_teams),
@@ -115,6 +131,11 @@ def result_sets(resultsets: Mapping[str, ResultSetCfg], origin: Mapping[str, str
             code = _code(rc)
             problems += [(f"{where}.{key}", msg)
                          for key, msg in _code_problems(rc, code, campaigns)]
+            if rs.require_contact_priority and rc.contact_priority is None and (
+                    rc.action == "callback" or rc.category == CALLBACK_CATEGORY):
+                problems.append((f"{where}.contact_priority",
+                                 "this set requires a contact_priority on every callback "
+                                 "code (require_contact_priority = true)"))
             codes[rc.code] = code
         if not codes:
             problems.append((f"{where_set}.codes", "a result-code set needs at least one code"))

@@ -39,6 +39,7 @@ from .core.model import (
     ResultCode,
     Scoring,
 )
+from .mailcfg import DEFAULT_REMINDER_EMAIL, EmailText, ReminderEmailCfg
 
 DEFAULT_CONFIG = "config/nextcall.toml"
 
@@ -163,18 +164,6 @@ class MetricsCfg(_Strict):
         return self.enabled and self.address != METRICS_OFF
 
 
-_EMAIL = re.compile(r"^[^@\s<>,;]+@[^@\s<>,;]+\.[^@\s<>,;]+$")
-
-
-def _email(v: str) -> str:
-    if not _EMAIL.match(v):
-        raise ValueError(f"{v!r} is not an e-mail address (name@example.com)")
-    return v
-
-
-EmailText = Annotated[str, AfterValidator(_email)]
-
-
 class SmtpCfg(_Strict):
     """``[smtp]``: where callback reminders are e-mailed (docs/configuration.md). Without
     ``host`` no e-mail is sent; reminders still reach subscribed connections."""
@@ -213,10 +202,18 @@ class AgentCfg(_Strict):
 
     #: where this agent's callback reminders are e-mailed (when ``[smtp]`` is set)
     email: EmailText | None = None
+    #: the agent's own zone: reminder e-mails give the callback time in it (none: the
+    #: zone the callback was set in)
+    timezone: str | None = None
     #: peers that may act as this agent (with ``gids``); none listed: any peer may
     uids: list[PosixId] = []
     #: groups whose member peers may act as this agent; a group confines none of them
     gids: list[PosixId] = []
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str | None) -> str | None:
+        return None if v is None else _zone(v)
 
 
 class ScoringCfg(_Strict):
@@ -254,16 +251,21 @@ class CampaignCfg(_Strict):
     grace_s: Annotated[int, Field(ge=0, le=7 * 86_400)] = 900
     timezone: str = "UTC"
     scoring: ScoringCfg = ScoringCfg()
-
+    #: the callback reminder e-mail of this campaign (none: the shipped default)
+    reminder_email: ReminderEmailCfg | None = None
 
     @field_validator("timezone")
     @classmethod
     def _tz(cls, v: str) -> str:
-        try:
-            ZoneInfo(v)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown IANA timezone {v!r}") from None
-        return v
+        return _zone(v)
+
+
+def _zone(v: str) -> str:
+    try:
+        ZoneInfo(v)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown IANA timezone {v!r}") from None
+    return v
 
 
 class FileCfg(_Strict):
@@ -292,6 +294,12 @@ class Settings:
     metrics: MetricsCfg = field(default_factory=MetricsCfg)
     smtp: SmtpCfg = field(default_factory=SmtpCfg)
     agents: dict[str, AgentCfg] = field(default_factory=dict)
+    #: campaign -> its own reminder e-mail template (the others use the default)
+    reminder_emails: dict[str, ReminderEmailCfg] = field(default_factory=dict)
+
+    def reminder_email(self, campaign: str) -> ReminderEmailCfg:
+        """The reminder e-mail template of ``campaign``."""
+        return self.reminder_emails.get(campaign, DEFAULT_REMINDER_EMAIL)
 
     @cached_property
     def bindings(self) -> Bindings | None:
@@ -414,7 +422,9 @@ def load(path: str | os.PathLike[str]) -> Settings:
         raise ConfigError(problems)
     return Settings(path=str(main), daemon=top.daemon, auth=top.auth, campaigns=out,
                     files=tuple(str(p) for p, _ in parts), resultsets=merged.resultsets,
-                    metrics=top.metrics, smtp=top.smtp, agents=merged.agents)
+                    metrics=top.metrics, smtp=top.smtp, agents=merged.agents,
+                    reminder_emails={n: c.reminder_email for n, c in merged.campaigns.items()
+                                     if c.reminder_email is not None})
 
 
 def _included(main: Path, top: FileCfg, problems: list[tuple[str, str]]

@@ -5,7 +5,38 @@ The metrics implement it (``metrics/families.py``); the default ignores everythi
 
 from __future__ import annotations
 
-from .core.records import Lease
+from dataclasses import dataclass, field
+
+from .core.model import ResultCode
+from .core.records import CallbackIntent, Lease
+
+
+@dataclass(frozen=True, slots=True)
+class Disposed:
+    """A committed disposition of a code that asks to be told of (``notify``): what the
+    e-mail says, gathered before the engine moves on, so a later change to the record
+    cannot alter it."""
+
+    rid: int
+    lid: int
+    #: id and list as the lease read them (None: not read; the database has them)
+    record: str | None
+    campaign: str
+    list: str | None
+    #: the record's data as stored (JSON text)
+    data: str | None
+    code: ResultCode
+    agent: str
+    at: float
+    state: str
+    #: the record's own zone (the callee's)
+    timezone: str
+    #: hold: the appointment instant and the zone it was given in
+    appointment_at: float | None = None
+    appointment_tz: str | None = None
+    callback: CallbackIntent | None = None
+    note: str | None = None
+    fields: dict[str, object] = field(default_factory=dict)
 
 
 class Observer:
@@ -29,3 +60,10 @@ class Observer:
     def reminder_failed(self, channel: str) -> None:
         """A callback reminder could not be delivered on ``channel`` (``email``: the SMTP
         server was unreachable or refused it; ``scheduler``: its job failed)."""
+
+    def notification_sent(self, channel: str) -> None:
+        """A result code's ``notify`` e-mail was accepted by the SMTP server."""
+
+    def notification_failed(self, channel: str) -> None:
+        """A result code's ``notify`` e-mail could not be sent (``email``: SMTP
+        unreachable or refused it; ``error``: a bug while building it)."""

@@ -31,7 +31,7 @@ from .core.engine import Engine, ReadyGroup
 from .core.errors import ConfigError, Unavailable
 from .core.records import Lease, Record
 from .notify.events import Subscriptions
-from .observer import Observer
+from .observer import Disposed, Observer
 from .ops.base import Body, Reply, fill_record
 from .ops.imports import ImportState
 from .ops.waits import LongPolls
@@ -59,6 +59,7 @@ class Service:
                  observer: Observer | None = None,
                  reload_listeners: Iterable[Callable[[Settings], None]] = (),
                  callback_listeners: Iterable[Callable[[Record], None]] = (),
+                 disposition_listeners: Iterable[Callable[[Disposed], None]] = (),
                  reminder_status: Callable[[Record], dict[str, Any] | None] | None = None
                  ) -> None:
         self.settings = settings
@@ -88,6 +89,9 @@ class Service:
         #: called with a record once a change that may have set, moved or ended its
         #: callback is committed (reminders reschedule from it)
         self.callback_listeners: list[Callable[[Record], None]] = list(callback_listeners)
+        #: called once a disposition of a code with ``notify`` is committed (e-mails)
+        self.disposition_listeners: list[Callable[[Disposed], None]] = \
+            list(disposition_listeners)
         #: a callback's reminder as the ``callbacks`` view shows it (set by reminders)
         self.reminder_status = reminder_status
 
@@ -172,6 +176,14 @@ class Service:
                 listener(rec)
             except Exception:  # a listener bug must not fail a committed request
                 logger.exception("callback_listener_failed record=%s", rec.id)
+
+    def disposition_committed(self, notice: Disposed) -> None:
+        """Tell the listeners (notifications) that a disposition to notify is durable."""
+        for listener in self.disposition_listeners:
+            try:
+                listener(notice)
+            except Exception:  # a listener bug must not fail a committed request
+                logger.exception("disposition_listener_failed record=%s", notice.record)
 
     def owner_check(self, campaign: str) -> Callable[[str], bool]:
         """Whether a name may own a callback of ``campaign``: an agent whose (last) login

@@ -20,9 +20,9 @@ from nextcall.core.errors import BadRequest, ConfigError
 from nextcall.core.model import DEFAULT_REMINDER_MIN, Campaign, Interval, ResultCode
 from nextcall.core.records import PHONE_ACTIVE, CallbackIntent, Record
 from nextcall.core.results import CallbackRequest, Disposition, decide, resolve_callback
+from nextcall.mailcfg import DEFAULT_BODY, render
 from nextcall.notify.email import reminder_message
 from nextcall.notify.events import Subscriptions
-from nextcall.notify.reminders import _text
 
 AMS = "Europe/Amsterdam"
 ALL_DAY = tuple((Interval(0, 24 * 60),) for _ in range(7))
@@ -286,12 +286,13 @@ async def test_subscriptions_fan_out_once_per_connection() -> None:
 
 
 def test_email_names_the_record_and_its_local_time() -> None:
-    body = {"record": "r1", "campaign": "c", "local": "2026-03-05T10:00:00+01:00",
-            "timezone": AMS, "callee_local": "2026-03-05T04:00:00-05:00",
-            "callee_timezone": "America/New_York", "due_at": "2026-03-05T09:00:00Z",
-            "owner": None, "team": "north", "scope": "team", "reason": "brochure",
-            "in_s": 900.0}
-    text = _text("ann", body)
+    """The default template, filled as the reminder job fills it."""
+    values = {"agent": "ann", "record": "r1", "campaign": "c",
+              "local": "2026-03-05T10:00:00+01:00", "timezone": AMS,
+              "callee_local": "2026-03-05T04:00:00-05:00",
+              "callee_timezone": "America/New_York", "utc": "2026-03-05T09:00:00Z",
+              "for": "team north", "scope": "team", "reason": "brochure", "minutes": 15}
+    text = render(DEFAULT_BODY, values, {})
     assert "r1" in text and "2026-03-05T10:00:00+01:00 (Europe/Amsterdam)" in text
     assert "Callee:    2026-03-05T04:00:00-05:00 (America/New_York)" in text
     assert "in 15 minutes" in text and "team north (team)" in text and "brochure" in text

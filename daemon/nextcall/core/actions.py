@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from . import calendar
 from .errors import (
     AppointmentRequired,
+    AssignNotAllowed,
     BadRequest,
     CallbackRequired,
     OutsideCallingWindow,
@@ -228,6 +229,10 @@ def _callback(rec: Record, camp: Campaign, rc: ResultCode, d: Disposition, now: 
     if d.callback is None:
         raise CallbackRequired(f"result code {rc.code!r} needs callback.at",
                                field="callback")
+    if not rc.allow_assign and d.callback.owner not in (None, d.agent):
+        raise AssignNotAllowed(f"result code {rc.code!r} keeps its callbacks with the agent "
+                               f"who sets them (allow_assign = false); leave out "
+                               f"callback.owner or give {d.agent!r}", field="callback.owner")
     cb = resolve_callback(rec, camp, rc, d.callback, d.agent, now, d.owner_allowed)
     out = _base(rec, rc, d, now)
     out.state, out.due_at, out.callback = CALLBACK, cb.at, cb
@@ -376,7 +381,8 @@ def _with_status(rec: Record, idx: int, status: str) -> list[list[str]]:
 RULES: dict[str, ActionRule] = {
     "retry": ActionRule(_retry, settings=(("delays_s", "delays"),)),
     "callback": ActionRule(_callback, takes_callback=True,
-                           settings=(("reminder", "reminders"), ("reminder_min", "reminders"))),
+                           settings=(("reminder", "reminders"), ("reminder_min", "reminders"),
+                                     ("allow_assign", "allow_assign"))),
     "close": ActionRule(_closing("final", "Closed for good; only an admin reopens it.")),
     "close_until_reload": ActionRule(_closing(
         "until_reload", "Closed until its contact list is reloaded.")),
@@ -409,6 +415,8 @@ def requires(rc: ResultCode) -> dict[str, object]:
     rule = RULES.get(rc.action)
     return {
         "callback": rule is not None and rule.takes_callback,
+        # whether the screen may offer a pull-down of other agents (callback.owner)
+        "assign": rule is not None and rule.takes_callback and rc.allow_assign,
         "appointment": rule is not None and rule.takes_appointment,
         "note": rc.note,
         "revenue": rc.revenue,

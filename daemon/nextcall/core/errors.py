@@ -104,6 +104,12 @@ class CallbackRequired(NextcallError):
     code = "callback_required"
 
 
+class AssignNotAllowed(NextcallError):
+    """This result code does not let a callback be given to another agent."""
+
+    code = "assign_not_allowed"
+
+
 class AppointmentRequired(NextcallError):
     """This result code needs an appointment date."""
 

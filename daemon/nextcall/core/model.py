@@ -111,6 +111,9 @@ class ResultCode:
     #: ``DEFAULT_REMINDER_MIN``).
     scope: str = "personal_then_team"
     reminder_min: int | None = None
+    #: callback: whether the agent may give the callback to another agent
+    #: (``callback.owner``); off, the callback is the disposing agent's or its team's
+    allow_assign: bool = True
     #: roll (the action or the effect): target campaign and list; ``roll_targets``: the
     #: campaigns the agent may choose from in ``dispose.campaign`` (``roll_campaign``, when
     #: set, is the default)
@@ -123,6 +126,8 @@ class ResultCode:
     reopen_teams: tuple[str, ...] = ()
     #: typed extra fields the agent fills in
     fields: tuple[FieldSpec, ...] = ()
+    #: e-mail addresses told of every committed disposition with this code
+    notify: tuple[str, ...] = ()
 
     def retry_delay_s(self, attempts: int) -> int:
         """Delay after the ``attempts``-th attempt (1-based)."""

@@ -39,6 +39,8 @@ LEASE_REASONS = ("personal_callback", "team_callback", "pool")
 REMINDER_CHANNELS = ("event", "email", "scheduler")
 REMINDERS_SENT_AT_START = ("event", "email")
 REMINDERS_FAILED_AT_START = ("email", "scheduler")
+#: channels of result-code notifications (``notify``), failures also ``error``
+NOTIFICATION_CHANNELS = ("email", "error")
 
 # Buckets: SLO thresholds sit on boundaries. `next` answers from memory in
 # tens of microseconds plus, when it hands something out, one group commit.
@@ -146,6 +148,16 @@ class Metrics(Observer):
             "reminder job failed).", ["channel"], registry=r)
         for channel in REMINDERS_SENT_AT_START:
             self.reminders_sent.labels(channel)
+        self.notifications_sent = Counter(
+            "nextcall_notifications_sent_total", "Result-code notification e-mails "
+            "(notify) accepted by the SMTP server, by channel.", ["channel"], registry=r)
+        self.notifications_failed = Counter(
+            "nextcall_notifications_failed_total", "Result-code notification e-mails that "
+            "could not be sent, by channel (email: SMTP unreachable or refused; error: "
+            "building the message failed).", ["channel"], registry=r)
+        self.notifications_sent.labels("email")
+        for channel in NOTIFICATION_CHANNELS:
+            self.notifications_failed.labels(channel)
         for channel in REMINDERS_FAILED_AT_START:
             self.reminders_failed.labels(channel)
         self._add_connections(r)
@@ -256,6 +268,16 @@ class Metrics(Observer):
     def reminder_sent(self, channel: str) -> None:
         """A callback reminder went out on ``channel``."""
         self.reminders_sent.labels(channel if channel in REMINDER_CHANNELS else OTHER).inc()
+
+    def notification_sent(self, channel: str) -> None:
+        """See ``Observer.notification_sent``."""
+        self.notifications_sent.labels(channel if channel in NOTIFICATION_CHANNELS
+                                       else OTHER).inc()
+
+    def notification_failed(self, channel: str) -> None:
+        """See ``Observer.notification_failed``."""
+        self.notifications_failed.labels(channel if channel in NOTIFICATION_CHANNELS
+                                         else OTHER).inc()
 
     def connection_opened(self) -> None:
         """See ``ConnectionObserver.connection_opened``."""

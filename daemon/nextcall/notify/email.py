@@ -1,4 +1,4 @@
-"""Reminder e-mail over SMTP (stdlib ``smtplib`` in a worker thread).
+"""Reminder and notification e-mail over SMTP (stdlib ``smtplib`` in a worker thread).
 
 smtplib blocks, so each delivery runs in ``asyncio.to_thread`` and never stalls the event
 loop; one SMTP session carries the messages of one reminder. No extra dependency: a

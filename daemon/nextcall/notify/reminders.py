@@ -3,7 +3,8 @@
 A callback whose intent carries ``reminder_min`` (from its result code, or from
 ``callback.schedule``) gets one reminder at ``at - reminder_min`` minutes: an ``event``
 line to every connection subscribed to a recipient, and an e-mail to each recipient with
-an address when ``[smtp]`` is configured. Recipients are the owner, or for a ``team``
+an address when ``[smtp]`` is configured, written from the campaign's template
+(``mailcfg``) in the recipient's zone. Recipients are the owner, or for a ``team``
 callback the team's logged-in agents in the record's campaign.
 
 Timing runs on APScheduler 3 (``AsyncIOScheduler``, ``MemoryJobStore``, UTC), one
@@ -56,6 +57,7 @@ from ..core import calendar
 from ..core.changes import ReminderSent
 from ..core.records import CALLBACK, Record
 from ..core.visibility import reminder_recipients
+from ..mailcfg import render, subject_line, zoned
 from .email import Mailer, MailError, reminder_message
 
 if TYPE_CHECKING:
@@ -279,15 +281,15 @@ class Reminders:
             svc.observer.reminder_sent("event")
         settings = svc.settings
         if settings.smtp.active:
-            channels.update(await self._email(rec, body, recipients))
+            channels.update(await self._email(rec, at, body, recipients))
         await svc.store.write([ReminderSent(rec.rid, at, remind_at, now, recipients,
                                             channels)])
         logger.info("reminder_sent campaign=%s scope=%s recipients=%d connections=%d "
                     "emails=%d late_s=%.1f", rec.campaign, cb.scope, len(recipients),
                     connections, len(channels.get("email", [])), max(now - remind_at, 0.0))
 
-    async def _email(self, rec: Record, body: dict[str, Any], recipients: list[str]
-                     ) -> dict[str, Any]:
+    async def _email(self, rec: Record, at: float, body: dict[str, Any],
+                     recipients: list[str]) -> dict[str, Any]:
         settings = self.service.settings
         smtp = settings.smtp
         assert smtp.sender is not None  # config validation guarantees it
@@ -295,9 +297,15 @@ class Reminders:
                      if (cfg := settings.agents.get(a)) is not None and cfg.email]
         if not addressed:
             return {"email": []}
-        subject = f"Callback reminder: {rec.id} at {body['local']}"
-        messages = [reminder_message(smtp.sender, addr, subject, _text(agent, body))
-                    for agent, addr in addressed]
+        template = settings.reminder_email(rec.campaign)
+        data = _data(rec.data)
+        messages = []
+        for agent, addr in addressed:
+            cfg = settings.agents[agent]
+            values = _mail_values(agent, rec, body, at, cfg.timezone or body["timezone"])
+            messages.append(reminder_message(
+                smtp.sender, addr, subject_line(render(template.subject, values, data)),
+                render(template.body, values, data)))
         try:
             await Mailer(smtp).send(messages)
         except MailError as exc:
@@ -340,21 +348,29 @@ def _job_id(rid: int) -> str:
     return f"reminder-{rid}"
 
 
-def _text(agent: str, body: dict[str, Any]) -> str:
-    """The e-mail body: what an agent needs to prepare the call."""
-    lines = [
-        f"Hello {agent},",
-        "",
-        f"you have a callback in {round(body['in_s'] / 60)} minutes.",
-        "",
-        f"Record:    {body['record']} (campaign {body['campaign']})",
-        f"When:      {body['local']} ({body['timezone']})",
-    ]
-    if body["callee_timezone"] != body["timezone"]:
-        lines.append(f"Callee:    {body['callee_local']} ({body['callee_timezone']})")
-    who = body["owner"] or f"team {body['team']}"
-    lines += [f"UTC:       {body['due_at']}", f"For:       {who} ({body['scope']})"]
-    if body["reason"]:
-        lines.append(f"Reason:    {body['reason']}")
-    lines += ["", "-- nextcall"]
-    return "\n".join(lines) + "\n"
+def _mail_values(agent: str, rec: Record, body: dict[str, Any], at: float, zone: str
+                 ) -> dict[str, object]:
+    """The reminder template's placeholders (``mailcfg.PLACEHOLDERS``) for one recipient,
+    whose zone is ``zone``."""
+    local, local_date, local_time = zoned(at, zone)
+    callee, callee_date, callee_time = zoned(at, body["callee_timezone"])
+    return {
+        "agent": agent, "record": body["record"], "campaign": body["campaign"],
+        "list": rec.list, "owner": body["owner"] or "", "team": body["team"] or "",
+        "for": body["owner"] or f"team {body['team']}", "scope": body["scope"],
+        "code": body["code"], "reason": body["reason"],
+        "contact_priority": body["contact_priority"],
+        "minutes": round(body["in_s"] / 60), "utc": body["due_at"],
+        "local": local, "local_date": local_date, "local_time": local_time,
+        "timezone": zone, "callee_local": callee, "callee_date": callee_date,
+        "callee_time": callee_time, "callee_timezone": body["callee_timezone"],
+    }
+
+
+def _data(raw: str | None) -> dict[str, Any]:
+    """The record's data as an object (anything else: no fields)."""
+    try:
+        data = orjson.loads(raw or "null")
+    except orjson.JSONDecodeError:
+        return {}
+    return data if isinstance(data, dict) else {}

@@ -86,7 +86,7 @@ def apply_settings(svc: Service, new: Settings, dry_run: bool) -> dict[str, Any]
     svc.settings = Settings(path=old.path, daemon=daemon_cfg, auth=new.auth,
                             campaigns=new.campaigns, files=new.files,
                             resultsets=new.resultsets, metrics=old.metrics, smtp=new.smtp,
-                            agents=new.agents)
+                            agents=new.agents, reminder_emails=new.reminder_emails)
     logging.getLogger().setLevel(new.daemon.log_level.upper())
     for listener in svc.reload_listeners:
         listener(svc.settings)

@@ -32,8 +32,10 @@ from ..core.errors import (
 from ..core.errors import (
     LeaseEnded as LeaseEndedError,
 )
-from ..core.records import CLOSED, Lease, Record
+from ..core.model import ResultCode
+from ..core.records import CLOSED, HELD, Lease, Record
 from ..core.results import CallbackRequest, Disposition, Outcome, decide
+from ..observer import Disposed
 from ..protocol import CallbackReq, Name, Request
 from ..roles import ADMIN, Peer, may_act_as
 from ..storage.base import Fetched
@@ -301,17 +303,36 @@ def dispose(svc: Service, req: DisposeReq, peer: Peer, reply: Reply
         raise UnknownCampaign(f"roll target {outcome.campaign!r} is not configured",
                               field="campaign" if req.campaign else "code")
     answer = _answer(rec, req.code, outcome)
+    rc = camp.codes[req.code]
+    # gathered before the engine applies the outcome (a roll changes the campaign)
+    notice = _notice(lease, rc, disp, outcome, now) if rc.notify else None
     changes = transitions.dispose(svc.engine, lease, outcome, now, code=req.code,
                                   agent=disp.agent, phone=phone, note=req.note,
                                   revenue=req.revenue, answer=answer)
     svc.notify()
-    _commit_disposition(svc, changes, lease.lid, rec, req.code, answer, reply)
+    _commit_disposition(svc, changes, lease.lid, rec, req.code, answer, reply, notice)
     return None
 
 
+def _notice(lease: Lease, rc: ResultCode, disp: Disposition, outcome: Outcome, now: float
+            ) -> Disposed:
+    """What the code's ``notify`` e-mail tells of this disposition."""
+    rec = lease.record
+    held = outcome.state == HELD
+    return Disposed(
+        rid=rec.rid, lid=lease.lid, record=rec.id, campaign=rec.campaign, list=rec.list,
+        data=rec.data, code=rc, agent=disp.agent, at=now, state=outcome.state,
+        timezone=rec.timezone, appointment_at=outcome.due_at if held else None,
+        appointment_tz=(disp.appointment_tz or rec.timezone) if held else None,
+        callback=outcome.callback, note=disp.note, fields=dict(outcome.fields))
+
+
 def _commit_disposition(svc: Service, changes: list[Change], lid: int, rec: Record,
-                        code: str, answer: bytes, reply: Reply) -> None:
-    """Commit a disposition; identical retries that arrive meanwhile wait for it."""
+                        code: str, answer: bytes, reply: Reply,
+                        notice: Disposed | None = None) -> None:
+    """Commit a disposition; identical retries that arrive meanwhile wait for it. The
+    code's notifications go out only once it is durable: never for a disposition that a
+    failed commit undid."""
     waiting: list[Callable[[], None]] = []
     svc.inflight[lid] = waiting
     campaign = rec.campaign
@@ -326,6 +347,8 @@ def _commit_disposition(svc: Service, changes: list[Change], lid: int, rec: Reco
         reply(answer)
         # reminders follow the record once the new state is durable
         svc.callback_changed(rec)
+        if notice is not None:
+            svc.disposition_committed(notice)
         for w in waiting:
             w()
     svc.store.submit(changes, done)
