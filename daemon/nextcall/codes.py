@@ -16,6 +16,7 @@ from .core.model import (
     FieldSpec,
     ResultCode,
 )
+from .core.reopening import DEFAULT_REOPEN_ROLES, REOPEN_ROLES
 from .core.results import FIELD_TYPES
 
 
@@ -61,6 +62,9 @@ class ResultCodeCfg(_Strict):
     roll_campaign: str | None = None
     roll_list: str | None = None
     reopen_teams: list[str] = []
+    #: roles that may reopen a record this code closed (default: the action's, see
+    #: ``core.reopening.DEFAULT_REOPEN_ROLES``)
+    reopen_roles: list[str] | None = None
     fields: list[FieldCfg] = []
 
 
@@ -81,6 +85,33 @@ def _reminder_min(rc: ResultCodeCfg) -> int | None:
     return DEFAULT_REMINDER_MIN if rc.reminder else None
 
 
+def _reopen_roles(rc: ResultCodeCfg) -> tuple[str, ...]:
+    """The roles that may reopen what ``rc`` closed: as configured (in the order of
+    ``REOPEN_ROLES``), else its action's default; none for an action that never closes."""
+    default = DEFAULT_REOPEN_ROLES.get(rc.action, ())
+    if rc.reopen_roles is None or not default:
+        return default
+    return tuple(r for r in REOPEN_ROLES if r in rc.reopen_roles)
+
+
+def _reopen_problems(rc: ResultCodeCfg) -> list[tuple[str, str]]:
+    """``reopen_roles`` only on codes that can close a record, naming known roles and
+    always the admin (who may reopen anything)."""
+    if rc.reopen_roles is None:
+        return []
+    if rc.action not in DEFAULT_REOPEN_ROLES:
+        return [("reopen_roles", f"a {rc.action} code never closes a record; only "
+                 f"{', '.join(DEFAULT_REOPEN_ROLES)} codes take reopen_roles")]
+    unknown = [r for r in rc.reopen_roles if r not in REOPEN_ROLES]
+    if unknown:
+        return [("reopen_roles", f"unknown role {unknown[0]!r}: the roles are "
+                 f"{' and '.join(REOPEN_ROLES)} (agents reopen a special code's records "
+                 "through its reopen_teams)")]
+    if "admin" not in rc.reopen_roles:
+        return [("reopen_roles", "an admin may reopen any record; list \"admin\"")]
+    return []
+
+
 def _code(rc: ResultCodeCfg) -> ResultCode:
     return ResultCode(
         code=rc.code, description=rc.description, action=rc.action, enabled=rc.enabled,
@@ -89,6 +120,7 @@ def _code(rc: ResultCodeCfg) -> ResultCode:
         contact_priority=rc.contact_priority, delay_s=rc.delay_s, delays_s=tuple(rc.delays_s),
         scope=rc.scope, reminder_min=_reminder_min(rc), roll_campaign=rc.roll_campaign,
         roll_list=rc.roll_list, reopen_teams=tuple(rc.reopen_teams),
+        reopen_roles=_reopen_roles(rc),
         fields=tuple(FieldSpec(f.name, f.type, f.required, f.label, tuple(f.choices), f.min,
                                f.max) for f in rc.fields))
 
@@ -131,6 +163,7 @@ def _code_problems(rc: ResultCodeCfg, code: ResultCode, campaigns: Collection[st
         if (f.type == "choice") != bool(f.choices):
             problems.append((f"fields[{k}].choices",
                              "choice fields need choices; other types take none"))
+    problems += _reopen_problems(rc)
     if rc.reminder is False and rc.reminder_min is not None:
         problems.append(("reminder_min",
                          "reminder = false asks for no reminder; drop reminder_min"))
