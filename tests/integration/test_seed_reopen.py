@@ -214,9 +214,13 @@ async def test_evergiving_agent_sets_a_callback_while_viewing_a_donor(viewing: R
 
 async def test_evergiving_closed_leased_and_unlogged_stay_out_of_reach(viewing: Running
                                                                        ) -> None:
-    """Closed C and leased Q are refused; an agent not logged in to the campaign is
-    refused; Soft Recruit (no agent_schedule) refuses its own recruiter."""
+    """The ``campaigns`` op tells agent screens which campaigns allow it. Closed C and
+    leased Q are refused; an agent not logged in to the campaign is refused; Soft Recruit
+    (no agent_schedule) refuses its own recruiter."""
     r = viewing
+    shown = {c["name"]: c["agent_schedule"]
+             for c in (await ok(r.admin, "campaigns"))["campaigns"]}
+    assert (shown[EVER.campaign], shown[SOFT.campaign]) == (True, False)
     agent = await connection(r, "agent")
     at = f"{WED}T15:00"
     refused(await agent.call("callback.schedule", record="C", agent="alice", at=at),
