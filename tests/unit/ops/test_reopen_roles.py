@@ -246,3 +246,18 @@ async def test_closed_held_and_leased_records_stay_out_of_an_agents_reach(ops: O
                       agent="al")
     assert [_row(ops, r)["state"] for r in ("c0", "h0", "l0")] == ["closed", "held",
                                                                   "ready"]
+
+
+async def test_a_reload_turns_agent_schedule_off(ops: Ops) -> None:
+    await ops.ok("records.import", campaign="t", list="l", records=numbers(1))
+    await ops.ok("agent.login", agent="al", campaigns=["t"])
+    camps = Path(ops.settings.path).parent / "camps.toml"
+    camps.write_text(camps.read_text().replace("agent_schedule = true",
+                                               "agent_schedule = false"))
+    dry = await ops.ok("config.reload", dry_run=True)
+    assert [(c["campaign"], c["settings"]) for c in dry["campaigns"]] == \
+        [("t", ["agent_schedule"])]
+    await ops.ok("config.reload")
+    err = await ops.refused("callback.schedule", "forbidden", ops.peer(AGENT), record="r0",
+                            at=AT, agent="al")
+    assert "agent_schedule" in err["message"]
