@@ -104,9 +104,9 @@ def _reopen_problems(rc: ResultCodeCfg) -> list[tuple[str, str]]:
                  f"{', '.join(DEFAULT_REOPEN_ROLES)} codes take reopen_roles")]
     unknown = [r for r in rc.reopen_roles if r not in REOPEN_ROLES]
     if unknown:
-        return [("reopen_roles", f"unknown role {unknown[0]!r}: the roles are "
-                 f"{' and '.join(REOPEN_ROLES)} (agents reopen a special code's records "
-                 "through its reopen_teams)")]
+        return [("reopen_roles", f"{unknown[0]!r} is not a role that reopens records: "
+                 f"they are {' and '.join(REOPEN_ROLES)} (agents reopen a special code's "
+                 "records through its reopen_teams)")]
     if "admin" not in rc.reopen_roles:
         return [("reopen_roles", "an admin may reopen any record; list \"admin\"")]
     return []

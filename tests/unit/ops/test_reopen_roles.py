@@ -90,7 +90,8 @@ def test_effective_reopen_roles_per_code(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("code", "problem"), [
     ('action = "callback"\nreopen_roles = ["admin"]', "never closes a record"),
     ('action = "hold"\nreopen_roles = ["admin"]', "never closes a record"),
-    ('action = "close"\nreopen_roles = ["agent", "admin"]', "unknown role 'agent'"),
+    ('action = "close"\nreopen_roles = ["agent", "admin"]',
+     "'agent' is not a role that reopens records"),
     ('action = "close"\nreopen_roles = ["supervisor"]', 'list "admin"'),
     ('action = "close"\nreopen_roles = []', 'list "admin"'),
 ])
