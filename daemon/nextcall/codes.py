@@ -17,6 +17,7 @@ from .core.model import (
     FieldSpec,
     ResultCode,
 )
+from .core.reopening import DEFAULT_REOPEN_ROLES, REOPEN_ROLES
 from .core.results import FIELD_TYPES
 from .mailcfg import EmailText
 
@@ -75,6 +76,9 @@ class ResultCodeCfg(_Strict):
     #: what the code adds to its action (``core.effects``), e.g. ``["dnc"]``
     effects: list[Literal[EFFECT_NAMES]] = []  # type: ignore[valid-type]
     reopen_teams: list[str] = []
+    #: roles that may reopen a record this code closed (default: the action's, see
+    #: ``core.reopening.DEFAULT_REOPEN_ROLES``)
+    reopen_roles: list[str] | None = None
     fields: list[FieldCfg] = []
     #: who is e-mailed once a disposition with this code is committed
     notify: list[EmailText] = []
@@ -100,6 +104,40 @@ def _reminder_min(rc: ResultCodeCfg) -> int | None:
     return DEFAULT_REMINDER_MIN if rc.reminder else None
 
 
+def _closing_action(rc: ResultCodeCfg) -> str:
+    """The action whose default reopen roles ``rc`` takes: an added ``close_until_reload``
+    effect closes the record as that action does, whatever the main action."""
+    return "close_until_reload" if "close_until_reload" in rc.effects else rc.action
+
+
+def _reopen_roles(rc: ResultCodeCfg) -> tuple[str, ...]:
+    """The roles that may reopen what ``rc`` closed: as configured (in the order of
+    ``REOPEN_ROLES``), else its action's default; none for an action that never closes."""
+    default = DEFAULT_REOPEN_ROLES.get(_closing_action(rc), ())
+    if rc.reopen_roles is None or not default:
+        return default
+    return tuple(r for r in REOPEN_ROLES if r in rc.reopen_roles)
+
+
+def _reopen_problems(rc: ResultCodeCfg) -> list[tuple[str, str]]:
+    """``reopen_roles`` only on codes that can close a record, naming known roles and
+    always the admin (who may reopen anything)."""
+    if rc.reopen_roles is None:
+        return []
+    if _closing_action(rc) not in DEFAULT_REOPEN_ROLES:
+        return [("reopen_roles", f"a {rc.action} code never closes a record; only "
+                 f"{', '.join(DEFAULT_REOPEN_ROLES)} codes (or codes with the "
+                 "close_until_reload effect) take reopen_roles")]
+    unknown = [r for r in rc.reopen_roles if r not in REOPEN_ROLES]
+    if unknown:
+        return [("reopen_roles", f"{unknown[0]!r} is not a role that reopens records: "
+                 f"they are {' and '.join(REOPEN_ROLES)} (agents reopen a special code's "
+                 "records through its reopen_teams)")]
+    if "admin" not in rc.reopen_roles:
+        return [("reopen_roles", "an admin may reopen any record; list \"admin\"")]
+    return []
+
+
 def _code(rc: ResultCodeCfg) -> ResultCode:
     return ResultCode(
         code=rc.code, description=rc.description, action=rc.action, enabled=rc.enabled,
@@ -111,6 +149,7 @@ def _code(rc: ResultCodeCfg) -> ResultCode:
         scope=rc.scope, reminder_min=_reminder_min(rc), roll_campaign=rc.roll_campaign,
         roll_list=rc.roll_list, roll_targets=tuple(rc.roll_targets),
         effects=tuple(rc.effects), reopen_teams=tuple(rc.reopen_teams),
+        reopen_roles=_reopen_roles(rc),
         fields=tuple(FieldSpec(f.name, f.type, f.required, f.label, tuple(f.choices), f.min,
                                f.max) for f in rc.fields))
 
@@ -164,6 +203,7 @@ def _code_problems(rc: ResultCodeCfg, code: ResultCode, campaigns: Collection[st
         if (f.type == "choice") != bool(f.choices):
             problems.append((f"fields[{k}].choices",
                              "choice fields need choices; other types take none"))
+    problems += _reopen_problems(rc)
     if rc.reminder is False and rc.reminder_min is not None:
         problems.append(("reminder_min",
                          "reminder = false asks for no reminder; drop reminder_min"))

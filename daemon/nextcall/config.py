@@ -253,6 +253,10 @@ class CampaignCfg(_Strict):
     scoring: ScoringCfg = ScoringCfg()
     #: the callback reminder e-mail of this campaign (none: the shipped default)
     reminder_email: ReminderEmailCfg | None = None
+    #: an agent logged in to the campaign may schedule a callback on an open record that
+    #: nobody has leased (``callback.schedule`` with ``agent``)
+    agent_schedule: bool = False
+
 
     @field_validator("timezone")
     @classmethod
@@ -390,7 +394,8 @@ def _campaign(name: str, c: CampaignCfg, codes: dict[str, ResultCode], default_l
         lease_s=c.lease_s or default_lease_s, grace_s=c.grace_s, timezone=c.timezone,
         scoring=Scoring(c.scoring.priority, c.scoring.contact, c.scoring.attempt,
                         c.scoring.max_attempt_penalty),
-        enabled=c.enabled, description=c.description, max_count=c.max_count)
+        enabled=c.enabled, description=c.description, max_count=c.max_count,
+        agent_schedule=c.agent_schedule)
 
 
 def load(path: str | os.PathLike[str]) -> Settings:

@@ -3,9 +3,10 @@
 A peer's role comes from its kernel-verified credentials (``SO_PEERCRED``,
 ``SO_PEERGROUPS``) and the ``[auth]`` section: admin, supervisor or agent. Ops declare the
 least role they need in the registry (``ops/__init__.py``) and the server checks it before the
-handler runs; the few finer rules (an agent of a team allowed to reopen a record) stay
-in their handlers. Agent-role peers may further be bound to agent names
-(``may_act_as``), and confined to the records they held (``may_read_record``).
+handler runs; the finer rules that depend on one record (who may reopen it or give it a
+callback: ``ops/permits.py``) stay with their handlers. Agent-role peers may further be
+bound to agent names (``may_act_as``), and confined to the records they held
+(``may_read_record``).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""Commands on records themselves: import a CSV file, look at one record, and the
-supervisor's changes to one record (reopen it, give it a callback)."""
+"""Commands on records themselves: import a CSV file, look at one record, and changes to
+one record outside the call cycle (reopen it, give it a callback)."""
 
 from __future__ import annotations
 
@@ -128,7 +128,8 @@ def get(ctx: click.Context, record: str) -> None:
 @click.pass_context
 def reopen(ctx: click.Context, record: str, at: str | None, tz: str | None,
            note: str | None) -> None:
-    """Put a closed, held or resolution record back into the pool (admin)."""
+    """Put a closed, held or resolution record back into the pool (admin; a closed record
+    also by the roles its closing code's reopen_roles name)."""
     ans = call(ctx, "record.reopen", record=record,
                **optional_fields(at=at, timezone=tz, note=note))
     if not emit_json(ctx, ans):
@@ -142,14 +143,16 @@ def reopen(ctx: click.Context, record: str, at: str | None, tz: str | None,
 @click.option("--owner")
 @click.option("--team")
 @click.option("--scope", type=SCOPE_CHOICE)
-@click.option("--agent", help="Acting agent (special closures).")
+@click.option("--agent", help="Acting agent: needed from an agent (campaigns with "
+              "agent_schedule; special closures); the history names it.")
 @click.option("--reason", default="")
 @click.option("--override-window", is_flag=True)
 @click.pass_context
 def schedule_callback(ctx: click.Context, record: str, at: str, tz: str | None,
                       owner: str | None, team: str | None, scope: str | None,
                       agent: str | None, reason: str, override_window: bool) -> None:
-    """Give RECORD a callback at AT (supervisor, or a special team's agent)."""
+    """Give RECORD a callback at AT (supervisor; an agent logged in to a campaign with
+    agent_schedule, for a ready record or their own callback; a special team's agent)."""
     ans = call(ctx, "callback.schedule", record=record, at=at, reason=reason,
                override_window=override_window,
                **optional_fields(timezone=tz, owner=owner, team=team, scope=scope,

@@ -124,6 +124,9 @@ class ResultCode:
     effects: tuple[str, ...] = ()
     #: special: teams whose members may reopen the record (by scheduling a callback)
     reopen_teams: tuple[str, ...] = ()
+    #: roles that may reopen a record this code closed (``core.reopening``); config fills
+    #: in the action's default, and leaves it empty for codes that never close a record
+    reopen_roles: tuple[str, ...] = ()
     #: typed extra fields the agent fills in
     fields: tuple[FieldSpec, ...] = ()
     #: e-mail addresses told of every committed disposition with this code
@@ -156,3 +159,6 @@ class Campaign:
     #: the largest ``count`` of a ``next`` drawing from this campaign; None: only the
     #: daemon's limit applies
     max_count: int | None = None
+    #: an agent logged in to the campaign may give an open record nobody has leased a
+    #: callback (``callback.schedule`` with ``agent``): "viewing a donor record"
+    agent_schedule: bool = False

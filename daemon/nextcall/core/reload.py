@@ -42,7 +42,8 @@ class CampaignChange:
 
 
 _SETTINGS = ("window", "legal_window", "holidays", "max_attempts", "lease_s", "grace_s",
-             "timezone", "scoring", "enabled", "description", "max_count")
+             "timezone", "scoring", "enabled", "description", "max_count",
+             "agent_schedule")
 
 
 def _open(camp: Campaign | None, tz_key: str, now: float, override: bool) -> bool:

@@ -50,7 +50,9 @@ REGISTRY: dict[str, OpSpec] = {spec.name: spec for spec in (
     OpSpec("records.import", imports.ImportReq, imports.import_, SUPERVISOR, ASYNC),
     OpSpec("stats", queries.StatsReq, queries.stats, AGENT, SYNC),
     OpSpec("config.reload", admin.ReloadReq, admin.reload, ADMIN, SYNC),
-    OpSpec("record.reopen", records.ReopenReq, records.reopen, ADMIN, ASYNC),
+    # and, for a closed record, a role its closing code names (``ops.permits``)
+    OpSpec("record.reopen", records.ReopenReq, records.reopen, SUPERVISOR, ASYNC),
+    # an agent-role peer only as described in ``ops.permits``
     OpSpec("callback.schedule", records.ScheduleReq, records.schedule, AGENT, ASYNC, AS),
     OpSpec("resolution", records.ResolutionReq, records.resolution, AGENT, ASYNC),
     OpSpec("callbacks", queries.CallbacksReq, queries.callbacks, AGENT, SYNC, AS),

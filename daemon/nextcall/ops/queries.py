@@ -71,6 +71,7 @@ def _campaign_view(name: str, c: Campaign, max_count: int) -> dict[str, Any]:
         "name": name, "description": c.description, "enabled": c.enabled,
         "max_attempts": c.max_attempts, "lease_s": c.lease_s, "grace_s": c.grace_s,
         "max_count": min(c.max_count or max_count, max_count),
+        "agent_schedule": c.agent_schedule,
         "timezone": c.timezone, "legal_window": str(c.legal_window),
         "window": {d: [str(iv) for iv in c.window[i]] for i, d in enumerate(_DAYS)},
         "codes": [{

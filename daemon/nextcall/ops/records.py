@@ -15,13 +15,14 @@ from pydantic import Field
 
 from .. import views
 from ..core import calendar, transitions
-from ..core.errors import BadRequest, Conflict, Forbidden, NextcallError, NotFound
+from ..core.errors import BadRequest, Conflict, NextcallError, NotFound
 from ..core.model import ResultCode
-from ..core.records import CLOSED, CallbackIntent, Record
+from ..core.records import CallbackIntent, Record
 from ..core.results import CallbackRequest, resolve_callback
 from ..protocol import CallbackReq, Name, Request
-from ..roles import ADMIN, SUPERVISOR, Peer, may_read_record
+from ..roles import Peer, may_read_record
 from ..storage.snapshot import record_of
+from . import permits
 from .base import Body, fill_record
 
 if TYPE_CHECKING:
@@ -37,7 +38,7 @@ class RecordGetReq(Request):
 
 
 class ReopenReq(Request):
-    """``record.reopen`` (admin): back into the pool now, at ``at``, or as a callback."""
+    """``record.reopen``: back into the pool now, at ``at``, or as a callback."""
 
     record: Annotated[str, Field(min_length=1, max_length=200)]
     at: Annotated[str, Field(min_length=1, max_length=64)] | None = None
@@ -47,8 +48,7 @@ class ReopenReq(Request):
 
 
 class ScheduleReq(Request):
-    """``callback.schedule`` (supervisor, or a member of a team allowed to reopen the
-    record's special closure): give the record a callback."""
+    """``callback.schedule``: give the record a callback (who may: ``ops.permits``)."""
 
     record: Annotated[str, Field(min_length=1, max_length=200)]
     at: Annotated[str, Field(min_length=1, max_length=64)]
@@ -59,7 +59,8 @@ class ScheduleReq(Request):
     reason: Annotated[str, Field(max_length=1000)] = ""
     override_window: bool = False
     contact_priority: Annotated[int, Field(ge=0, le=9)] = 4
-    #: the acting agent (for special closures: must be logged in to an allowed team)
+    #: the acting agent (an agent-role peer must name one: logged in to the campaign, or
+    #: for special closures to an allowed team); the history names it
     agent: Name | None = None
     #: remind the recipients this many minutes before (no reminder when absent)
     reminder_min: Annotated[int, Field(ge=0, le=1440)] | None = None
@@ -131,17 +132,19 @@ async def get(svc: Service, req: RecordGetReq, peer: Peer) -> Body:
     return {"record": view}
 
 
-async def _unleased(svc: Service, record_id: str) -> Record:
-    """The record's present value, which no lease holds.
+async def _unleased(svc: Service, record_id: str) -> tuple[Record, list[dict[str, Any]]]:
+    """The record's present value, which no lease holds, and its history (the code that
+    closed it decides who may reopen it).
 
     Raises:
         NotFound, Conflict (leased).
     """
-    rec = _current(svc, (await _row(svc, record_id))["record"])
+    row = await _row(svc, record_id)
+    rec = _current(svc, row["record"])
     if rec.lease is not None:
         raise Conflict(f"record {record_id!r} is leased; it must be disposed or released "
                        "first", field="record")
-    return rec
+    return rec, row["history"]
 
 
 def _callback_intent(svc: Service, rec: Record, req: Any, agent: str, scope_default: str,
@@ -157,10 +160,12 @@ def _callback_intent(svc: Service, rec: Record, req: Any, agent: str, scope_defa
 
 
 async def reopen(svc: Service, req: ReopenReq, peer: Peer) -> Body:
-    """``record.reopen`` (admin): back into the pool now, at ``at``, or as a callback."""
+    """``record.reopen`` (a closed record: the roles its closing code names; any other:
+    admin): back into the pool now, at ``at``, or as a callback."""
     if req.at is not None and req.callback is not None:
         raise BadRequest("give at or callback, not both", field="callback")
-    rec = await _unleased(svc, req.record)
+    rec, history = await _unleased(svc, req.record)
+    permits.may_reopen(svc, peer, rec, history)
     now = svc.clock()
     cb = None
     due = None
@@ -173,7 +178,7 @@ async def reopen(svc: Service, req: ReopenReq, peer: Peer) -> Body:
                              field="callback.owner")
     elif req.at is not None:
         due = calendar.resolve_local(req.at, req.timezone or rec.timezone, field="at")
-    changes = transitions.reopen(svc.engine, rec, now, actor=f"admin:{peer.uid}",
+    changes = transitions.reopen(svc.engine, rec, now, actor=f"{peer.role}:{peer.uid}",
                                  code="@reopen", note=req.note, due_at=due, callback=cb)
     svc.notify()
     await svc.store.write(changes)
@@ -182,37 +187,11 @@ async def reopen(svc: Service, req: ReopenReq, peer: Peer) -> Body:
     return {"record": views.record_view(rec)}
 
 
-def _may_schedule(svc: Service, req: ScheduleReq, peer: Peer, rec: Record) -> None:
-    """A supervisor may; so may an agent logged in to a team allowed to reopen a record
-    closed as special. A record closed as DNC or for lack of numbers needs an admin.
-
-    Raises:
-        Forbidden.
-    """
-    allowed = peer.at_least(SUPERVISOR)
-    if not allowed and rec.state == CLOSED and rec.reason == "special" and req.agent:
-        camp = svc.engine.campaign(rec.campaign, "record")
-        teams = {t for rc in camp.codes.values() if rc.action == "special"
-                 for t in rc.reopen_teams}
-        s = svc.engine.agents.get(req.agent)
-        allowed = bool(s and s.logged_in and rec.campaign in s.campaigns
-                       and teams & set(s.teams))
-    if not allowed:
-        raise Forbidden("callback.schedule needs the supervisor role, or (for a record "
-                        "closed as special) an agent logged in to a team allowed to "
-                        "reopen it", field="agent" if req.agent else None)
-    if rec.state == CLOSED and rec.reason in ("dnc", "no_numbers") and peer.role != ADMIN:
-        raise Forbidden(f"a record closed as {rec.reason!r} is reopened by an admin "
-                        "(record.reopen)", field="record")
-
-
 async def schedule(svc: Service, req: ScheduleReq, peer: Peer) -> Body:
-    """``callback.schedule`` (supervisor, or an agent of a team allowed to reopen a record
-    closed as special): give the record a callback."""
-    rec = await _unleased(svc, req.record)
+    """``callback.schedule``: give the record a callback (who may: ``ops.permits``)."""
+    rec, history = await _unleased(svc, req.record)
     now = svc.clock()
-    svc.engine.campaign(rec.campaign, "record")
-    _may_schedule(svc, req, peer, rec)
+    permits.may_schedule(svc, peer, rec, history, req.agent)
     scope = req.scope or ("personal" if req.owner else "team" if (req.team or rec.team)
                           else "anyone")
     try:

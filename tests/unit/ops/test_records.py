@@ -39,9 +39,12 @@ async def test_reopen_of_a_leased_record_is_a_conflict(ops: Ops) -> None:
 
 
 async def test_schedule_needs_a_supervisor_and_sets_a_callback(ops: Ops) -> None:
-    await _closed(ops)
-    await ops.refused("callback.schedule", "forbidden", ops.peer(AGENT), record="r0",
-                      at="2027-01-15T10:00:00")
+    await ops.ok("records.import", campaign="t", list="l", records=numbers(1))
+    # campaign t has no agent_schedule: an agent may not, even logged in to it
+    await ops.ok("agent.login", agent="a", campaigns=["t"])
+    err = await ops.refused("callback.schedule", "forbidden", ops.peer(AGENT), record="r0",
+                            at="2027-01-15T10:00:00", agent="a")
+    assert "agent_schedule" in err["message"] and err["field"] == "agent"
     ans = await ops.ok("callback.schedule", ops.peer(SUPERVISOR), record="r0",
                        at="2027-01-15T10:00:00", timezone="UTC")
     assert ans["record"]["state"] == "callback"
@@ -75,7 +78,7 @@ async def test_a_record_closed_while_its_row_is_read_is_reopened_from_its_closed
     await ops.ok("records.import", campaign="t", list="l", records=numbers(1))
     (lease,) = (await ops.ok("next", agent="a", campaigns=["t"]))["leases"]
     schedule = asyncio.ensure_future(ops.call(
-        "callback.schedule", ops.peer(SUPERVISOR), record="r0", at="2027-01-15T10:00:00",
+        "callback.schedule", ops.peer(), record="r0", at="2027-01-15T10:00:00",
         timezone="UTC"))
     await asyncio.sleep(0.01)  # the schedule's read is under way
     await ops.ok("dispose", lease=lease["token"], code="SALE", revenue=5)

@@ -30,7 +30,7 @@ def test_every_entry_is_complete() -> None:
 
 @pytest.mark.parametrize(("op", "fields", "needs"), [
     ("config.reload", {}, "admin"),
-    ("record.reopen", {"record": "x"}, "admin"),
+    ("record.reopen", {"record": "x"}, "supervisor"),
     ("records.import", {"campaign": "t", "list": "l", "records": []}, "supervisor"),
 ])
 async def test_the_dispatcher_enforces_each_ops_least_role(
