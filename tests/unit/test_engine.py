@@ -372,6 +372,20 @@ def test_phones_as_json_text_from_a_rebuild() -> None:
     assert r.phone_idx == 0 and r.phones[0] == ["+311", "active"]
 
 
+def test_a_rebuilt_record_whose_one_number_is_listed_has_no_number() -> None:
+    """After a restart a record whose only number is on the DNC list counts as
+    ``no_number`` at once, as before the restart (it counted as due until a ``next``
+    reached it)."""
+    e = engine()
+    e.set_listed([("+31201", "dnc")])
+    e.bulk_load(*ready_groups([rec(1, phones=[["+31201", PHONE_ACTIVE]]),
+                               rec(2, phones=[["+31202", PHONE_ACTIVE]])]), T0)
+    assert (e.slot_of(1), e.slot_of(2)) == ("no_number", "due")
+    assert e.queues["alpha"].counts["no_number"] == 1
+    e.login("ann", ["alpha"], [])
+    assert take(e, "ann", T0, count=2) == [("r2", "pool")]
+
+
 # ------------------------------------------------------------------------- leases
 def test_lease_fields_and_exclusivity() -> None:
     e = engine(campaign(lease_s=300))

@@ -60,11 +60,12 @@ class Loading(Selection):
         cols = {name: np.frombuffer(getattr(self, "c_" + name), dtype=np.dtype(code)).copy()
                 for name, code in COLUMNS}
         dormant: dict[str, list[npt.NDArray[np.int64]]] = defaultdict(list)
+        listed = np.fromiter(self._listed_n, dtype=np.int64, count=len(self._listed_n))
         n = 0
         for g in groups:
             if not len(g.rid):
                 continue
-            n += self._load_group(g, phones, now, cols, dormant)
+            n += self._load_group(g, phones, now, cols, dormant, listed)
         self._load_dormant(dormant, cols)
         for name, code in COLUMNS:
             col = array(code)
@@ -80,7 +81,8 @@ class Loading(Selection):
         return n
 
     def _load_group(self, g: ReadyGroup, phones: dict[int, str], now: float, cols: Columns,
-                    dormant: dict[str, list[npt.NDArray[np.int64]]]) -> int:
+                    dormant: dict[str, list[npt.NDArray[np.int64]]],
+                    listed: npt.NDArray[np.int64]) -> int:
         """One non-empty ready group into the column copies ``cols``: its due records
         become its zone's run, its dormant ones wait in ``dormant`` for their campaign's
         run. Returns how many records it held."""
@@ -91,7 +93,7 @@ class Loading(Selection):
         score = np.zeros(len(rid)) if w is None else (
             w.priority * g.priority + w.contact * np.maximum(g.best_cp - 1, 0)
             + w.attempt * np.minimum(g.attempts, w.max_attempt_penalty))
-        slot = _group_slots(g, phones, now)
+        slot = _group_slots(g, phones, now, listed)
         cols["camp"][rid] = ci
         cols["tz"][rid] = zi
         cols["due"][rid] = g.due
@@ -182,16 +184,20 @@ class Loading(Selection):
         self._q(campaign).closed[reason] = count
 
 
-def _group_slots(g: ReadyGroup, phones: dict[int, str], now: float) -> npt.NDArray[np.int64]:
-    """The slot of each record of ``g``: no number, due or dormant."""
+def _group_slots(g: ReadyGroup, phones: dict[int, str], now: float,
+                 listed: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    """The slot of each record of ``g``: no number, due or dormant. A record's one number
+    on the DNC or block list (``listed``) leaves it no number, as ``_callable`` says."""
     has_number = g.phone != 0
-    if not has_number.all():
+    if listed.size:
+        has_number &= ~np.isin(g.phone, listed)
+    if not (g.phone != 0).all():
         # several numbers: callable if any is active (listed ones are found when the
         # record reaches the top, as everywhere)
+        several = g.phone == 0
         others_ok = np.array(['"active"' in phones.get(r, "")
-                              for r in g.rid[~has_number].tolist()], dtype=bool)
-        has_number = has_number.copy()
-        has_number[~(g.phone != 0)] = others_ok
+                              for r in g.rid[several].tolist()], dtype=bool)
+        has_number[several] = others_ok
     due_now = g.due <= now
     return np.where(~has_number, N_NO_NUMBER, np.where(due_now, N_DUE, N_DORMANT))
 
