@@ -53,12 +53,15 @@ CHANGES = (_disposed(3, "SALE", 100.0, "ann") + _disposed(4, "NA", 200.0, "bob",
            + _disposed(9, "@reopen", 500.0, "admin:0", "ready", None, lid=None))
 
 QUERIES = [
-    RecordQuery("t"), RecordQuery("t", code="SALE"), RecordQuery("t", state="closed"),
+    RecordQuery("t"), RecordQuery("t", codes=("SALE",)), RecordQuery("t", state="closed"),
     RecordQuery("t", state="ready", list="a"), RecordQuery("t", owner="ann"),
     RecordQuery("t", agent="bob"), RecordQuery("t", since=150.0, until=350.0),
-    RecordQuery("t", code="SALE", reason="final", since=200.0),
+    RecordQuery("t", codes=("SALE",), reason="final", since=200.0),
     RecordQuery("t", after=20, limit=5), RecordQuery("t", only=(3, 4, 5), without=(4,)),
     RecordQuery("u", state="ready"), RecordQuery("t", state="callback", due_from=300.0),
+    RecordQuery("t", codes=("SALE", "CB", "NA")), RecordQuery("t", codes=("SALE", "CB"),
+                                                               limit=2),
+    RecordQuery("t", codes=("CB", "SALE"), after=3), RecordQuery("t", only=()),
 ]
 
 
@@ -87,7 +90,7 @@ async def test_the_sql_stores_find_what_the_memory_store_finds(db_url: str) -> N
     try:
         await store.write_ops([(ST.INS_RECORD, _row(rid)) for rid in range(1, 41)])
         await store.write(CHANGES)
-        (sale,) = [r for r in await store.records_page(RecordQuery("t", code="NA"))]
+        (sale,) = [r for r in await store.records_page(RecordQuery("t", codes=("NA",)))]
         assert (sale["rid"], sale["last_at"], sale["last_agent"]) == (4, 200.0, "bob")
         reopened = (await store.get_record("x9"))["record"]  # type: ignore[index]
         assert reopened["last_code"] is None, "a reopen is not a result"
@@ -95,7 +98,7 @@ async def test_the_sql_stores_find_what_the_memory_store_finds(db_url: str) -> N
             got = await store.records_page(q)
             assert [r["rid"] for r in got] == [r["rid"] for r in await mem.records_page(q)], q
             assert got == sorted(got, key=lambda r: r["rid"]) and len(got) <= q.limit
-        assert [r["rid"] for r in await store.records_page(RecordQuery("t", code="SALE"))] \
+        assert [r["rid"] for r in await store.records_page(RecordQuery("t", codes=("SALE",)))] \
             == [3, 7]
     finally:
         await store.close()
@@ -116,7 +119,7 @@ async def test_sqlite_pages_come_from_an_index_in_rid_order(tmp_path: Path) -> N
     eng = sa.create_engine(f"sqlite:///{tmp_path}/plan.sqlite")
     with eng.connect() as conn:
         expected = {
-            "ix_records_last_code": RecordQuery("t", code="SALE", after=10),
+            "ix_records_last_code": RecordQuery("t", codes=("SALE",), after=10),
             "ix_records_campaign_state": RecordQuery("t", state="closed", reason="final"),
             "ix_records_list": RecordQuery("t", list="a"),
             "ix_records_owner": RecordQuery("t", owner="ann"),
@@ -141,7 +144,7 @@ async def test_postgresql_pages_need_no_sort(pg_url: str) -> None:
     conn = await asyncpg.connect(pg_url.replace("postgresql+asyncpg://", "postgresql://"))
     try:
         await conn.execute("SET enable_seqscan = off")  # an empty table: force the choice
-        for q in (RecordQuery("t", code="SALE"), RecordQuery("t", state="closed"),
+        for q in (RecordQuery("t", codes=("SALE",)), RecordQuery("t", state="closed"),
                   RecordQuery("t", list="a"), RecordQuery("t", owner="ann")):
             stmt = listing.page_query(q).compile(
                 dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True})
@@ -177,7 +180,7 @@ async def test_migration_0006_fills_the_last_result_from_the_history(
     await store.open()
     try:
         assert await store.migrate() == ["0005 -> 0006"]
-        (row,) = await store.records_page(RecordQuery("t", code="SALE"))
+        (row,) = await store.records_page(RecordQuery("t", codes=("SALE",)))
         assert (row["last_at"], row["last_agent"]) == (20.0, "ann")
     finally:
         await store.close()

@@ -43,6 +43,8 @@ class RecordsReq(Request):
     state: Literal["ready", "callback", "leased", "held", "resolution",
                    "closed"] | None = None
     code: Annotated[str, Field(min_length=1, max_length=32)] | None = None
+    #: the last result code is one of the campaign's codes of this category
+    category: Annotated[str, Field(min_length=1, max_length=64)] | None = None
     reason: Literal["final", "until_reload", "dnc", "special", "exhausted", "no_numbers",
                     "admin"] | None = None
     list_: Name | None = Field(default=None, alias="list")
@@ -94,6 +96,23 @@ def _instant(value: str | None, field: str) -> float | None:
     return calendar.resolve_local(value, "UTC", field=field, bounded=False)
 
 
+def _codes(svc: Service, req: RecordsReq) -> tuple[str, ...] | None:
+    """The last result codes asked for: ``code``, a category's codes, or both (the code
+    if it is in the category).
+
+    Raises:
+        BadRequest: no code of the campaign has the category.
+    """
+    if req.category is None:
+        return (req.code,) if req.code is not None else None
+    camp = svc.engine.campaign(req.campaign)
+    codes = tuple(rc.code for rc in camp.codes.values() if rc.category == req.category)
+    if not codes:
+        raise BadRequest(f"no result code of campaign {req.campaign!r} has category "
+                         f"{req.category!r}", field="category")
+    return tuple(c for c in codes if c == req.code) if req.code is not None else codes
+
+
 def _query(svc: Service, req: RecordsReq, after: int, now: float) -> RecordQuery:
     """The store's query: derived states (leased, resolution) become stored states plus
     what the engine knows (which rids are leased, the appointment instant)."""
@@ -114,7 +133,7 @@ def _query(svc: Service, req: RecordsReq, after: int, now: float) -> RecordQuery
         if req.state in ("ready", "callback"):
             kw["without"] = leased
     return RecordQuery(req.campaign, after=after, limit=req.limit + 1, reason=req.reason,
-                       code=req.code, list=req.list_, owner=req.owner, agent=req.agent,
+                       codes=_codes(svc, req), list=req.list_, owner=req.owner, agent=req.agent,
                        since=since, until=until, **kw)
 
 

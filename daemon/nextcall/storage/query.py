@@ -27,7 +27,8 @@ class RecordQuery:
     limit: int = 100
     state: str | None = None
     reason: str | None = None
-    code: str | None = None
+    #: the last result code is one of these (one code, or a category's codes)
+    codes: tuple[str, ...] | None = None
     list: str | None = None
     owner: str | None = None
     agent: str | None = None
@@ -40,8 +41,8 @@ class RecordQuery:
 
 
 #: filters that compare a column for equality, by the column they compare
-EQUALS = (("state", "state"), ("reason", "reason"), ("code", "last_code"),
-          ("list", "list"), ("owner", "owner"), ("agent", "last_agent"))
+EQUALS = (("state", "state"), ("reason", "reason"), ("list", "list"), ("owner", "owner"),
+          ("agent", "last_agent"))
 
 
 def matches(row: dict[str, Any], q: RecordQuery) -> bool:
@@ -53,6 +54,8 @@ def matches(row: dict[str, Any], q: RecordQuery) -> bool:
         want = getattr(q, attr)
         if want is not None and row[col] != want:
             return False
+    if q.codes is not None and row["last_code"] not in q.codes:
+        return False
     last_at = row.get("last_at")
     if q.since is not None and (last_at is None or last_at < q.since):
         return False

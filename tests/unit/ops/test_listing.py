@@ -105,3 +105,5 @@ async def test_agents_may_not_list_and_campaigns_must_exist(ops: Ops) -> None:
     err = await ops.refused("records", "unknown_campaign", campaign="nope")
     assert err["field"] == "campaign"
     await ops.refused("records", "bad_request", campaign="t", state="gone")
+    err = await ops.refused("records", "bad_request", campaign="t", category="nothing")
+    assert err["field"] == "category"
