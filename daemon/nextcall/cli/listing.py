@@ -17,7 +17,8 @@ from ..client import Client, ClientError
 from .calls import EXIT_NO_DAEMON, EXIT_REFUSED, call, connect, optional_fields
 from .output import console, emit_json, err_console
 
-#: the CSV file's columns, in order (``phones`` separated by ';', ``data`` as JSON)
+#: the CSV file's columns, in order (``phones`` separated by ';', a number that is not
+#: active followed by its status, as ``+31612345678:removed``; ``data`` as JSON)
 CSV_COLUMNS = ("id", "list", "state", "reason", "attempts", "due_at", "owner", "team",
                "timezone", "phones", "last_code", "last_at", "last_agent", "data")
 #: rows per request while exporting (the op's maximum)
@@ -32,7 +33,8 @@ def csv_cells(r: dict[str, Any]) -> list[str]:
     for col in CSV_COLUMNS:
         v = r.get(col)
         if col == "phones":
-            v = ";".join(v or ())
+            v = ";".join(p["number"] if p["status"] == "active"
+                         else f"{p['number']}:{p['status']}" for p in v or ())
         elif col == "data":
             v = json.dumps(v, ensure_ascii=False, separators=(",", ":"))
         out.append("" if v is None else str(v))
@@ -98,6 +100,7 @@ def export_csv(ctx: click.Context, path: str, fields: dict[str, Any]) -> int:
 @click.argument("campaign")
 @click.option("--state", type=click.Choice(STATES))
 @click.option("--code", help="The last result code.")
+@click.option("--category", help="The last result code is one of this category's.")
 @click.option("--reason", type=click.Choice(REASONS), help="The close reason.")
 @click.option("--list", "list_", help="The list the record was imported with.")
 @click.option("--owner", help="The callback's owner.")
@@ -111,19 +114,21 @@ def export_csv(ctx: click.Context, path: str, fields: dict[str, Any]) -> int:
 @click.option("--json", "as_json", is_flag=True, help="Print the answer as JSON.")
 @click.pass_context
 def records(ctx: click.Context, campaign: str, state: str | None, code: str | None,
-            reason: str | None, list_: str | None, owner: str | None, agent: str | None,
-            since: str | None, until: str | None, limit: int, cursor: str | None,
-            csv_file: str | None, as_json: bool) -> None:
-    """Find CAMPAIGN's records by state, last result code, close reason, list, owner or
-    the time of the last disposition, in import order (supervisor)."""
+            category: str | None, reason: str | None, list_: str | None,
+            owner: str | None, agent: str | None, since: str | None, until: str | None,
+            limit: int, cursor: str | None, csv_file: str | None, as_json: bool) -> None:
+    """Find CAMPAIGN's records by state, last result code (or its category), close
+    reason, list, owner or the time of the last disposition, in import order
+    (supervisor)."""
     if as_json:
         ctx.obj["json"] = True
     fields = {"campaign": campaign, **optional_fields(
-        state=state, code=code, reason=reason, list=list_, owner=owner, agent=agent,
-        since=since, until=until)}
+        state=state, code=code, category=category, reason=reason, list=list_,
+        owner=owner, agent=agent, since=since, until=until)}
     if csv_file is not None:
         n = export_csv(ctx, csv_file, fields)
-        if not emit_json(ctx, {"ok": True, "exported": n, "file": csv_file}):
+        if csv_file != "-" and not emit_json(ctx, {"ok": True, "exported": n,
+                                                   "file": csv_file}):
             err_console.print(f"exported {n} records to {csv_file}")
         return
     ans = call(ctx, "records", limit=limit, **fields, **optional_fields(cursor=cursor))

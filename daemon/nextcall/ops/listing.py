@@ -149,7 +149,7 @@ def row_view(svc: Service, row: dict[str, Any], now: float) -> dict[str, Any]:
         "attempts": row["attempts"],
         "due_at": views.utc_iso(row["due_at"]) if state != "closed" else None,
         "owner": row["owner"], "team": row["team"], "timezone": row["timezone"],
-        "phones": [n for n, _ in orjson.loads(row["phones"])],
+        "phones": [{"number": n, "status": st} for n, st in orjson.loads(row["phones"])],
         "last_code": row["last_code"],
         "last_at": views.utc_iso(row["last_at"]) if row["last_at"] is not None else None,
         "last_agent": row["last_agent"],
