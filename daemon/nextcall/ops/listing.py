@@ -132,6 +132,8 @@ def _query(svc: Service, req: RecordsReq, after: int, now: float) -> RecordQuery
         kw["state"] = req.state
         if req.state in ("ready", "callback"):
             kw["without"] = leased
+    elif req.reason is not None:
+        kw["state"] = "closed"  # only closed records have a reason: use the state index
     return RecordQuery(req.campaign, after=after, limit=req.limit + 1, reason=req.reason,
                        codes=_codes(svc, req), list=req.list_, owner=req.owner, agent=req.agent,
                        since=since, until=until, **kw)
