@@ -113,7 +113,7 @@ async def test_tegsoft_groups_customers_by_their_last_result(shipped: Running) -
     assert await found(r, state="leased") == by["leased"]
     assert await found(r, owner="ayse") == by["THINK"]  # the THINK callback is hers
     order = list(done)  # disposed in this order
-    assert sorted(await found(r, agent="mehmet")) == sorted([order[1], order[3]])
+    assert sorted(await found(r, last_agent="mehmet")) == sorted([order[1], order[3]])
     # the time of the last disposition: 15:00 and 16:00 are after 14:30
     assert sorted(await found(r, since=f"{TUE}T14:30:00+03:00")) == sorted(order[3:5])
     assert sorted(await found(r, since=f"{TUE}T10:00:00Z", until=f"{TUE}T10:30:00Z")) \

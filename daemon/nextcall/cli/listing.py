@@ -104,7 +104,7 @@ def export_csv(ctx: click.Context, path: str, fields: dict[str, Any]) -> int:
 @click.option("--reason", type=click.Choice(REASONS), help="The close reason.")
 @click.option("--list", "list_", help="The list the record was imported with.")
 @click.option("--owner", help="The callback's owner.")
-@click.option("--agent", help="The agent of the last disposition.")
+@click.option("--last-agent", help="The agent of the last disposition.")
 @click.option("--since", metavar="ISO", help="Last disposed at or after (UTC unless offset).")
 @click.option("--until", metavar="ISO", help="Last disposed at or before (UTC unless offset).")
 @click.option("--limit", default=100, show_default=True, help="Rows of the page (max 1000).")
@@ -115,7 +115,7 @@ def export_csv(ctx: click.Context, path: str, fields: dict[str, Any]) -> int:
 @click.pass_context
 def records(ctx: click.Context, campaign: str, state: str | None, code: str | None,
             category: str | None, reason: str | None, list_: str | None,
-            owner: str | None, agent: str | None, since: str | None, until: str | None,
+            owner: str | None, last_agent: str | None, since: str | None, until: str | None,
             limit: int, cursor: str | None, csv_file: str | None, as_json: bool) -> None:
     """Find CAMPAIGN's records by state, last result code (or its category), close
     reason, list, owner or the time of the last disposition, in import order
@@ -124,7 +124,7 @@ def records(ctx: click.Context, campaign: str, state: str | None, code: str | No
         ctx.obj["json"] = True
     fields = {"campaign": campaign, **optional_fields(
         state=state, code=code, category=category, reason=reason, list=list_,
-        owner=owner, agent=agent, since=since, until=until)}
+        owner=owner, last_agent=last_agent, since=since, until=until)}
     if csv_file is not None:
         n = export_csv(ctx, csv_file, fields)
         if csv_file != "-" and not emit_json(ctx, {"ok": True, "exported": n,

@@ -49,8 +49,8 @@ class RecordsReq(Request):
                     "admin"] | None = None
     list_: Name | None = Field(default=None, alias="list")
     owner: Name | None = None
-    #: the agent of the last disposition
-    agent: Name | None = None
+    #: the agent of the last disposition (a filter, not an agent the request acts as)
+    last_agent: Name | None = None
     since: Instant | None = None
     until: Instant | None = None
     limit: Annotated[int, Field(ge=1, le=MAX_LIMIT)] = 100
@@ -135,7 +135,8 @@ def _query(svc: Service, req: RecordsReq, after: int, now: float) -> RecordQuery
     elif req.reason is not None:
         kw["state"] = "closed"  # only closed records have a reason: use the state index
     return RecordQuery(req.campaign, after=after, limit=req.limit + 1, reason=req.reason,
-                       codes=_codes(svc, req), list=req.list_, owner=req.owner, agent=req.agent,
+                       codes=_codes(svc, req), list=req.list_, owner=req.owner,
+                       agent=req.last_agent,
                        since=since, until=until, **kw)
 
 

@@ -32,7 +32,7 @@ async def test_records_are_found_by_their_last_result_code(ops: Ops) -> None:
     (row,) = ans["records"]
     assert row["state"] == "closed" and row["reason"] == "final"
     assert row["last_agent"] == "bob" and row["last_at"] == ans["now"]
-    assert await _ids(ops, agent="bob") == [ni]
+    assert await _ids(ops, last_agent="bob") == [ni]
     assert await _ids(ops, state="closed") == sorted([sold, ni])
     assert await _ids(ops, reason="final", code="SALE") == [sold]
 
