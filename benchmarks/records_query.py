@@ -109,9 +109,9 @@ def _median_s(fn: Any, runs: int) -> float:
 
 
 def measure(sock: str, n: int, runs: int, tmp: Path) -> dict[str, Any]:
-    from nextcall.cli.listing import _export
+    from nextcall.cli.listing import export_pages
     from nextcall.client import Client
-    from nextcall.ops.listing import RecordsReq, _cursor, _fingerprint
+    from nextcall.ops.listing import RecordsReq, fingerprint, make_cursor
     now = time.time()
     filters: dict[str, dict[str, Any]] = {
         "code": {"code": "C3"}, "state+reason": {"state": "closed", "reason": "dnc"},
@@ -127,7 +127,7 @@ def measure(sock: str, n: int, runs: int, tmp: Path) -> dict[str, Any]:
             out["page_s"][name] = _median_s(
                 lambda f=f: c.call("records", campaign="t", limit=100, **f), runs)
             out.setdefault("page_rows", {})[name] = found["count"]
-            deep = _cursor(n - n // 20, _fingerprint(RecordsReq.model_validate(
+            deep = make_cursor(n - n // 20, fingerprint(RecordsReq.model_validate(
                 {"campaign": "t", **f})))
             out["deep_page_s"][name] = _median_s(
                 lambda f=f, deep=deep: c.call("records", campaign="t", limit=100,
@@ -135,7 +135,7 @@ def measure(sock: str, n: int, runs: int, tmp: Path) -> dict[str, Any]:
         for name, f in (("csv_one_code_s", {"code": "C3"}), ("csv_all_s", {})):
             t0 = time.perf_counter()
             with open(tmp / "export.csv", "w", newline="", encoding="utf-8") as file:
-                rows = _export(c, file, {"campaign": "t", **f})
+                rows = export_pages(c, file, {"campaign": "t", **f})
             out[name] = round(time.perf_counter() - t0, 2)
             out[name.replace("_s", "_rows")] = rows
             out[name.replace("_s", "_mib")] = round(

@@ -54,7 +54,7 @@ def records_table(ans: dict[str, Any], title: str) -> Table:
     return t
 
 
-def _export(c: Client, out: TextIO, fields: dict[str, Any]) -> int:
+def export_pages(c: Client, out: TextIO, fields: dict[str, Any]) -> int:
     """Every page into ``out`` as CSV with a header; the number of records.
 
     Raises:
@@ -81,7 +81,7 @@ def export_csv(ctx: click.Context, path: str, fields: dict[str, Any]) -> int:
     with connect(ctx) as c:
         out = sys.stdout if to_stdout else open(path, "w", newline="", encoding="utf-8")  # noqa: SIM115
         try:
-            return _export(c, out, fields)
+            return export_pages(c, out, fields)
         except (ClientError, OSError) as exc:
             if not to_stdout:
                 out.close()

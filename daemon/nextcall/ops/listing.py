@@ -57,13 +57,14 @@ class RecordsReq(Request):
     cursor: Annotated[str, Field(min_length=1, max_length=200)] | None = None
 
 
-def _fingerprint(req: RecordsReq) -> str:
+def fingerprint(req: RecordsReq) -> str:
     """The filters a cursor belongs to (everything but the cursor and the page size)."""
     key = req.model_dump(exclude={"cursor", "limit"}, by_alias=True)
     return hashlib.sha256(orjson.dumps(key, option=orjson.OPT_SORT_KEYS)).hexdigest()[:12]
 
 
-def _cursor(rid: int, fp: str) -> str:
+def make_cursor(rid: int, fp: str) -> str:
+    """The cursor of the page after record ``rid``, for the filters ``fp``."""
     return base64.urlsafe_b64encode(f"1.{rid}.{fp}".encode()).decode().rstrip("=")
 
 
@@ -81,7 +82,7 @@ def _after(req: RecordsReq, fp: str) -> int:
         after = int(rid)
     except ValueError:
         raise BadRequest("not a cursor of the records op", field="cursor") from None
-    if version != "1" or after < 0:
+    if version != "1" or not 0 <= after < 2**63:
         raise BadRequest("not a cursor of the records op", field="cursor")
     if made_for != fp:
         raise BadRequest("the cursor belongs to other filters: repeat the query it came "
@@ -164,7 +165,7 @@ async def records(svc: Service, req: RecordsReq, peer: Peer) -> Body:
     """``records`` (supervisor): one page of the campaign's records matching the
     filters, in import order, and the cursor of the next page (null after the last)."""
     svc.engine.campaign(req.campaign)
-    fp = _fingerprint(req)
+    fp = fingerprint(req)
     after = _after(req, fp)
     now = svc.clock()
     svc.expire(now)
@@ -174,4 +175,4 @@ async def records(svc: Service, req: RecordsReq, peer: Peer) -> Body:
     rows = rows[:req.limit]
     return {"now": calendar.utc_iso(now), "count": len(rows),
             "records": [row_view(svc, r, now) for r in rows],
-            "next_cursor": _cursor(rows[-1]["rid"], fp) if more else None}
+            "next_cursor": make_cursor(rows[-1]["rid"], fp) if more else None}
