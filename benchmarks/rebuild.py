@@ -53,7 +53,9 @@ def make_db(path: Path, n: int) -> None:
              f'{{"at":{now + 3600:f},"timezone":"UTC","local":"","scope":"personal_then_team",'
              f'"owner":"agent{i % 50}","team":"red","contact_priority":4}}'
              if i % 10 == 0 else None, now, now) for i in range(1, n + 1))
-    con.executemany("INSERT INTO records VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+    from nextcall.storage.statements import RECORD_COLS
+    con.executemany(f"INSERT INTO records ({', '.join(RECORD_COLS)}) "
+                    f"VALUES ({', '.join('?' * len(RECORD_COLS))})", rows)
     con.commit()
     con.close()
 

@@ -26,13 +26,13 @@ OPS = tuple(REGISTRY)
 SYNC_OPS = frozenset(n for n, s in REGISTRY.items() if s.kind == SYNC)
 #: how often each op is drawn: the call cycle dominates, as in production; the ops that
 #: read the database (record.get, records.import, record.reopen, callback.schedule,
-#: resolution) queue on its one reader, and config.reload parses the config files, so
+#: resolution, records) queue on its one reader, and config.reload parses the config files, so
 #: they come less often, to keep thousands of frames a second
 WEIGHTS = {"next": 18, "dispose": 18, "release": 5, "extend": 5, "record.get": 1.5,
            "records.import": 2, "agent.login": 4, "agent.logout": 2, "stats": 3,
            "callbacks": 3, "campaigns": 2, "ping": 2, "record.reopen": 1.2,
            "callback.schedule": 1.2, "resolution": 0.6, "subscribe": 1,
-           "config.reload": 0.3}
+           "config.reload": 0.3, "records": 0.6}
 _OP_LIST = list(WEIGHTS)
 _OP_WEIGHTS = list(WEIGHTS.values())
 
@@ -267,6 +267,23 @@ def _callbacks(rng: random.Random, w: World) -> dict[str, Any]:
     return req
 
 
+def _records(rng: random.Random, w: World) -> dict[str, Any]:
+    req: dict[str, Any] = {"campaign": rng.choice(w.campaigns),
+                           "limit": rng.choice((1, 10, 100))}
+    if rng.random() < 0.3:
+        req["state"] = rng.choice(("ready", "callback", "leased", "held", "resolution",
+                                   "closed"))
+    if rng.random() < 0.3:
+        req["code"] = rng.choice(CODES)
+    if rng.random() < 0.1:
+        req["reason"] = rng.choice(("final", "dnc", "exhausted", "no_numbers"))
+    if rng.random() < 0.1:
+        req["owner"] = _agent(rng, w)
+    if rng.random() < 0.1:
+        req["since"] = iso(rng, w.now() - 3600)
+    return req
+
+
 def _maybe_campaign(rng: random.Random, w: World) -> dict[str, Any]:
     return {"campaign": rng.choice(w.campaigns)} if rng.random() < 0.5 else {}
 
@@ -290,6 +307,7 @@ VALID: dict[str, Callable[[random.Random, World], dict[str, Any]]] = {
     "callback.schedule": _schedule,
     "resolution": _maybe_campaign,
     "callbacks": _callbacks,
+    "records": _records,
     "subscribe": lambda rng, w: {"agent": _agent(rng, w)},
 }
 

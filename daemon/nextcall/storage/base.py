@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from ..core.changes import Change
+from .query import RecordQuery
 
 #: a record's fields kept only in the database: (id, list, data, team)
 Payload = tuple[str, str, str, str | None]
@@ -69,6 +70,10 @@ class Store(Protocol):
     async def records_where(self, campaign: str, list_name: str, state: str,
                             reason: str | None) -> list[dict[str, Any]]:
         """Full rows of one list's records in one state (list reloads)."""
+
+    async def records_page(self, query: RecordQuery) -> list[dict[str, Any]]:
+        """One page of a campaign's records for the ``records`` op (``storage/query.py``),
+        in rid order."""
 
     async def reminders_of_callbacks(self) -> list[tuple[int, float, float]]:
         """(rid, callback instant, sent_at) of reminders sent for records in the

@@ -34,6 +34,7 @@ from ..core.changes import (
 from ..core.engine import ready_groups
 from ..core.errors import StorageError
 from .base import Done, Fetched
+from .query import PAGE_COLUMNS, RecordQuery, matches
 from .snapshot import OTHER_COLUMNS, Snapshot, record_from_row
 
 logger = logging.getLogger(__name__)
@@ -141,6 +142,8 @@ class MemoryStore:
         row.update(hid=len(self.history) + 1, fields=_json(c.fields),
                    callback=_json(c.callback))
         self.history.append(row)
+        if c.lid is not None:  # a disposition: the record's last result
+            self.records[c.rid].update(last_code=c.code, last_at=c.at, last_agent=c.agent)
 
     def _record_saved(self, c: RecordSaved) -> None:
         row = self.records[c.rid]
@@ -156,7 +159,8 @@ class MemoryStore:
             raise StorageError(f"record id {c.id!r} exists")
         row = c._asdict()
         row.update(phones=orjson.dumps(c.phones).decode(), callback=_json(c.callback),
-                   imported_at=c.at, updated_at=c.at)
+                   imported_at=c.at, updated_at=c.at, last_code=None, last_at=None,
+                   last_agent=None)
         del row["at"]
         self.records[c.rid] = row
         self.ids[c.id] = c.rid
@@ -231,6 +235,11 @@ class MemoryStore:
         return [dict(r) for _, r in sorted(self.records.items())
                 if (r["campaign"], r["list"], r["state"]) == (campaign, list_name, state)
                 and (reason is None or r["reason"] == reason)]
+
+    async def records_page(self, query: RecordQuery) -> list[dict[str, Any]]:
+        """One page of a campaign's records, in rid order."""
+        page = [r for _, r in sorted(self.records.items()) if matches(r, query)]
+        return [{c: r[c] for c in PAGE_COLUMNS} for r in page[:query.limit]]
 
     async def reminders_of_callbacks(self) -> list[tuple[int, float, float]]:
         """Reminders sent for records in the callback state now."""

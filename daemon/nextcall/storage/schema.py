@@ -46,8 +46,19 @@ records = Table(
     Column("callback", Text),  # JSON CallbackIntent
     Column("imported_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
+    # the last disposition (not a reopen or a scheduled callback): the ``records`` op
+    # finds records by their last result
+    Column("last_code", String(32)),
+    Column("last_at", Float),
+    Column("last_agent", String(100)),
 )
-Index("ix_records_campaign_state", records.c.campaign, records.c.state)
+# rid last: the ``records`` op pages in rid order from the index (keyset)
+Index("ix_records_campaign_state", records.c.campaign, records.c.state, records.c.rid)
+Index("ix_records_campaign", records.c.campaign, records.c.rid)
+Index("ix_records_last_code", records.c.campaign, records.c.last_code, records.c.rid)
+Index("ix_records_list", records.c.campaign, records.c.list, records.c.rid)
+Index("ix_records_owner", records.c.campaign, records.c.owner, records.c.rid,
+      sqlite_where=records.c.owner.isnot(None), postgresql_where=records.c.owner.isnot(None))
 Index("ix_records_open", records.c.state, records.c.campaign, records.c.timezone,
       records.c.reason)
 

@@ -32,9 +32,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from .. import files
 from ..core.changes import Change
 from ..core.errors import StorageError
+from . import listing
 from . import snapshot as snap
 from .base import Done, Fetched
 from .prefetch import HEAD_REVISION, SqliteRead
+from .query import RecordQuery
 from .schema import history, leases, records, reminders
 from .statements import Op, ops_of
 from .writer import (
@@ -473,6 +475,12 @@ class SqlStore:
             return [dict(r) for r in (await conn.execute(q.order_by(records.c.rid)))
                     .mappings().all()]
         result: list[dict[str, Any]] = await self._read(fn)
+        return result
+
+    async def records_page(self, query: RecordQuery) -> list[dict[str, Any]]:
+        """One page of a campaign's records, in rid order (``storage/listing.py``)."""
+        result: list[dict[str, Any]] = await self._read(
+            lambda conn: listing.read_page(conn, query))
         return result
 
     async def reminders_of_callbacks(self) -> list[tuple[int, float, float]]:

@@ -83,7 +83,8 @@ PG_TYPES = {
     "at": "float8", "campaign": "text", "note": "text", "revenue": "float8",
     "fields": "text", "callback": "text", "state": "text", "due_at": "float8",
     "attempts": "int", "owner": "text", "team": "text", "best_cp": "int",
-    "updated_at": "float8", "phones": "text", "list": "text",
+    "updated_at": "float8", "phones": "text", "list": "text", "last_code": "text",
+    "last_at": "float8", "last_agent": "text",
 }
 
 
@@ -119,6 +120,11 @@ EXT_LEASE = _update("leases", ("expires_at",), "lid")
 INS_HISTORY = _insert("history", HISTORY_COLS)
 UPD_RECORD = _update("records", STATE_COLS, "rid")
 UPD_RECORD_MOVE = _update("records", (*STATE_COLS, "phones", "campaign", "list"), "rid")
+#: a disposition's record update also keeps its last result (the ``records`` op's filter)
+LAST_COLS = ("last_code", "last_at", "last_agent")
+UPD_RECORD_DISPOSED = _update("records", (*STATE_COLS, *LAST_COLS), "rid")
+UPD_RECORD_MOVE_DISPOSED = _update("records", (*STATE_COLS, "phones", "campaign", "list",
+                                               *LAST_COLS), "rid")
 UPD_RECORD_DATA = Stmt(
     "update records data",
     'UPDATE records SET "list" = {}, "phones" = {}, "timezone" = {}, "priority" = {}, '
@@ -161,13 +167,18 @@ def _history(c: HistoryAppended) -> Op:
                           c.reason, c.due_at, c.attempts))
 
 
-def _record_saved(c: RecordSaved) -> Op:
-    params = (c.state, c.reason, c.due_at, c.attempts, c.owner, c.team, c.best_cp,
-              c.phone_idx, _opt_json(c.callback), c.at)
-    if c.moved is None:
-        return (UPD_RECORD, (*params, c.rid))
-    phones, campaign, list_name = c.moved
-    return (UPD_RECORD_MOVE, (*params, _json(phones), campaign, list_name, c.rid))
+def _record_saved(c: RecordSaved, by: HistoryAppended | None = None) -> Op:
+    """The record's update; ``by``: the disposition whose entry precedes it, kept as the
+    record's last result in the same statement."""
+    params: tuple[Any, ...] = (c.state, c.reason, c.due_at, c.attempts, c.owner, c.team,
+                               c.best_cp, c.phone_idx, _opt_json(c.callback), c.at)
+    if c.moved is not None:
+        phones, campaign, list_name = c.moved
+        params = (*params, _json(phones), campaign, list_name)
+    if by is None:
+        return (UPD_RECORD if c.moved is None else UPD_RECORD_MOVE, (*params, c.rid))
+    return (UPD_RECORD_DISPOSED if c.moved is None else UPD_RECORD_MOVE_DISPOSED,
+            (*params, by.code, by.at, by.agent, c.rid))
 
 
 def _record_imported(c: RecordImported) -> Op:
@@ -209,11 +220,20 @@ _MANY: dict[type, Any] = {
 
 
 def ops_of(changes: Iterable[Change]) -> list[Op]:
-    """The statements that make ``changes`` durable, in order."""
+    """The statements that make ``changes`` durable, in order. A disposition's record
+    update (the ``RecordSaved`` after its ``HistoryAppended`` with a lease) also stores
+    the record's last result."""
     one = _ONE
     out: list[Op] = []
     append = out.append
+    disposed: HistoryAppended | None = None
     for c in changes:
+        if isinstance(c, HistoryAppended) and c.lid is not None:
+            disposed = c
+        elif disposed is not None and isinstance(c, RecordSaved) and disposed.rid == c.rid:
+            append(_record_saved(c, disposed))
+            disposed = None
+            continue
         fn = one.get(type(c))
         if fn is not None:
             append(fn(c))
