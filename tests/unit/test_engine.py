@@ -43,6 +43,7 @@ CODES = {rc.code: rc for rc in (
     ResultCode("NA", "no answer", "retry", delay_s=600),
     ResultCode("CB", "call back", "callback", contact_priority=6),
     ResultCode("NOPE", "no", "close", contact_priority=4),
+    ResultCode("DNC", "do not call", "dnc"),
 )}
 LEGAL_ONLY = tuple((Interval(0, 24 * 60),) for _ in range(7))
 OFFICE = tuple((Interval(9 * 60, 17 * 60),) if i < 5 else () for i in range(7))
@@ -513,6 +514,26 @@ def _dispose(e: Engine, lease: Lease, code: str, now: float, **kw: Any) -> Recor
     d = Disposition(code=code, agent=lease.agent, phone_idx=lease.phone_idx, **kw)
     out = decide(lease.record, e.campaigns[lease.record.campaign], d, now)
     return e.dispose(lease, out, now, orjson.dumps({"code": code}), code)
+
+
+def test_records_whose_one_number_is_listed_leave_circulation_at_once() -> None:
+    """A DNC disposition lists the number: other records whose one number it is count as
+    ``no_number`` now (as after a restart), whatever slot they waited in; a record with a
+    second number stays due."""
+    e = engine()
+    same = [["+31201", PHONE_ACTIVE]]
+    e.add(rec(1, priority=9, phones=[list(p) for p in same]), T0)
+    e.add(rec(2, phones=[list(p) for p in same]), T0)
+    e.add(rec(3, phones=[list(p) for p in same], due_at=T0 + 600), T0)
+    e.add(cbrec(4, "anyone", phones=[list(p) for p in same], due_at=T0 + 300), T0)
+    e.add(rec(5, phones=[["+31201", PHONE_ACTIVE], ["+31205", PHONE_ACTIVE]]), T0)
+    e.login("ann", ["alpha"], [])
+    (first,) = leases(e, "ann", T0)
+    assert first.record.rid == 1
+    _dispose(e, first, "DNC", T0 + 1)
+    assert [e.slot_of(i) for i in (2, 3, 4, 5)] == ["no_number"] * 3 + ["due"]
+    assert e.queues["alpha"].counts["no_number"] == 3  # r1 itself closed (dnc)
+    assert take(e, "ann", T0 + 700, count=5) == [("r5", "pool")]
 
 
 def test_dispose_retry_makes_record_dormant_until_due() -> None:

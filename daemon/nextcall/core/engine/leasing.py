@@ -127,6 +127,7 @@ class Leasing(Placement):
             rec.list = outcome.list_name or rec.list
         for number, which in outcome.listed:
             self.add_listed(number, which)
+            self._withdraw_number(number)
         self._apply(rec, now)
         return rec
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import heapq
 
+import numpy as np
+
 from .. import calendar
 from ..errors import BadRequest
 from ..keys import DUE_SCALE, RunHeap, callback_key, due_q, due_q_of, pool_key, rid_of, time_key
@@ -31,8 +33,13 @@ from .columns import (
     ST_HELD,
     ST_READY,
     STATE_CODE,
+    phone_int,
 )
 from .queues import Extra, Queues
+
+#: slots a record leaves when its one number is listed (leased and held ones keep theirs:
+#: a lease ends or an appointment resolves through ``_place``, which checks the number)
+_WITHDRAWABLE = frozenset((N_DORMANT, N_DUE, N_CB_DORMANT, N_CB_DUE))
 
 
 class Placement(EngineBase):
@@ -95,6 +102,20 @@ class Placement(EngineBase):
             if top is None or self._live(top, N_DUE):
                 return top
             zone.pop()
+
+    def _withdraw_number(self, number: str) -> None:
+        """``number`` was just put on the DNC or block list: the open records whose one
+        number it is leave circulation now (``no_number``), so the counts say so at once
+        and as after a restart. Records with several numbers find it listed when they
+        reach the top. A scan of one column: it runs only when a number is listed."""
+        n = phone_int(number)
+        if not n or not len(self.c_phone):
+            return
+        c_slot, c_camp, names = self.c_slot, self.c_camp, self._camp_names
+        for rid in np.flatnonzero(np.frombuffer(self.c_phone, dtype=np.int64) == n).tolist():
+            if c_slot[rid] in _WITHDRAWABLE and c_camp[rid] != 0:
+                self._bump(rid)
+                self._set_slot(rid, self._q(names[c_camp[rid]]), N_NO_NUMBER)
 
     # ----------------------------------------------------------------- placement
     def _place(self, rid: int, now: float) -> None:
