@@ -32,6 +32,7 @@ EVERY_OP: list[tuple[str, dict[str, Any]]] = [
     ("resolution", {}), ("records.import", {"campaign": "t", "list": "l",
                                             "records": numbers(1)}),
     ("config.reload", {"dry_run": True}), ("subscribe", {"agent": "bob"}),
+    ("explain", {"record": "r0"}),
     ("release", {"lease": "99.x"}), ("extend", {"lease": "99.x"}),
     ("dispose", {"lease": "99.x", "code": "NA"}),
 ]
