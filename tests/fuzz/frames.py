@@ -26,13 +26,13 @@ OPS = tuple(REGISTRY)
 SYNC_OPS = frozenset(n for n, s in REGISTRY.items() if s.kind == SYNC)
 #: how often each op is drawn: the call cycle dominates, as in production; the ops that
 #: read the database (record.get, records.import, record.reopen, callback.schedule,
-#: resolution, records) queue on its one reader, and config.reload parses the config files, so
+#: resolution, records, explain) queue on its one reader, and config.reload parses the config files, so
 #: they come less often, to keep thousands of frames a second
 WEIGHTS = {"next": 18, "dispose": 18, "release": 5, "extend": 5, "record.get": 1.5,
            "records.import": 2, "agent.login": 4, "agent.logout": 2, "stats": 3,
            "callbacks": 3, "campaigns": 2, "ping": 2, "record.reopen": 1.2,
            "callback.schedule": 1.2, "resolution": 0.6, "subscribe": 1,
-           "config.reload": 0.3, "records": 0.6}
+           "config.reload": 0.3, "records": 0.6, "explain": 0.6}
 _OP_LIST = list(WEIGHTS)
 _OP_WEIGHTS = list(WEIGHTS.values())
 
@@ -267,6 +267,15 @@ def _callbacks(rng: random.Random, w: World) -> dict[str, Any]:
     return req
 
 
+def _explain(rng: random.Random, w: World) -> dict[str, Any]:
+    if rng.random() < 0.3:
+        return {"campaign": rng.choice(w.campaigns)}
+    req: dict[str, Any] = {"record": _record(rng, w)}
+    if rng.random() < 0.3:
+        req["agent"] = _agent(rng, w)
+    return req
+
+
 def _records(rng: random.Random, w: World) -> dict[str, Any]:
     req: dict[str, Any] = {"campaign": rng.choice(w.campaigns),
                            "limit": rng.choice((1, 10, 100))}
@@ -308,6 +317,7 @@ VALID: dict[str, Callable[[random.Random, World], dict[str, Any]]] = {
     "resolution": _maybe_campaign,
     "callbacks": _callbacks,
     "records": _records,
+    "explain": _explain,
     "subscribe": lambda rng, w: {"agent": _agent(rng, w)},
 }
 

@@ -18,16 +18,11 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from ..core.engine import (
-    S_CB_DORMANT,
     S_CB_DUE,
-    S_DORMANT,
     S_DUE,
-    S_HELD,
-    S_LEASED,
-    S_NO_NUMBER,
-    S_RESOLUTION,
     SLOTS,
     Engine,
+    blocked_gauges,
 )
 
 PREFIX = "nextcall_"
@@ -238,13 +233,7 @@ def _add_campaign(fams: dict[str, GaugeMetricFamily], name: str, c: CampaignSamp
     for reason, n in sorted(c.closed.items()):
         records.add_metric([name, "closed", reason], n)
     fams["records_due"].add_metric([name], c.due_now)
-    by_reason = {
-        "window": c.blocked_window,
-        "dormant": c.slots.get(S_DORMANT, 0) + c.slots.get(S_CB_DORMANT, 0),
-        "leased": c.slots.get(S_LEASED, 0),
-        "held": c.slots.get(S_HELD, 0) + c.slots.get(S_RESOLUTION, 0),
-        "no_number": c.slots.get(S_NO_NUMBER, 0),
-        "disabled": c.blocked_disabled, "attempts": 0, "dnc": 0}
+    by_reason = blocked_gauges(dict(c.slots), c.blocked_window, c.blocked_disabled)
     for reason in BLOCKED_REASONS:
         fams["records_blocked"].add_metric([name, reason], by_reason[reason])
     fams["callbacks_due"].add_metric([name], c.callbacks_due)

@@ -12,6 +12,7 @@ Handlers live by concern:
 - ``queries.py``: ping, campaigns, stats, callbacks
 - ``listing.py``: records (a campaign's records by state, last result, ...)
 - ``admin.py``: config.reload
+- ``explain.py``: explain (why a record or a campaign is not handed out)
 
 Adding an op: its request model in ``protocol.py``, its handler in one of these modules,
 a line below, a command in the CLI, and its section in docs/protocol.md.
@@ -25,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel
 
 from ..roles import ADMIN, AGENT, RANK, SUPERVISOR, Peer, may_act_as, require
-from . import admin, agents, imports, leases, listing, queries, records
+from . import admin, agents, explain, imports, leases, listing, queries, records
 from .base import ASYNC, DEFERRED, SYNC, Body, OpSpec, Reply
 
 if TYPE_CHECKING:
@@ -59,6 +60,8 @@ REGISTRY: dict[str, OpSpec] = {spec.name: spec for spec in (
     OpSpec("callbacks", queries.CallbacksReq, queries.callbacks, AGENT, SYNC, AS),
     OpSpec("subscribe", agents.SubscribeReq, agents.subscribe, AGENT, SYNC, AS),
     OpSpec("records", listing.RecordsReq, listing.records, SUPERVISOR, ASYNC),
+    # a campaign's needs the supervisor role; a record's, what record.get needs
+    OpSpec("explain", explain.ExplainReq, explain.explain, AGENT, ASYNC, AS),
 )}
 
 #: request models by op name, for the decoder

@@ -33,6 +33,7 @@ EVERY_OP: list[tuple[str, dict[str, Any]]] = [
                                             "records": numbers(1)}),
     ("config.reload", {"dry_run": True}), ("subscribe", {"agent": "bob"}),
     ("records", {"campaign": "t"}),
+    ("explain", {"record": "r0"}),
     ("release", {"lease": "99.x"}), ("extend", {"lease": "99.x"}),
     ("dispose", {"lease": "99.x", "code": "NA"}),
 ]

@@ -17,6 +17,7 @@ only itself and its ancestors:
 - ``leasing.Leasing``: lease, release, extend, dispose, expire, ended leases;
 - ``selection.Selection``: logins, ``select``, ``next``, ``next_wake``;
 - ``loading.Loading``: the rebuild's bulk load;
+- ``explaining.Explaining``: why a record or a campaign is not handed out (read-only);
 - ``admin.Engine``: campaign swaps on reload, read-outs, the consistency check.
 
 Helpers: ``columns`` (column table, slot and state codes), ``queues``, ``agents``,
@@ -43,12 +44,23 @@ from .columns import (
                       phone_int,
                       score_of,
 )
+from .explaining import (
+    BLOCKERS,
+    REASONS,
+    Blocker,
+    CampaignFacts,
+    RecordFacts,
+    WindowFacts,
+    blocked_gauges,
+)
 from .groups import ReadyGroup, ready_groups
 from .queues import Extra, Queues
 from .tokens import ENDED_MEMORY, EndedLease, Secrets
 
 __all__ = [
-    "ENDED_MEMORY", "INF", "SLOTS", "SLOT_NAMES", "STATE_NAMES", "S_CB_DORMANT", "S_CB_DUE",
+    "BLOCKERS", "ENDED_MEMORY", "REASONS", "Blocker", "CampaignFacts", "RecordFacts",
+    "WindowFacts", "blocked_gauges", "INF", "SLOTS", "SLOT_NAMES", "STATE_NAMES",
+    "S_CB_DORMANT", "S_CB_DUE",
     "S_DORMANT", "S_DUE", "S_HELD", "S_LEASED", "S_NO_NUMBER", "S_RESOLUTION", "AgentSession",
     "EndedLease", "Engine", "Extra", "Queues", "ReadyGroup", "Secrets", "callback_standing",
     "phone_int", "ready_groups", "score_of",

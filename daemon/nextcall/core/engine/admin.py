@@ -17,9 +17,7 @@ import numpy.typing as npt
 from ..keys import gen_of, pool_key, rid_of
 from ..model import Campaign, Scoring
 from .columns import (
-    INF,
     N_CB_DORMANT,
-    N_CB_DUE,
     N_DORMANT,
     N_DUE,
     N_LEASED,
@@ -29,11 +27,11 @@ from .columns import (
     ST_CALLBACK,
     ST_HELD,
 )
-from .loading import Loading
+from .explaining import Explaining
 from .queues import Queues
 
 
-class Engine(Loading):
+class Engine(Explaining):
     """Holds every open record and decides hand-outs. Constructing it does nothing else."""
 
     # ----------------------------------------------------------------- reload
@@ -62,36 +60,6 @@ class Engine(Loading):
                     rid = rid_of(k)
                     keys.append(pool_key(self.c_score[rid], self.c_due[rid], rid, gen_of(k)))
             zone.replace_all(keys)
-
-    def zone_states(self, campaign: str, now: float, every: bool = False
-                    ) -> dict[str, tuple[bool, float, int]]:
-        """Per timezone with due records (``every``: every zone the campaign has seen):
-        (open now, state holds until, due records)."""
-        q = self.queues.get(campaign)
-        camp = self.campaigns.get(campaign)
-        if q is None:
-            return {}
-        if camp is not None:
-            self._refresh_zones(q, camp, now)
-        out = {}
-        for z in q.zones:
-            due = q.zone_due.get(z, 0)
-            if due > 0 or every:
-                out[self._zone_names[z]] = (bool(camp and q.zone_open.get(z, False)),
-                                            q.zone_until.get(z, INF), due)
-        return out
-
-    def due_callback_rids(self, campaign: str) -> list[int]:
-        """Due callbacks of ``campaign`` not handed out (each record once)."""
-        q = self.queues.get(campaign)
-        if q is None:
-            return []
-        seen: dict[int, None] = {}
-        for heap in (*q.personal.values(), *q.team.values(), q.anyone):
-            for k in heap:
-                if self._live(k, N_CB_DUE):
-                    seen[rid_of(k)] = None
-        return list(seen)
 
     def due_rids(self, campaign: str, tz_key: str, limit: int) -> list[int]:
         """Up to ``limit`` due pool records of ``campaign`` in zone ``tz_key``."""

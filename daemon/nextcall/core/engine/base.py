@@ -2,9 +2,9 @@
 DNC/block lists, the window cache, and the record views built from them.
 
 ``EngineBase`` is the root of the engine's class chain (``EngineBase`` -> ``Placement`` ->
-``Leasing`` -> ``Selection`` -> ``Loading`` -> ``Engine``): each class adds one concern and
-calls only itself and its ancestors. Everything here is state and O(1) accessors; nothing
-moves a record between structures.
+``Leasing`` -> ``Selection`` -> ``Loading`` -> ``Explaining`` -> ``Engine``): each class
+adds one concern and calls only itself and its ancestors. Everything here is state and
+O(1) accessors; nothing moves a record between structures.
 """
 
 from __future__ import annotations

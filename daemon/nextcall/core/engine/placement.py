@@ -18,6 +18,7 @@ from ..keys import DUE_SCALE, RunHeap, callback_key, due_q, due_q_of, pool_key, 
 from ..model import Campaign
 from ..records import CALLBACK, CLOSED, HELD, READY, CallbackIntent, Record
 from .base import EngineBase
+from .callbacks import callback_route
 from .columns import (
     INF,
     N_CB_DORMANT,
@@ -178,12 +179,12 @@ class Placement(EngineBase):
         due = self.c_due[rid]
         owner = ex.owner if ex is not None else None
         team = ex.team if ex is not None else None
-        if scope in ("personal", "personal_then_team") and owner:
-            heapq.heappush(q.personal.setdefault(owner, []), time_key(due, rid, gen))
-        if scope in ("team", "personal_then_team") and team:
-            heapq.heappush(q.team.setdefault(team, []), callback_key(cp, due, rid, gen))
-        elif scope == "anyone" or (scope == "personal_then_team" and not team) \
-                or (scope == "personal" and not owner):
+        personal, team_heap, anyone = callback_route(scope, owner, team)
+        if personal is not None:
+            heapq.heappush(q.personal.setdefault(personal, []), time_key(due, rid, gen))
+        if team_heap is not None:
+            heapq.heappush(q.team.setdefault(team_heap, []), callback_key(cp, due, rid, gen))
+        elif anyone:
             heapq.heappush(q.anyone, callback_key(cp, due, rid, gen))
         self._set_slot(rid, q, N_CB_DUE)
 

@@ -48,6 +48,35 @@ class Selection(Leasing):
         s = self.agents.get(owner) if owner else None
         return bool(s and s.logged_in and campaign in s.campaigns)
 
+    # ----------------------------------------------------------------- predicates
+    # (selection and ``explain`` both read these, so they cannot disagree)
+    def callback_window(self, camp: Campaign, rid: int, now: float) -> tuple[bool, float]:
+        """Whether record ``rid``'s calling window is open now (a callback's own
+        ``override_window`` lifts the weekday window), and until when that holds."""
+        ex = self._extras.get(rid)
+        cb = ex.callback if ex is not None else None
+        return self.window_open(camp, self._zone_names[self.c_tz[rid]], now,
+                                bool(cb and cb.override_window))
+
+    def grace_end(self, camp: Campaign, rid: int) -> float | None:
+        """When a personal-then-team callback's owner loses it to the team (None for
+        other scopes)."""
+        ex = self._extras.get(rid)
+        cb = ex.callback if ex is not None else None
+        if cb is None or cb.scope != "personal_then_team":
+            return None
+        return self.c_due[rid] + camp.grace_s
+
+    def _team_side_open(self, camp: Campaign, rid: int, agent: str, now: float) -> bool:
+        """Whether ``agent`` may take due callback ``rid`` from a team or ``anyone``
+        heap now: a personal-then-team callback waits for its present owner until the
+        grace period ends."""
+        ex = self._extras.get(rid)
+        end = self.grace_end(camp, rid)
+        if end is None or ex is None or ex.owner == agent:
+            return True
+        return now >= end or not self._owner_present(ex.owner, camp.name)
+
     # ----------------------------------------------------------------- selection
     def _pick_callback(self, heap: list[int], camp: Campaign, q: Queues, now: float,
                        agent: str, team_side: bool) -> int | None:
@@ -64,14 +93,9 @@ class Selection(Leasing):
                 heapq.heappop(heap)
                 self._park(rid, q)
                 continue
-            ex = self._extras.get(rid)
-            cb = ex.callback if ex is not None else None
-            ok = self.window_open(camp, self._zone_names[self.c_tz[rid]], now,
-                                  bool(cb and cb.override_window))[0]
-            if ok and team_side and cb is not None and cb.scope == "personal_then_team" \
-                    and ex is not None and ex.owner != agent:
-                ok = now >= self.c_due[rid] + camp.grace_s \
-                    or not self._owner_present(ex.owner, camp.name)
+            ok = self.callback_window(camp, rid, now)[0]
+            if ok and team_side:
+                ok = self._team_side_open(camp, rid, agent, now)
             if ok:
                 found = k
                 break
@@ -230,14 +254,8 @@ class Selection(Leasing):
                     if not self._live(k, N_CB_DUE):
                         continue
                     rid = rid_of(k)
-                    ex = self._extras.get(rid)
-                    cb = ex.callback if ex is not None else None
-                    override = bool(cb and cb.override_window)
-                    _, until = self.window_open(camp, self._zone_names[self.c_tz[rid]], now,
-                                                override)
-                    wake = min(wake, until)
-                    if cb and cb.scope == "personal_then_team":
-                        g = self.c_due[rid] + camp.grace_s
-                        if g > now:
-                            wake = min(wake, g)
+                    wake = min(wake, self.callback_window(camp, rid, now)[1])
+                    g = self.grace_end(camp, rid)
+                    if g is not None and g > now:
+                        wake = min(wake, g)
         return max(wake, now)
