@@ -46,8 +46,13 @@ records = Table(
     Column("callback", Text),  # JSON CallbackIntent
     Column("imported_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
+    # the quote of expected-value scoring (NULL: none)
+    Column("quote_value", Float),
+    Column("quote_chance", Float),
 )
 Index("ix_records_campaign_state", records.c.campaign, records.c.state)
+Index("ix_records_quoted", records.c.rid, sqlite_where=records.c.quote_value.is_not(None),
+      postgresql_where=records.c.quote_value.is_not(None))
 Index("ix_records_open", records.c.state, records.c.campaign, records.c.timezone,
       records.c.reason)
 

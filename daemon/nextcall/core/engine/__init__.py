@@ -43,7 +43,7 @@ from .columns import (
                       phone_int,
                       score_of,
 )
-from .groups import ReadyGroup, ready_groups
+from .groups import ReadyGroup, ready_groups, ready_quotes
 from .queues import Extra, Queues
 from .tokens import ENDED_MEMORY, EndedLease, Secrets
 
@@ -51,5 +51,5 @@ __all__ = [
     "ENDED_MEMORY", "INF", "SLOTS", "SLOT_NAMES", "STATE_NAMES", "S_CB_DORMANT", "S_CB_DUE",
     "S_DORMANT", "S_DUE", "S_HELD", "S_LEASED", "S_NO_NUMBER", "S_RESOLUTION", "AgentSession",
     "EndedLease", "Engine", "Extra", "Queues", "ReadyGroup", "Secrets", "callback_standing",
-    "phone_int", "ready_groups", "score_of",
+    "phone_int", "ready_groups", "ready_quotes", "score_of",
 ]
