@@ -37,9 +37,9 @@ from .core.model import (
     Campaign,
     Interval,
     ResultCode,
-    Scoring,
 )
 from .mailcfg import DEFAULT_REMINDER_EMAIL, EmailText, ReminderEmailCfg
+from .scorecfg import ScoringCfg, check_value_fields
 
 DEFAULT_CONFIG = "config/nextcall.toml"
 
@@ -216,15 +216,6 @@ class AgentCfg(_Strict):
         return None if v is None else _zone(v)
 
 
-class ScoringCfg(_Strict):
-    """``[campaigns.X.scoring]``: address-score weights (docs/configuration.md)."""
-
-    priority: float = 100.0
-    contact: float = 5.0
-    attempt: float = -1.0
-    max_attempt_penalty: Annotated[int, Field(ge=0, le=1000)] = 10
-
-
 def _interval(text: str) -> str:
     Interval.parse(text)
     return text
@@ -392,8 +383,7 @@ def _campaign(name: str, c: CampaignCfg, codes: dict[str, ResultCode], default_l
         name=name, codes=codes, window=window, legal_window=Interval.parse(c.legal_window),
         holidays=frozenset(c.holidays), max_attempts=c.max_attempts,
         lease_s=c.lease_s or default_lease_s, grace_s=c.grace_s, timezone=c.timezone,
-        scoring=Scoring(c.scoring.priority, c.scoring.contact, c.scoring.attempt,
-                        c.scoring.max_attempt_penalty),
+        scoring=c.scoring.to_core(),
         enabled=c.enabled, description=c.description, max_count=c.max_count,
         agent_schedule=c.agent_schedule)
 
@@ -422,6 +412,8 @@ def load(path: str | os.PathLike[str]) -> Settings:
         if c.max_count is not None and c.max_count > top.daemon.max_count:
             problems.append((f"{where}.max_count", "must be at most [daemon] max_count "
                              f"({top.daemon.max_count})"))
+        problems += [(f"{where}.scoring.{key}", msg)
+                     for key, msg in check_value_fields(c.scoring, sets[c.resultset])]
         out[name] = _campaign(name, c, sets[c.resultset], top.daemon.lease_s)
     if problems:
         raise ConfigError(problems)

@@ -253,7 +253,7 @@ class Service:
         eng = self.engine
         eng.set_listed(snap.listed)
         groups: list[ReadyGroup] = snap.groups
-        eng.bulk_load(groups, snap.phones, snap.others, now)
+        eng.bulk_load(groups, snap.phones, snap.others, now, snap.quotes)
         eng.next_rid = max(eng.next_rid, snap.max_rid + 1)
         eng.next_lid = max(eng.next_lid, snap.max_lid + 1)
         for campaign, reason, count in snap.closed_counts:

@@ -43,6 +43,9 @@ def record_view(rec: Record) -> dict[str, Any]:
         "due_at": utc_iso(rec.due_at) if rec.due_at else None,
         "attempts": rec.attempts, "owner": rec.owner, "team": rec.team,
         "score": rec.score,
+        "quote": None if rec.quote is None else {
+            "value": rec.quote.value, "chance": rec.quote.chance,
+            "expected_value": rec.quote.expected_value},
         "callback": rec.callback.to_json() if rec.callback else None,
     }
 

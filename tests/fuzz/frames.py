@@ -26,8 +26,8 @@ OPS = tuple(REGISTRY)
 SYNC_OPS = frozenset(n for n, s in REGISTRY.items() if s.kind == SYNC)
 #: how often each op is drawn: the call cycle dominates, as in production; the ops that
 #: read the database (record.get, records.import, record.reopen, callback.schedule,
-#: resolution, records, explain) queue on its one reader, and config.reload parses the config files, so
-#: they come less often, to keep thousands of frames a second
+#: resolution, records, explain) queue on its one reader, and config.reload parses the
+#: config files, so they come less often, to keep thousands of frames a second
 WEIGHTS = {"next": 18, "dispose": 18, "release": 5, "extend": 5, "record.get": 1.5,
            "records.import": 2, "agent.login": 4, "agent.logout": 2, "stats": 3,
            "callbacks": 3, "campaigns": 2, "ping": 2, "record.reopen": 1.2,

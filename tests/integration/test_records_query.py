@@ -15,6 +15,7 @@ from nextcall.storage import listing
 from nextcall.storage import sql as S
 from nextcall.storage import statements as ST
 from nextcall.storage.memory import MemoryStore
+from nextcall.storage.prefetch import HEAD_REVISION
 from nextcall.storage.query import RecordQuery
 
 
@@ -179,7 +180,7 @@ async def test_migration_0006_fills_the_last_result_from_the_history(
     store = S.SqlStore(f"sqlite+aiosqlite:///{path}")
     await store.open()
     try:
-        assert await store.migrate() == ["0005 -> 0006"]
+        assert await store.migrate() == [f"0005 -> {HEAD_REVISION}"]
         (row,) = await store.records_page(RecordQuery("t", codes=("SALE",)))
         assert (row["last_at"], row["last_agent"]) == (20.0, "ann")
     finally:

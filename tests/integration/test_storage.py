@@ -61,7 +61,7 @@ async def test_migrate_is_idempotent(db_url: str) -> None:
         second = await store.migrate()
     finally:
         await store.close()
-    assert first == ["empty -> 0006"]
+    assert first == ["empty -> 0007"]
     assert second == []
 
 
@@ -241,5 +241,31 @@ async def test_the_writer_rewinds_a_growing_log(tmp_path: Path) -> None:
         assert writer.resets == 1 and wal.stat().st_size < 100_000
         assert await store.existing_ids(["x5000", "x1"]) == {"x5000": (5000, "ready", "t"),
                                                             "x1": (1, "ready", "t")}
+    finally:
+        await store.close()
+
+
+async def test_quotes_are_stored_and_read_back_at_start(db_url: str) -> None:
+    """A record's quote (expected-value scoring) is written by ``QuoteSaved`` and read by
+    the start-up read: ready records' quotes through the partial index, callback records'
+    with their rows; a record without one has none, and ``None`` clears it."""
+    from nextcall.core.changes import QuoteSaved
+    from nextcall.core.records import Quote
+    store = S.SqlStore(db_url)
+    await store.open()
+    await store.migrate()
+    try:
+        cb = '{"at": 5.0, "timezone": "UTC", "scope": "anyone"}'
+        await store.write_ops([_insert(1), _insert(2), _insert(3),
+                               _insert(4, state="callback", callback=cb, due_at=5.0)])
+        await store.write([QuoteSaved(1, 2500.0, 40.0), QuoteSaved(3, 10.0, None),
+                           QuoteSaved(4, 99.5, 100.0)])
+        await store.write([QuoteSaved(3, None, None)])
+        snap = await store.snapshot()
+        assert snap.quotes == {1: Quote(2500.0, 40.0)}
+        assert [(r.rid, r.quote) for r in snap.others] == [(4, Quote(99.5, 100.0))]
+        row = await store.get_record("x1")
+        assert row is not None
+        assert (row["record"]["quote_value"], row["record"]["quote_chance"]) == (2500.0, 40.0)
     finally:
         await store.close()

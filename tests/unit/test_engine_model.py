@@ -9,7 +9,9 @@ window now (``calendar.window_state``, uncached):
 2. due callbacks of the agent's teams (scope team, personal_then_team) and of anyone,
    a personal_then_team one of another owner only after ``grace_s`` or while that owner
    is not logged in to the campaign; highest contact priority, then earliest;
-3. ready records: highest address score, then earliest due;
+3. ready records: highest pool score, then earliest due (campaign "beta" scores by
+   expected value: its records carry quotes, from the start or from a QUOTE disposition's
+   fields, and the model computes the documented formula itself);
 
 ties broken by import order (rid). Each ``next`` must hand out exactly the model's picks,
 and when it comes back short, nothing may become possible before ``next_wake``.
@@ -32,9 +34,9 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from nextcall.core import calendar
-from nextcall.core.engine import Engine, ready_groups
+from nextcall.core.engine import Engine, ready_groups, ready_quotes
 from nextcall.core.errors import NextcallError, NotLoggedIn
-from nextcall.core.model import Campaign, Interval, ResultCode, Scoring
+from nextcall.core.model import Campaign, FieldSpec, Interval, ResultCode, Scoring
 from nextcall.core.records import (
     CALLBACK,
     CLOSED,
@@ -43,6 +45,7 @@ from nextcall.core.records import (
     PHONE_REMOVED,
     READY,
     CallbackIntent,
+    Quote,
     Record,
 )
 from nextcall.core.results import CallbackRequest, Disposition, decide
@@ -69,6 +72,9 @@ def _codes(na_delays: tuple[int, ...], busy_s: int) -> dict[str, ResultCode]:
         ResultCode("CBT", "team callback", "callback", scope="team", contact_priority=4),
         ResultCode("CBA", "anyone callback", "callback", scope="anyone", contact_priority=3),
         ResultCode("NOPE", "not interested", "close", contact=True, contact_priority=4),
+        ResultCode("QUOTE", "quote sent", "retry", contact=True, contact_priority=4,
+                   delay_s=60, fields=(FieldSpec("amount", "money", required=True),
+                                       FieldSpec("kans", "percent"))),
     )}
 
 
@@ -83,7 +89,9 @@ CAMPAIGNS = {
         window=tuple(_iv("07:00-22:00") for _ in range(7)),
         legal_window=Interval(8 * 60 + 30, 20 * 60 + 45),
         max_attempts=5, lease_s=120, grace_s=600,
-        scoring=Scoring(priority=3.0, contact=2.0, attempt=-0.5, max_attempt_penalty=4)),
+        scoring=Scoring(priority=3.0, contact=2.0, attempt=-0.5, max_attempt_penalty=4,
+                        mode="expected_value", value_field="fields.amount",
+                        chance_field="fields.kans", value=0.01)),
 }
 CAMPAIGN_NAMES = tuple(CAMPAIGNS)
 # Fridays before DST changes and a quiet Wednesday, at hours when different zones are open
@@ -124,17 +132,25 @@ class MRec:
     team: str | None
     cb: CallbackIntent | None
     lease: MLease | None = None
+    quote: Quote | None = None
 
     def to_record(self) -> Record:
         return Record(self.rid, self.id, self.campaign, "list", [list(p) for p in self.phones],
                       self.tz, self.priority, "{}", state=self.state, reason=self.reason,
                       due_at=self.due_at, attempts=self.attempts, owner=self.owner,
                       team=self.team, best_cp=self.best_cp, phone_idx=self.phone_idx,
-                      callback=None if self.cb is None else replace(self.cb))
+                      callback=None if self.cb is None else replace(self.cb),
+                      quote=self.quote)
 
     def score(self) -> float:
-        camp = CAMPAIGNS[self.campaign]
-        return address_score(camp.scoring, self.priority, self.best_cp, self.attempts)
+        """The documented formula, written out: address score, plus in expected-value mode
+        value_w * max(1 + priority, 0) * value * chance / 100."""
+        w = CAMPAIGNS[self.campaign].scoring
+        s = address_score(w, self.priority, self.best_cp, self.attempts)
+        if w.mode == "expected_value" and self.quote is not None and self.priority > -1:
+            ev = self.quote.value * self.quote.chance / 100
+            s += w.value * (1 + self.priority) * ev if ev else 0.0
+        return s
 
     def phone(self) -> tuple[int, str] | None:
         n = len(self.phones)
@@ -250,6 +266,10 @@ def record_specs(draw: st.DrawFn) -> dict[str, Any]:
         "team": draw(st.sampled_from((None, "t1", "t2"))),
         "cb": None,
         "json_phones": draw(st.booleans()),  # as a rebuild hands them over
+        # a quote from the start (imported from data, or kept from an earlier disposition)
+        "quote": draw(st.one_of(st.none(), st.builds(
+            Quote, st.sampled_from((0.0, 100.0, 250.5, 2000.0)),
+            st.sampled_from((0.0, 50.0, 100.0))))),
     }
     if draw(st.booleans()):
         scope = draw(st.sampled_from((*SCOPES, "personal_then_team")))
@@ -291,7 +311,7 @@ class EngineModel(RuleBasedStateMachine):
                                 override_window=override, code="CB")
         m = MRec(rid, f"r{rid}", spec["campaign"], spec["tz"], spec["priority"], phones, state,
                  None, due, spec["attempts"], spec["best_cp"], spec["phone_idx"], owner,
-                 spec["team"], cb)
+                 spec["team"], cb, quote=spec["quote"])
         self.model.recs[m.id] = m
         r = m.to_record()
         if spec["json_phones"]:
@@ -303,7 +323,8 @@ class EngineModel(RuleBasedStateMachine):
               logins: dict[str, tuple[list[str], list[str]]]) -> None:
         self.now = start
         records = [self._make(s)[1] for s in specs]
-        assert self.engine.bulk_load(*ready_groups(records), self.now) == len(specs)
+        assert self.engine.bulk_load(*ready_groups(records), self.now,
+                                     ready_quotes(records)) == len(specs)
         for agent, (campaigns, teams) in logins.items():
             self.login(agent, campaigns, teams)
 
@@ -473,7 +494,13 @@ class EngineModel(RuleBasedStateMachine):
                 owner=data.draw(st.sampled_from((None, *AGENTS))),
                 team=data.draw(st.sampled_from((None, *TEAMS))),
                 override_window=data.draw(st.integers(0, 2)) > 0)
-        d = Disposition(code=code, agent=lease.agent, phone_idx=lease.phone_idx, callback=req)
+        fields: dict[str, object] = {}
+        if code == "QUOTE":
+            fields = {"amount": data.draw(st.sampled_from((10.0, 99.99, 1500.0)))}
+            if data.draw(st.booleans()):
+                fields["kans"] = data.draw(st.sampled_from((0, 25, 80, 100)))
+        d = Disposition(code=code, agent=lease.agent, phone_idx=lease.phone_idx, callback=req,
+                        fields=fields)
         try:
             out = decide(m.to_record(), camp, d, self.now)
         except NextcallError as exc:
@@ -495,6 +522,10 @@ class EngineModel(RuleBasedStateMachine):
         m.owner, m.team, m.best_cp, m.phone_idx = out.owner, out.team, out.best_cp, \
             out.phone_idx
         m.cb = None if out.callback is None else replace(out.callback)
+        if fields and camp.scoring.mode == "expected_value":
+            m.quote = Quote(float(fields["amount"]),  # type: ignore[arg-type]
+                            float(fields.get("kans", 100)))  # type: ignore[arg-type]
+        assert rec.quote == m.quote
 
     @precondition(_has_live)
     @rule(data=st.data())
@@ -571,6 +602,7 @@ class EngineModel(RuleBasedStateMachine):
                  team, m.campaign, m.tz)
             assert r.callback == m.cb
             assert r.score == m.score()
+            assert r.quote == m.quote
             assert (r.lease.lid if r.lease else None) == (m.lease.lid if m.lease else None)
             if m.lease is not None:
                 assert r.lease is not None

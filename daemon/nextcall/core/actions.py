@@ -46,6 +46,7 @@ from .records import (
     PHONE_REMOVED,
     READY,
     CallbackIntent,
+    Quote,
     Record,
 )
 
@@ -114,6 +115,9 @@ class Outcome:
     list_name: str | None = None
     #: the disposition's typed extra fields, validated and normalised (what history keeps)
     fields: dict[str, object] = field(default_factory=dict)
+    #: the record's new quote, when the fields carry the campaign's value field
+    #: (expected-value scoring); None leaves the quote as it was
+    quote: Quote | None = None
 
 
 #: ``apply(rec, campaign, code, disposition, now)``: the outcome, or a refusal raised

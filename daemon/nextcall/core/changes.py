@@ -168,6 +168,15 @@ class RecordReimported(NamedTuple):
     at: float
 
 
+class QuoteSaved(NamedTuple):
+    """A record's quote (expected-value scoring): from its data at import, or from a
+    disposition's fields. ``value`` None clears it."""
+
+    rid: int
+    value: float | None
+    chance: float | None
+
+
 class NumberListed(NamedTuple):
     """A number put on the DNC or block list (one list per number: the last one wins)."""
 
@@ -200,4 +209,5 @@ class ReminderSent(NamedTuple):
 
 
 Change = (LeaseIssued | LeaseEnded | LeaseExtended | HistoryAppended | RecordSaved
-          | RecordImported | RecordReimported | NumberListed | AgentSaved | ReminderSent)
+          | RecordImported | RecordReimported | NumberListed | AgentSaved | ReminderSent
+          | QuoteSaved)

@@ -57,14 +57,29 @@ def _minutes(text: str) -> int:
     return h * 60 + m
 
 
+#: scoring modes: the address score alone, or plus priority x expected value
+MODE_ADDRESS = "address"
+MODE_EXPECTED_VALUE = "expected_value"
+SCORING_MODES = (MODE_ADDRESS, MODE_EXPECTED_VALUE)
+
+
 @dataclass(frozen=True, slots=True)
 class Scoring:
-    """Weights of the address score (see ``nextcall.core.scoring``)."""
+    """Weights of the pool score (see ``nextcall.core.scoring``)."""
 
     priority: float = 100.0
     contact: float = 5.0
     attempt: float = -1.0
     max_attempt_penalty: int = 10
+    #: ``address`` or ``expected_value``
+    mode: str = MODE_ADDRESS
+    #: expected-value mode: where the quote's value and chance (%) are read,
+    #: ``"data.KEY"`` (the record's data at import) or ``"fields.NAME"`` (a disposition's
+    #: typed fields); an empty chance field means 100 %
+    value_field: str = ""
+    chance_field: str = ""
+    #: points of score per unit of priority-weighted expected value
+    value: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import builtins
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import orjson
 
@@ -84,18 +85,32 @@ _INTENT_KEYS = frozenset(("at", "timezone", "local", "scope", "owner", "team",
                           "reminder_min"))
 
 
+class Quote(NamedTuple):
+    """A record's quote: its value and the chance (0-100 %) that it becomes an order
+    (``nextcall.core.scoring`` turns it into the expected value)."""
+
+    value: float
+    chance: float = 100.0
+
+    @property
+    def expected_value(self) -> float:
+        """``value * chance / 100``."""
+        return self.value * self.chance / 100.0
+
+
 class Record:
     """One contact record's fields, as a value.
 
     ``id``, ``list``, ``data`` and ``team`` of a pool record are not kept in memory; a
     record the engine hands out has them filled in from the database before anyone sees
     it (``None`` until then). ``slot`` names where the engine holds it, ``score`` is its
-    address score and ``lease`` its live lease, if any.
+    address score and ``lease`` its live lease, if any. ``quote`` feeds the
+    expected-value score of campaigns that use it.
     """
 
     __slots__ = ("rid", "id", "campaign", "list", "phones", "timezone", "priority", "data",
                  "state", "reason", "due_at", "attempts", "owner", "team", "best_cp",
-                 "phone_idx", "callback", "score", "lease", "slot")
+                 "phone_idx", "callback", "score", "lease", "slot", "quote")
 
     def __init__(self, rid: int, id: str | None, campaign: str, list: str | None,
                  phones: list[list[str]] | str, timezone: str, priority: int,
@@ -103,7 +118,8 @@ class Record:
                  state: str = READY, reason: str | None = None, due_at: float = 0.0,
                  attempts: int = 0, owner: str | None = None, team: str | None = None,
                  best_cp: int = 0, phone_idx: int = 0,
-                 callback: CallbackIntent | None = None) -> None:
+                 callback: CallbackIntent | None = None,
+                 quote: Quote | None = None) -> None:
         self.rid = rid
         self.id = id
         self.campaign = campaign
@@ -122,6 +138,7 @@ class Record:
         self.best_cp = best_cp
         self.phone_idx = phone_idx
         self.callback = callback
+        self.quote = quote
         self.score = 0.0
         self.lease: Lease | None = None
         #: which structure holds the live entry (for invariants and stats)

@@ -30,6 +30,7 @@ from .effects import apply_effects
 from .errors import BadRequest, CodeDisabled, NoteRequired, RevenueRequired, UnknownCode
 from .model import Campaign, FieldSpec, ResultCode
 from .records import Record
+from .scoring import quote_from_fields
 
 __all__ = ["CALLBACK_PAST_TOLERANCE_S", "FIELD_CHECKS", "FIELD_TYPES", "CallbackRequest",
            "Disposition", "Outcome", "check_fields", "decide", "lookup_code",
@@ -168,4 +169,5 @@ def decide(rec: Record, campaign: Campaign, d: Disposition, now: float) -> Outco
     if rc.effects:
         apply_effects(rec, rc, d, out)
     out.fields = fields
+    out.quote = quote_from_fields(campaign.scoring, fields)
     return out

@@ -20,6 +20,7 @@ from .changes import (
     LeaseExtended,
     LeaseIssued,
     NumberListed,
+    QuoteSaved,
     RecordImported,
     RecordReimported,
     RecordSaved,
@@ -27,6 +28,7 @@ from .changes import (
 from .engine import AgentSession, Engine
 from .records import CallbackIntent, Lease, Record
 from .results import Outcome
+from .scoring import quote_from_data
 
 
 def issue(engine: Engine, agent: str, campaigns: tuple[str, ...], teams: tuple[str, ...],
@@ -51,6 +53,8 @@ def dispose(engine: Engine, lease: Lease, outcome: Outcome, now: float, *, code:
     changes += [NumberListed(number, which, now, rec.rid, agent)
                 for number, which in outcome.listed]
     changes.append(RecordSaved.of(rec, now, moved=moved))
+    if outcome.quote is not None:
+        changes.append(QuoteSaved(rec.rid, *outcome.quote))
     return changes
 
 
@@ -108,20 +112,36 @@ def logout(engine: Engine, agent: str, now: float) -> list[Change]:
 
 
 def import_record(engine: Engine, rec: Record, now: float) -> list[Change]:
-    """A new record joins the pool (``rec.rid`` is taken from ``engine.next_rid``)."""
+    """A new record joins the pool (``rec.rid`` is taken from ``engine.next_rid``); a
+    campaign that scores by expected value from data takes the record's quote from it."""
+    camp = engine.campaigns.get(rec.campaign)
+    if camp is not None and rec.quote is None:
+        rec.quote = quote_from_data(camp.scoring, rec.data)
     engine.add(rec, now)
-    return [RecordImported.of(rec, now)]
+    changes: list[Change] = [RecordImported.of(rec, now)]
+    if rec.quote is not None:
+        changes.append(QuoteSaved(rec.rid, *rec.quote))
+    return changes
 
 
 def reimport(engine: Engine, rid: int, row: dict[str, Any], list_name: str,
-             phones: list[list[str]], now: float) -> list[Change]:
+             phones: list[list[str]], now: float, campaign: str | None = None
+             ) -> list[Change]:
     """An existing record imported again: new list, numbers, zone, priority, data and
     (when given) team; an open record is re-placed at once."""
     live = engine.record(rid)
+    name = live.campaign if live is not None else campaign
+    camp = engine.campaigns.get(name) if name is not None else None
+    quote = quote_from_data(camp.scoring, row["data"]) if camp is not None else None
     if live is not None:
         live.phones, live.timezone, live.priority = phones, row["timezone"], row["priority"]
         if row["team"] is not None:
             live.team = row["team"]
+        if quote is not None:
+            live.quote = quote
         engine.update_record(live, now)
-    return [RecordReimported(rid, list_name, phones, row["timezone"], row["priority"],
-                             row["data"], row["team"], now)]
+    changes: list[Change] = [RecordReimported(rid, list_name, phones, row["timezone"],
+                                              row["priority"], row["data"], row["team"], now)]
+    if quote is not None:
+        changes.append(QuoteSaved(rid, *quote))
+    return changes

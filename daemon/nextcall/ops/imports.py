@@ -282,12 +282,15 @@ async def _apply_reserved(svc: Service, req: ImportReq, rows: list[Row],
     changes: list[Change] = []
     listed = eng.listed
     new_ids = []
+    updated = 0
     for r in rows:
         # numbers already on the DNC or block list show so from the start
         phones = [[n, "dnc" if listed.get(n) == "dnc" else "blocked" if n in listed
                    else "active"] for n in r["phones"]]
         if r["id"] in known:
-            changes += transitions.reimport(eng, known[r["id"]][0], r, req.list, phones, now)
+            rid, _, campaign = known[r["id"]]
+            changes += transitions.reimport(eng, rid, r, req.list, phones, now, campaign)
+            updated += 1
             continue
         rid = eng.next_rid
         eng.next_rid += 1
@@ -297,4 +300,4 @@ async def _apply_reserved(svc: Service, req: ImportReq, rows: list[Row],
         new_ids.append(r["id"])
     if changes:
         await svc.store.write(changes)
-    return len(new_ids), len(changes) - len(new_ids), rejected
+    return len(new_ids), updated, rejected

@@ -26,12 +26,13 @@ from ..core.changes import (
     LeaseExtended,
     LeaseIssued,
     NumberListed,
+    QuoteSaved,
     RecordImported,
     RecordReimported,
     RecordSaved,
     ReminderSent,
 )
-from ..core.engine import ready_groups
+from ..core.engine import ready_groups, ready_quotes
 from ..core.errors import StorageError
 from .base import Done, Fetched
 from .query import PAGE_COLUMNS, RecordQuery, matches
@@ -172,6 +173,9 @@ class MemoryStore:
         if c.team is not None:
             row["team"] = c.team
 
+    def _quote_saved(self, c: QuoteSaved) -> None:
+        self.records[c.rid].update(quote_value=c.value, quote_chance=c.chance)
+
     def _number_listed(self, c: NumberListed) -> None:
         self.listed[c.number] = {"number": c.number, "list": c.list, "added_at": c.at,
                                  "rid": c.rid, "agent": c.agent}
@@ -190,7 +194,7 @@ class MemoryStore:
     # ------------------------------------------------------------------ reads
     async def snapshot(self, prefetched: Any = None) -> Snapshot:
         """What a rebuild reads: open records, live leases, logins, lists, counts."""
-        open_recs = [record_from_row(tuple(r[c] for c in OTHER_COLUMNS))
+        open_recs = [record_from_row(tuple(r.get(c) for c in OTHER_COLUMNS))
                      for r in sorted(self.records.values(), key=lambda r: r["rid"])
                      if r["state"] in ("ready", "callback", "held")]
         groups, phones, others = ready_groups(open_recs)
@@ -203,7 +207,8 @@ class MemoryStore:
         return Snapshot(groups, phones, others, [(c, r, n) for (c, r), n in closed.items()],
                         leases, agents, max(self.records, default=0),
                         max(self.leases, default=0),
-                        [(n, x["list"]) for n, x in self.listed.items()])
+                        [(n, x["list"]) for n, x in self.listed.items()],
+                        ready_quotes(open_recs))
 
     async def get_record(self, record_id: str) -> dict[str, Any] | None:
         """The record row with its history and leases, or None."""
@@ -263,5 +268,5 @@ _APPLY: dict[type, Callable[[MemoryStore, Any], None]] = {
     RecordSaved: MemoryStore._record_saved, RecordImported: MemoryStore._record_imported,
     RecordReimported: MemoryStore._record_reimported,
     NumberListed: MemoryStore._number_listed, AgentSaved: MemoryStore._agent_saved,
-    ReminderSent: MemoryStore._reminder_sent,
+    ReminderSent: MemoryStore._reminder_sent, QuoteSaved: MemoryStore._quote_saved,
 }

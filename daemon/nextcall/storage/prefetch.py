@@ -22,11 +22,11 @@ import struct
 import subprocess
 import sys
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 #: the newest migration (``storage/migrations/versions``); a test keeps them equal
-HEAD_REVISION = "0006"
+HEAD_REVISION = "0007"
 #: ready records per chunk (a chunk is one query on one connection)
 CHUNK_ROWS = 200_000
 
@@ -52,9 +52,12 @@ RID_SPAN = ("SELECT COALESCE((SELECT min(rid) FROM records), 0), "
             "COALESCE((SELECT max(rid) FROM records), 0)")
 OTHER_COLUMNS = ("rid", "id", "campaign", "list", "phones", "timezone", "priority", "data",
                  "state", "reason", "due_at", "attempts", "owner", "team", "best_cp",
-                 "phone_idx", "callback")
+                 "phone_idx", "callback", "quote_value", "quote_chance")
 OTHERS = (f"SELECT {', '.join(OTHER_COLUMNS)} FROM records "
           "WHERE state IN ('callback', 'held') ORDER BY rid")
+#: the quotes of ready records (expected-value scoring), through the partial index
+QUOTES = ("SELECT rid, quote_value, quote_chance FROM records "
+          "WHERE quote_value IS NOT NULL AND state = 'ready'")
 CLOSED = ("SELECT campaign, COALESCE(reason, 'final'), count(*) FROM records "
           "WHERE state = 'closed' GROUP BY 1, 2")
 LEASES = ("SELECT lid, secret, rid, agent, uid, issued_at, expires_at, phone, phone_idx, "
@@ -82,6 +85,8 @@ class RawSnapshot:
     listed: list[tuple[Any, ...]]
     max_rid: int
     max_lid: int
+    #: (rid, value, chance) of the ready records that have a quote
+    quotes: list[tuple[Any, ...]] = field(default_factory=list)
 
 
 def ranges(lo: int, hi: int) -> list[tuple[int, int]]:
@@ -180,6 +185,7 @@ class SqliteRead:
             leases = con.execute(LEASES).fetchall()
             agents = con.execute(AGENTS).fetchall()
             listed = con.execute(LISTED).fetchall()
+            quotes = con.execute(QUOTES).fetchall()
             max_rid = con.execute(MAX_RID).fetchone()[0]
             max_lid = con.execute(MAX_LID).fetchone()[0]
         finally:
@@ -188,7 +194,7 @@ class SqliteRead:
         parts = [f.result() for f in futures]
         chunks = [parts[i % k][i // k] for i in range(len(spans))]
         return RawSnapshot(chunks, pairs.result(), others, closed, leases, agents, listed,
-                           int(max_rid), int(max_lid))
+                           int(max_rid), int(max_lid), quotes)
 
     def result(self) -> RawSnapshot:
         """The read's rows (blocking).

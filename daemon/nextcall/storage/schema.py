@@ -51,6 +51,9 @@ records = Table(
     Column("last_code", String(32)),
     Column("last_at", Float),
     Column("last_agent", String(100)),
+    # the quote of expected-value scoring (NULL: none)
+    Column("quote_value", Float),
+    Column("quote_chance", Float),
 )
 # rid last: the ``records`` op pages in rid order from the index (keyset)
 Index("ix_records_campaign_state", records.c.campaign, records.c.state, records.c.rid)
@@ -59,6 +62,8 @@ Index("ix_records_last_code", records.c.campaign, records.c.last_code, records.c
 Index("ix_records_list", records.c.campaign, records.c.list, records.c.rid)
 Index("ix_records_owner", records.c.campaign, records.c.owner, records.c.rid,
       sqlite_where=records.c.owner.isnot(None), postgresql_where=records.c.owner.isnot(None))
+Index("ix_records_quoted", records.c.rid, sqlite_where=records.c.quote_value.is_not(None),
+      postgresql_where=records.c.quote_value.is_not(None))
 Index("ix_records_open", records.c.state, records.c.campaign, records.c.timezone,
       records.c.reason)
 

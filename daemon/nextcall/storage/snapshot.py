@@ -29,7 +29,7 @@ import numpy as np
 import orjson
 
 from ..core.engine import ReadyGroup
-from ..core.records import CallbackIntent, Record
+from ..core.records import CallbackIntent, Quote, Record
 from . import prefetch as P
 
 _PACKED = np.dtype([("rid", ">i8"), ("sec", ">i8"), ("frac", ">u4"), ("packed", ">u8"),
@@ -72,6 +72,9 @@ class Snapshot:
     max_rid: int
     max_lid: int
     listed: list[tuple[str, str]] = field(default_factory=list)
+    #: the quotes of ready records that have one (callback and appointment records carry
+    #: theirs)
+    quotes: dict[int, Quote] = field(default_factory=dict)
 
 
 def decode(packed: list[bytes | memoryview]) -> ReadyGroup:
@@ -116,15 +119,24 @@ def split(every: ReadyGroup, pairs: list[tuple[str, str, str]]) -> list[ReadyGro
 def record_from_row(row: tuple[Any, ...]) -> Record:
     """A ``Record`` value from a row of ``OTHER_COLUMNS``."""
     (rid, rec_id, campaign, lst, phones, tz, prio, data, state, reason, due, attempts, owner,
-     team, best_cp, phone_idx, callback) = row
+     team, best_cp, phone_idx, callback, quote_value, quote_chance) = row
     return Record(int(rid), rec_id, campaign, lst, phones, tz, int(prio), data, state, reason,
                   float(due), int(attempts), owner, team, int(best_cp), int(phone_idx),
-                  CallbackIntent.from_json(orjson.loads(callback)) if callback else None)
+                  CallbackIntent.from_json(orjson.loads(callback)) if callback else None,
+                  quote_of(quote_value, quote_chance))
+
+
+def quote_of(value: Any, chance: Any) -> Quote | None:
+    """A stored quote (NULL value: none; NULL chance: 100 %)."""
+    if value is None:
+        return None
+    return Quote(float(value), 100.0 if chance is None else float(chance))
 
 
 def record_of(row: dict[str, Any]) -> Record:
-    """A ``Record`` value from a stored row read as a mapping (``Store`` reads)."""
-    return record_from_row(tuple(row[c] for c in OTHER_COLUMNS))
+    """A ``Record`` value from a stored row read as a mapping (``Store`` reads; rows from
+    before the quote columns have no quote)."""
+    return record_from_row(tuple(row.get(c) for c in OTHER_COLUMNS))
 
 
 def assemble(raw: P.RawSnapshot) -> Snapshot:
@@ -139,7 +151,9 @@ def assemble(raw: P.RawSnapshot) -> Snapshot:
     return Snapshot(groups, phones, [record_from_row(tuple(r)) for r in raw.others],
                     [(c, r or "final", int(n)) for c, r, n in raw.closed],
                     [tuple(x) for x in raw.leases], [tuple(x) for x in raw.agents],
-                    raw.max_rid, raw.max_lid, [(str(n), str(x)) for n, x in raw.listed])
+                    raw.max_rid, raw.max_lid, [(str(n), str(x)) for n, x in raw.listed],
+                    {int(r): Quote(float(v), 100.0 if c is None else float(c))
+                     for r, v, c in raw.quotes})
 
 
 def read_sqlite(path: str) -> Snapshot:
@@ -169,7 +183,8 @@ async def read_postgres(dsn: str, workers: int = 4) -> Snapshot:
             [tuple(r) for r in await main.fetch(P.LEASES)],
             [tuple(r) for r in await main.fetch(P.AGENTS)],
             [tuple(r) for r in await main.fetch(P.LISTED)],
-            int(await main.fetchval(P.MAX_RID)), int(await main.fetchval(P.MAX_LID)))
+            int(await main.fetchval(P.MAX_RID)), int(await main.fetchval(P.MAX_LID)),
+            [tuple(r) for r in await main.fetch(P.QUOTES)])
     finally:
         for c in conns:
             await c.close()

@@ -26,6 +26,7 @@ from ..core.changes import (
     LeaseExtended,
     LeaseIssued,
     NumberListed,
+    QuoteSaved,
     RecordImported,
     RecordReimported,
     RecordSaved,
@@ -130,6 +131,10 @@ UPD_RECORD_DATA = Stmt(
     'UPDATE records SET "list" = {}, "phones" = {}, "timezone" = {}, "priority" = {}, '
     '"data" = {}, "updated_at" = {}, "team" = COALESCE({}, "team") WHERE "rid" = {}', 8)
 INS_RECORD = _insert("records", RECORD_COLS)
+#: no table: it takes the transaction path (it follows the same record's other update)
+UPD_QUOTE = Stmt("update records quote",
+                 'UPDATE records SET "quote_value" = {}, "quote_chance" = {} WHERE "rid" = {}',
+                 3)
 DEL_LISTED = Stmt("delete phone_lists", 'DELETE FROM phone_lists WHERE "number" = {}', 1)
 INS_LISTED = _insert("phone_lists", ("number", "list", "added_at", "rid", "agent"))
 DEL_AGENT = Stmt("delete agents", 'DELETE FROM agents WHERE "agent" = {}', 1)
@@ -193,6 +198,10 @@ def _record_reimported(c: RecordReimported) -> Op:
                               c.team, c.rid))
 
 
+def _quote_saved(c: QuoteSaved) -> list[Op]:
+    return [(UPD_QUOTE, (c.value, c.chance, c.rid))]
+
+
 def _number_listed(c: NumberListed) -> list[Op]:
     return [(DEL_LISTED, (c.number,)), (INS_LISTED, tuple(c))]
 
@@ -216,6 +225,7 @@ _ONE: dict[type, Any] = {
 }
 _MANY: dict[type, Any] = {
     NumberListed: _number_listed, AgentSaved: _agent_saved, ReminderSent: _reminder_sent,
+    QuoteSaved: _quote_saved,
 }
 
 

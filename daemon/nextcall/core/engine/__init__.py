@@ -53,7 +53,7 @@ from .explaining import (
     WindowFacts,
     blocked_gauges,
 )
-from .groups import ReadyGroup, ready_groups
+from .groups import ReadyGroup, ready_groups, ready_quotes
 from .queues import Extra, Queues
 from .tokens import ENDED_MEMORY, EndedLease, Secrets
 
@@ -63,5 +63,5 @@ __all__ = [
     "S_CB_DORMANT", "S_CB_DUE",
     "S_DORMANT", "S_DUE", "S_HELD", "S_LEASED", "S_NO_NUMBER", "S_RESOLUTION", "AgentSession",
     "EndedLease", "Engine", "Extra", "Queues", "ReadyGroup", "Secrets", "callback_standing",
-    "phone_int", "ready_groups", "score_of",
+    "phone_int", "ready_groups", "ready_quotes", "score_of",
 ]

@@ -26,6 +26,7 @@ from .columns import (
     SLOTS,
     ST_CALLBACK,
     ST_HELD,
+    scores_of,
 )
 from .explaining import Explaining
 from .queues import Queues
@@ -84,8 +85,10 @@ class Engine(Explaining):
         prio = np.frombuffer(self.c_prio, dtype=np.int16)[rids].astype(np.float64)
         bcp = np.frombuffer(self.c_bcp, dtype=np.int8)[rids].astype(np.float64)
         att = np.frombuffer(self.c_att, dtype=np.uint32)[rids].astype(np.float64)
-        new = (w.priority * prio + w.contact * np.maximum(bcp - 1, 0)
-               + w.attempt * np.minimum(att, w.max_attempt_penalty))
+        quotes = self.quotes
+        ev = np.array([quotes[r].expected_value if r in quotes else 0.0
+                       for r in rids.tolist()], dtype=np.float64) if quotes else None
+        new = scores_of(w, prio, bcp, att, ev)
         return rids, np.frombuffer(self.c_score, dtype=np.float64)[rids], new
 
     # ----------------------------------------------------------------- checks

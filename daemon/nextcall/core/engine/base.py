@@ -22,7 +22,8 @@ from .. import calendar
 from ..errors import UnknownCampaign
 from ..keys import GEN_MASK, RunHeap, gen_of, pool_key, rid_of, time_key
 from ..model import Campaign
-from ..records import PHONE_ACTIVE, Lease, Record
+from ..records import PHONE_ACTIVE, Lease, Quote, Record
+from ..scoring import ScoreTerms, score_terms
 from .agents import AgentSession
 from .columns import (
     COLUMNS,
@@ -63,6 +64,8 @@ class EngineBase:
         #: complex numbers (several, or not all active): [[e164, status], ...] or its JSON
         self._phones: dict[int, list[list[str]] | str] = {}
         self._extras: dict[int, Extra] = {}
+        #: open records' quotes (few: only where a campaign or import gave one)
+        self.quotes: dict[int, Quote] = {}
         #: rid -> lid of the live lease on it
         self._lease_of: dict[int, int] = {}
         self._open = 0
@@ -258,10 +261,24 @@ class EngineBase:
             q.zone_due[self.c_tz[rid]] += 1
 
     def rescore(self, rid: int) -> None:
-        """Recompute record ``rid``'s address score from its campaign's weights."""
+        """Recompute record ``rid``'s pool score from its campaign's weights."""
         camp = self.campaigns.get(self._camp_names[self.c_camp[rid]])
+        quote = self.quotes.get(rid)
         self.c_score[rid] = score_of(camp.scoring, self.c_prio[rid], self.c_bcp[rid],
-                                     self.c_att[rid]) if camp is not None else 0.0
+                                     self.c_att[rid],
+                                     quote.expected_value if quote is not None else 0.0
+                                     ) if camp is not None else 0.0
+
+    def score_terms(self, rid: int) -> ScoreTerms | None:
+        """Open record ``rid``'s score taken apart under its campaign's weights (what
+        ``explain`` shows); None when the record or its campaign is not in memory."""
+        if not self.is_open(rid):
+            return None
+        camp = self.campaigns.get(self._camp_names[self.c_camp[rid]])
+        if camp is None:
+            return None
+        return score_terms(camp.scoring, self.c_prio[rid], self.c_bcp[rid], self.c_att[rid],
+                           self.quotes.get(rid))
 
     # ----------------------------------------------------------------- views
     def record(self, rid: int) -> Record | None:
@@ -275,7 +292,7 @@ class EngineBase:
                      self.c_prio[rid], None, STATE_NAMES[self.c_state[rid]], None,
                      self.c_due[rid], self.c_att[rid], ex.owner if ex is not None else None,
                      ex.team if ex is not None else None, self.c_bcp[rid], self.c_pidx[rid],
-                     ex.callback if ex is not None else None)
+                     ex.callback if ex is not None else None, self.quotes.get(rid))
         rec.score = self.c_score[rid]
         rec.slot = SLOT_NAMES[self.c_slot[rid]]
         lid = self._lease_of.get(rid)

@@ -7,7 +7,12 @@ names, by stats and metrics).
 
 from __future__ import annotations
 
-from ..model import Scoring
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from ..model import MODE_EXPECTED_VALUE, Scoring
 from ..records import CALLBACK, HELD, READY
 
 #: an instant that never comes (no promise, nothing to wake for)
@@ -47,8 +52,28 @@ def phone_int(number: str) -> int:
         and number[1] != "0" else 0
 
 
-def score_of(w: Scoring, priority: int, best_cp: int, attempts: int) -> float:
-    """The address score (``nextcall.core.scoring``), inlined for the hot paths."""
-    return (w.priority * priority + w.contact * (best_cp - 1 if best_cp > 1 else 0)
-            + w.attempt * (attempts if attempts < w.max_attempt_penalty
-                           else w.max_attempt_penalty))
+def score_of(w: Scoring, priority: int, best_cp: int, attempts: int, ev: float = 0.0
+             ) -> float:
+    """The pool score (``nextcall.core.scoring.pool_score``), inlined for the hot paths;
+    ``ev`` is the record's expected value (0 without a quote)."""
+    score = (w.priority * priority + w.contact * (best_cp - 1 if best_cp > 1 else 0)
+             + w.attempt * (attempts if attempts < w.max_attempt_penalty
+                            else w.max_attempt_penalty))
+    if ev and w.mode == MODE_EXPECTED_VALUE and priority > -1:
+        score += w.value * (1 + priority) * ev
+    return score
+
+
+def scores_of(w: Scoring, priority: npt.NDArray[Any], best_cp: npt.NDArray[Any],
+              attempts: npt.NDArray[Any], ev: npt.NDArray[np.float64] | None
+              ) -> npt.NDArray[np.float64]:
+    """``score_of`` over arrays (the rebuild, reload planning): the same arithmetic, term
+    by term in the same order, so a record scores the same either way."""
+    score: npt.NDArray[np.float64] = (
+        w.priority * priority + w.contact * np.maximum(best_cp - 1, 0)
+        + w.attempt * np.minimum(attempts, w.max_attempt_penalty)).astype(np.float64)
+    if ev is not None and w.mode == MODE_EXPECTED_VALUE:
+        factor = (1 + priority).astype(np.float64)
+        term = np.where((ev != 0) & (factor > 0), w.value * factor * ev, 0.0)
+        score = score + term
+    return score

@@ -12,7 +12,7 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
-from ..records import PHONE_ACTIVE, READY, Record
+from ..records import PHONE_ACTIVE, READY, Quote, Record
 from .columns import phone_int
 
 
@@ -59,3 +59,10 @@ def ready_groups(records: Iterable[Record]
                                  bcp.astype(np.int64), pidx.astype(np.int64),
                                  phone.astype(np.int64)))
     return groups, phones, others
+
+
+def ready_quotes(records: Iterable[Record]) -> dict[int, Quote]:
+    """The quotes of the ready records among ``records`` (what ``Engine.bulk_load`` takes
+    beside ``ready_groups``; the others carry theirs)."""
+    return {rec.rid: rec.quote for rec in records
+            if rec.state == READY and rec.quote is not None}

@@ -96,6 +96,8 @@ class Leasing(Placement):
         rec = lease.record
         self._end(lease, "disposed", result, code)
         rid = rec.rid
+        if outcome.quote is not None:
+            rec.quote = self.quotes[rid] = outcome.quote
         if outcome.state == READY and self.c_state[rid] == ST_READY and outcome.phones is None \
                 and outcome.campaign is None and not outcome.listed:
             # the common case (a retry): only the scheduling columns change

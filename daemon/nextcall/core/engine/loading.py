@@ -27,21 +27,34 @@ from ..keys import (
     pool_key,
     time_key,
 )
-from ..records import CALLBACK, HELD, Record
-from .columns import COLUMNS, INF, N_CB_DORMANT, N_DORMANT, N_DUE, N_HELD, N_NO_NUMBER, ST_READY
+from ..records import CALLBACK, HELD, Quote, Record
+from .columns import (
+    COLUMNS,
+    INF,
+    N_CB_DORMANT,
+    N_DORMANT,
+    N_DUE,
+    N_HELD,
+    N_NO_NUMBER,
+    ST_READY,
+    scores_of,
+)
 from .groups import ReadyGroup
 from .queues import Queues
 from .selection import Selection
 
 #: the rebuild's writable copies of the columns, by name
 Columns = dict[str, npt.NDArray[Any]]
+#: the quoted records' numbers (sorted) and expected values
+EvTable = tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]
 
 
 class Loading(Selection):
     """Bulk loading for the rebuild (see the module docstring)."""
 
     def bulk_load(self, groups: Iterable[ReadyGroup], phones: dict[int, str],
-                  others: Iterable[Record], now: float) -> int:
+                  others: Iterable[Record], now: float,
+                  quotes: dict[int, Quote] | None = None) -> int:
         """Rebuild: every open record in one go.
 
         ``groups`` are the ready records (columns, see ``ReadyGroup``); ``phones`` the
@@ -49,9 +62,13 @@ class Loading(Selection):
         and appointment records as values. Each zone and the dormant records of each
         campaign become one sorted run (numpy sorts; no per-record objects are made), so a
         million records load in well under a second. Leases are attached afterwards by
-        ``restore_lease``. Returns how many records were loaded.
+        ``restore_lease``. ``quotes`` are the ready records' quotes (expected-value
+        scoring). Returns how many records were loaded.
         """
         groups = list(groups)
+        if quotes:
+            self.quotes.update(quotes)
+        evs = _ev_table(quotes or {})
         others = list(others)
         max_rid = max([int(g.rid.max()) for g in groups if len(g.rid)]
                       + [r.rid for r in others] + [0])
@@ -65,7 +82,7 @@ class Loading(Selection):
         for g in groups:
             if not len(g.rid):
                 continue
-            n += self._load_group(g, phones, now, cols, dormant, listed)
+            n += self._load_group(g, phones, now, cols, dormant, listed, evs)
         self._load_dormant(dormant, cols)
         for name, code in COLUMNS:
             col = array(code)
@@ -82,7 +99,7 @@ class Loading(Selection):
 
     def _load_group(self, g: ReadyGroup, phones: dict[int, str], now: float, cols: Columns,
                     dormant: dict[str, list[npt.NDArray[np.int64]]],
-                    listed: npt.NDArray[np.int64]) -> int:
+                    listed: npt.NDArray[np.int64], evs: EvTable) -> int:
         """One non-empty ready group into the column copies ``cols``: its due records
         become its zone's run, its dormant ones wait in ``dormant`` for their campaign's
         run. Returns how many records it held."""
@@ -90,9 +107,8 @@ class Loading(Selection):
         camp = self.campaigns.get(g.campaign)
         w = camp.scoring if camp is not None else None
         rid = g.rid
-        score = np.zeros(len(rid)) if w is None else (
-            w.priority * g.priority + w.contact * np.maximum(g.best_cp - 1, 0)
-            + w.attempt * np.minimum(g.attempts, w.max_attempt_penalty))
+        score = np.zeros(len(rid)) if w is None else scores_of(
+            w, g.priority, g.best_cp, g.attempts, _ev_of(evs, rid))
         slot = _group_slots(g, phones, now, listed)
         cols["camp"][rid] = ci
         cols["tz"][rid] = zi
@@ -200,6 +216,25 @@ def _group_slots(g: ReadyGroup, phones: dict[int, str], now: float,
         has_number[several] = others_ok
     due_now = g.due <= now
     return np.where(~has_number, N_NO_NUMBER, np.where(due_now, N_DUE, N_DORMANT))
+
+def _ev_table(quotes: dict[int, Quote]) -> EvTable:
+    """The quotes as sorted arrays, to look expected values up by record number."""
+    rids = np.fromiter(quotes.keys(), dtype=np.int64, count=len(quotes))
+    evs = np.fromiter((q.expected_value for q in quotes.values()), dtype=np.float64,
+                      count=len(quotes))
+    order = np.argsort(rids)
+    return rids[order], evs[order]
+
+
+def _ev_of(evs: EvTable, rid: npt.NDArray[np.int64]) -> npt.NDArray[np.float64] | None:
+    """The expected value of each of ``rid`` (0 without a quote); None when none has one."""
+    qr, qv = evs
+    if not len(qr):
+        return None
+    at = np.minimum(np.searchsorted(qr, rid), len(qr) - 1)
+    hit = qr[at] == rid
+    return np.where(hit, qv[at], 0.0) if hit.any() else None
+
 
 def _score_q(score: npt.NDArray[np.float64]) -> npt.NDArray[np.int64]:
     """``keys.score_q`` over an array (same rounding: half to even)."""

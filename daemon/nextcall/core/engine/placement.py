@@ -207,6 +207,10 @@ class Placement(EngineBase):
             self._extras[rid] = Extra(rec.id or "", rec.owner, rec.team, rec.callback)
         else:
             self._extras.pop(rid, None)
+        if rec.quote is not None:
+            self.quotes[rid] = rec.quote
+        else:
+            self.quotes.pop(rid, None)
         self.rescore(rid)
 
     def add(self, rec: Record, now: float) -> None:
@@ -230,6 +234,7 @@ class Placement(EngineBase):
         self.c_phone[rid] = 0
         self._phones.pop(rid, None)
         self._extras.pop(rid, None)
+        self.quotes.pop(rid, None)
         self._open -= 1
         self.closings += 1
 
