@@ -5,7 +5,8 @@ Exit status: 0 ok, 1 refused by the daemon or invalid input, 2 usage, 3 cannot c
 
 The commands live by concern: ``admin`` (the daemon and its config), ``agent`` (leases
 and dispositions), ``records`` (import and changes to one record), ``reports``
-(read-only overviews); ``calls`` reaches the daemon and ``output`` renders its answers.
+(read-only overviews), ``amend`` (corrections of dispositions); ``calls`` reaches the
+daemon and ``output`` renders its answers.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import click
 
 from ..config import DEFAULT_CONFIG
-from . import admin, agent, records, reports
+from . import admin, agent, amend, records, reports
 
 
 @click.group()
@@ -30,7 +31,8 @@ def main(ctx: click.Context, config: str | None, socket_: str | None, as_json: b
     ctx.obj.update(config=config, socket=socket_, json=as_json)
 
 
-for _command in (*admin.COMMANDS, *agent.COMMANDS, *records.COMMANDS, *reports.COMMANDS):
+for _command in (*admin.COMMANDS, *agent.COMMANDS, *records.COMMANDS, *reports.COMMANDS,
+                 *amend.COMMANDS):
     main.add_command(_command)
 
 __all__ = ["main"]
