@@ -66,9 +66,10 @@ def amend(ctx: click.Context, target_: str, code: str, reason: str, is_record: b
                                               callback_reason, override_window)
     ans = call(ctx, "amend", **fields)
     if not emit_json(ctx, ans):
-        was = ans["amended"]
-        console.print(f"lease {was['lease']}: {was['code']} -> {ans['code']}; "
-                      + record_line(ans["record"]))
+        was, rec = ans["amended"], ans["record"]
+        now = f"{rec['id']}: closed ({rec['reason']})" if rec["state"] == "closed" \
+            else record_line(rec)
+        console.print(f"lease {was['lease']}: {was['code']} -> {ans['code']}; {now}")
 
 
 COMMANDS = (amend,)

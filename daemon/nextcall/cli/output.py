@@ -104,8 +104,11 @@ def record_tables(r: dict[str, Any]) -> tuple[Table, Table]:
     for col in ("#", "at", "agent", "code", "phone", "state", "due_at", "note"):
         h.add_column(col)
     for e in r["history"]:
+        note = e["note"] or ""
+        if e.get("amends"):
+            note = f"amended: {e.get('amend_reason') or ''}" + (f"; {note}" if note else "")
         h.add_row(_entry(e), e["at"], e["agent"], e["code"], e["phone"] or "", e["state"],
-                  e["due_at"] or "", e["note"] or "")
+                  e["due_at"] or "", note)
     return t, h
 
 
@@ -113,21 +116,21 @@ def _entry(e: dict[str, Any]) -> str:
     """A history entry's number, with what amends it or what it amends."""
     n = "" if e.get("entry") is None else str(e["entry"])
     if e.get("replaced_by"):
-        n += f" (amended by {e['replaced_by']})"
+        n += f" → {e['replaced_by']}"
     if e.get("amends"):
-        n += f" (amends {e['amends']}: {e.get('amend_reason') or ''})"
+        n += f" ← {e['amends']}"
     return n
 
 
 def audit_table(r: dict[str, Any]) -> Table:
     """Each hand-out of the record with the facts that allowed it."""
     t = Table(title="hand-outs (audit)")
-    for col in ("lease", "agent", "issued_at", "local time", "zone", "window", "legal",
-                "attempts", "dnc v", "block v", "selection", "end", "code"):
+    for col in ("lease", "agent", "local time", "zone", "window", "legal", "attempts",
+                "dnc v", "block v", "selection", "end", "code"):
         t.add_column(col)
     for x in r["leases"]:
         a = x.get("audit") or {}
-        t.add_row(str(x["lease"]), x["agent"], x["issued_at"], a.get("local_time", "-"),
+        t.add_row(str(x["lease"]), x["agent"], a.get("local_time", "-"),
                   a.get("timezone", "-"), a.get("calling_window", "-"),
                   a.get("legal_window", "-"),
                   f"{a['attempts']}/{a['max_attempts']}" if a else "-",

@@ -222,6 +222,7 @@ def _decide(svc: Service, req: AmendReq, base: Record, target: Row, unlist: dict
 
 async def amend(svc: Service, req: AmendReq, peer: Peer) -> Body:
     """``amend``: see the module docstring."""
+    svc.expire(svc.clock())
     record_id, lid = await _record_id(svc, req)
     row = await _row(svc, record_id)
     history, leases = row["history"], row["leases"]
