@@ -157,3 +157,61 @@ async def test_refused_when_the_record_moved_on(world: Running) -> None:
     ans = await ok(r.admin, "amend", record="R", code="NA", reason="not reached after all")
     assert ans["record"]["state"] == "ready" and ans["amended"]["lease"] == \
         int(again["token"].split(".")[0])
+
+
+def _database_at_0005(path: Path) -> None:
+    """A database as the daemon left it before migration 0008: record R disposed NA by
+    alice (lease 1), one number on the DNC list."""
+    import sqlalchemy as sa
+    from alembic import command
+    from alembic.config import Config as AlembicConfig
+
+    from nextcall.storage.sql import MIGRATIONS_DIR
+    engine = sa.create_engine(f"sqlite:///{path}")
+    with engine.begin() as conn:
+        cfg = AlembicConfig()
+        cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0005")
+        t0 = instant(f"{TUE}T09:30", TZ)
+        conn.execute(sa.text(
+            "INSERT INTO records VALUES (1, 'R', :c, 'old', '[[\"+442079460001\",\"active\"]]',"
+            " :tz, 0, '{}', 'ready', NULL, :due, 1, NULL, 'north', 1, 0, NULL, :t, :t)"),
+            {"c": CAMPAIGN, "tz": TZ, "due": t0 + 60, "t": t0})
+        conn.execute(sa.text(
+            "INSERT INTO leases VALUES (1, 'sec', 1, 'alice', 0, :t, :e, '+442079460001', 0,"
+            " 'pool', :t, 'disposed', 'NA', NULL)"), {"t": t0, "e": t0 + 300})
+        conn.execute(sa.text(
+            "INSERT INTO history (rid, lid, at, agent, campaign, code, phone, state, due_at,"
+            " attempts) VALUES (1, 1, :t, 'alice', :c, 'NA', '+442079460001', 'ready', :due,"
+            " 1)"), {"t": t0, "c": CAMPAIGN, "due": t0 + 60})
+        conn.execute(sa.text(
+            "INSERT INTO phone_lists VALUES ('+442079460999', 'dnc', :t, NULL, NULL)"),
+            {"t": t0})
+    engine.dispose()
+
+
+async def test_records_and_leases_from_before_the_migration_keep_working(
+        tmp_path: Path) -> None:
+    _database_at_0005(tmp_path / "nextcall.db")
+    r = Running(shipped_settings(tmp_path), Clock(instant(f"{TUE}T10:00", TZ)))
+    await r.start()  # migrates 0005 -> 0008
+    try:
+        await r.login("alice", [CAMPAIGN], [TEAM])
+        rec = await r.get("R")
+        assert [x["audit"] for x in rec["leases"]] == [None]
+        assert [(h["code"], h["amends"], h["replaced_by"]) for h in rec["history"]] == \
+            [("NA", None, None)]
+        # the old disposition kept no prior fields: it cannot be amended
+        refused(await r.admin.call("amend", lease="1", code="WELCOMED", reason="x"),
+                "conflict", "lease")
+        lease = await r.lease("alice", "R")
+        rec = await r.get("R")
+        audit = rec["leases"][-1]["audit"]
+        # the DNC list's version starts at its number of entries
+        assert (audit["attempts"], audit["dnc_list_version"]) == (1, 1)
+        await r.dispose(lease, "NA")
+        ans = await ok(r.admin, "amend", record="R", code="CANCEL", note="n", reason="x")
+        assert ans["record"]["state"] == "closed"
+    finally:
+        await r.stop()
