@@ -267,7 +267,12 @@ class Metrics(Observer):
 
     def amended(self, campaign: str, from_code: str, to_code: str) -> None:
         """See ``Observer.amended``."""
-        self.amendments.labels(self._campaign(campaign), from_code, to_code).inc()
+        camp = self._campaigns().get(campaign)
+        codes = camp.codes if camp is not None else {}
+        self.amendments.labels(
+            campaign if camp is not None else OTHER,
+            from_code if from_code in codes else OTHER,
+            to_code if to_code in codes else OTHER).inc()
 
     def leases_expired(self, leases: list[Lease]) -> None:
         """See ``Observer.leases_expired``."""
