@@ -201,7 +201,7 @@ async def reset_pg(url: str) -> None:
     conn = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
     try:
         await conn.execute("DROP TABLE IF EXISTS records, leases, history, agents, phone_lists, "
-                           "reminders, alembic_version, bench_queue CASCADE")
+                           "reminders, list_versions, alembic_version, bench_queue CASCADE")
     finally:
         await conn.close()
 

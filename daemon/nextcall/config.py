@@ -73,6 +73,9 @@ class DaemonCfg(_Strict):
     partial_line_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 10.0
     #: answers queued for clients that do not read, summed over all connections
     max_buffered_bytes: Annotated[int, Field(ge=65_536, le=1 << 40)] = 64 * 1024 * 1024
+    #: how long the agent who disposed may amend its own disposition (``amend``);
+    #: supervisors may at any time. A campaign's ``amend_grace_s`` overrides it.
+    amend_grace_s: Annotated[int, Field(ge=0, le=30 * 86_400)] = 600
 
     @field_validator("socket_mode")
     @classmethod
@@ -247,6 +250,8 @@ class CampaignCfg(_Strict):
     #: an agent logged in to the campaign may schedule a callback on an open record that
     #: nobody has leased (``callback.schedule`` with ``agent``)
     agent_schedule: bool = False
+    #: the agent's time to amend its own disposition (default: ``[daemon] amend_grace_s``)
+    amend_grace_s: Annotated[int, Field(ge=0, le=30 * 86_400)] | None = None
 
 
     @field_validator("timezone")
@@ -375,17 +380,19 @@ def _validate(path: Path, raw: dict[str, Any], problems: list[tuple[str, str]]
     return FileCfg.model_construct(**{k: v for k, v in out.items()})
 
 
-def _campaign(name: str, c: CampaignCfg, codes: dict[str, ResultCode], default_lease_s: int
+def _campaign(name: str, c: CampaignCfg, codes: dict[str, ResultCode], daemon: DaemonCfg
               ) -> Campaign:
     window = tuple(tuple(sorted((Interval.parse(t) for t in c.window.get(d, [])),
                                 key=lambda iv: iv.start_min)) for d in WEEKDAYS)
     return Campaign(
         name=name, codes=codes, window=window, legal_window=Interval.parse(c.legal_window),
         holidays=frozenset(c.holidays), max_attempts=c.max_attempts,
-        lease_s=c.lease_s or default_lease_s, grace_s=c.grace_s, timezone=c.timezone,
+        lease_s=c.lease_s or daemon.lease_s, grace_s=c.grace_s, timezone=c.timezone,
         scoring=c.scoring.to_core(),
         enabled=c.enabled, description=c.description, max_count=c.max_count,
-        agent_schedule=c.agent_schedule)
+        agent_schedule=c.agent_schedule,
+        amend_grace_s=c.amend_grace_s if c.amend_grace_s is not None
+        else daemon.amend_grace_s)
 
 
 def load(path: str | os.PathLike[str]) -> Settings:
@@ -414,7 +421,7 @@ def load(path: str | os.PathLike[str]) -> Settings:
                              f"({top.daemon.max_count})"))
         problems += [(f"{where}.scoring.{key}", msg)
                      for key, msg in check_value_fields(c.scoring, sets[c.resultset])]
-        out[name] = _campaign(name, c, sets[c.resultset], top.daemon.lease_s)
+        out[name] = _campaign(name, c, sets[c.resultset], top.daemon)
     if problems:
         raise ConfigError(problems)
     return Settings(path=str(main), daemon=top.daemon, auth=top.auth, campaigns=out,

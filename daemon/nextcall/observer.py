@@ -50,6 +50,9 @@ class Observer:
     def disposed(self, campaign: str, code: str) -> None:
         """A disposition with ``code`` was committed (a retried duplicate is not)."""
 
+    def amended(self, campaign: str, from_code: str, to_code: str) -> None:
+        """A committed disposition's code ``from_code`` was replaced by ``to_code``."""
+
     def leases_expired(self, leases: list[Lease]) -> None:
         """``leases`` ran out without a disposition and were ended."""
 

@@ -225,12 +225,14 @@ class Service:
         (``prefetched``: the read ``nextcall serve`` started before its imports)."""
         t0 = time.perf_counter()
         snap = await self.store.snapshot(prefetched)
+        versions = await self.store.list_versions()
         now = self.clock()
         t1 = time.perf_counter()
         # the few objects a rebuild makes live for good; the collector need not scan them
         gc.disable()
         try:
             self._build(snap, now)
+            self.engine.list_versions.update(versions)
         finally:
             gc.enable()
             gc.freeze()

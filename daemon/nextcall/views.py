@@ -80,12 +80,27 @@ def callback_entry(rec: Record, camp: Campaign | None, now: float,
     }
 
 
-def history_view(h: dict[str, Any]) -> dict[str, Any]:
-    """One contact-history row."""
+def history_view(h: dict[str, Any], replaced_by: int | None = None) -> dict[str, Any]:
+    """One contact-history row; ``replaced_by``: the entry of the amendment that replaced
+    it (None: it is current)."""
     return {
+        "entry": h.get("hid"), "lease": h.get("lid"),
         "at": calendar.utc_iso(h["at"]), "agent": h["agent"], "code": h["code"],
         "phone": h["phone"], "note": h["note"], "revenue": h["revenue"],
         "fields": orjson.loads(h["fields"]) if h["fields"] else {},
         "state": h["state"], "reason": h["reason"],
         "due_at": calendar.utc_iso(h["due_at"]) if h["due_at"] else None,
-        "attempts": h["attempts"]}
+        "attempts": h["attempts"], "amends": h.get("amends"),
+        "amend_reason": h.get("amend_reason"), "replaced_by": replaced_by}
+
+
+def audit_view(x: dict[str, Any]) -> dict[str, Any] | None:
+    """A lease row's audit facts (``core/audit.py``); None for leases from before they
+    were kept."""
+    if x.get("local_at") is None:
+        return None
+    return {"local_time": x["local_at"], "timezone": x["zone"],
+            "calling_window": x["call_window"], "legal_window": x["legal_window"],
+            "attempts": x["attempts"], "max_attempts": x["max_attempts"],
+            "dnc_list_version": x["dnc_version"], "block_list_version": x["block_version"],
+            "selection": x["reason"]}

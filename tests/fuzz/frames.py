@@ -32,7 +32,7 @@ WEIGHTS = {"next": 18, "dispose": 18, "release": 5, "extend": 5, "record.get": 1
            "records.import": 2, "agent.login": 4, "agent.logout": 2, "stats": 3,
            "callbacks": 3, "campaigns": 2, "ping": 2, "record.reopen": 1.2,
            "callback.schedule": 1.2, "resolution": 0.6, "subscribe": 1,
-           "config.reload": 0.3, "records": 0.6, "explain": 0.6}
+           "config.reload": 0.3, "records": 0.6, "explain": 0.6, "amend": 1.2}
 _OP_LIST = list(WEIGHTS)
 _OP_WEIGHTS = list(WEIGHTS.values())
 
@@ -225,6 +225,19 @@ def _import(rng: random.Random, w: World) -> dict[str, Any]:
     return req
 
 
+def _amend(rng: random.Random, w: World) -> dict[str, Any]:
+    """A disposition's fields with a new code, for a lease (token or number) or a
+    record's latest disposition."""
+    req = _dispose(rng, w)
+    if rng.random() < 0.3:
+        del req["lease"]
+        req["record"] = _record(rng, w)
+    elif rng.random() < 0.5:
+        req["lease"] = req["lease"].split(".")[0]
+    req["reason"] = rng.choice(("wrong key", "the callee asked", "x" * 1000))
+    return req
+
+
 def _reopen(rng: random.Random, w: World) -> dict[str, Any]:
     req: dict[str, Any] = {"record": _record(rng, w)}
     r = rng.random()
@@ -319,6 +332,7 @@ VALID: dict[str, Callable[[random.Random, World], dict[str, Any]]] = {
     "records": _records,
     "explain": _explain,
     "subscribe": lambda rng, w: {"agent": _agent(rng, w)},
+    "amend": _amend,
 }
 
 

@@ -61,7 +61,7 @@ async def test_migrate_is_idempotent(db_url: str) -> None:
         second = await store.migrate()
     finally:
         await store.close()
-    assert first == ["empty -> 0007"]
+    assert first == ["empty -> 0008"]
     assert second == []
 
 
@@ -79,8 +79,9 @@ async def test_group_commit_and_snapshot(db_url: str) -> None:
         await store.write_ops([
             (ST.UPD_RECORD, ("closed", "final", 0.0, 1, None, None, 4, 0, None, 2.0, 5)),
             (ST.INS_LEASE, (1, "s", 7, "a", 0, 1.0, time.time() + 60, "+31612340000", 0,
-                            "pool")),
-            (ST.INS_LEASE, (2, "s", 8, "a", 0, 1.0, 2.0, "+31612340000", 0, "pool")),
+                            "pool", *(None,) * 8)),
+            (ST.INS_LEASE, (2, "s", 8, "a", 0, 1.0, 2.0, "+31612340000", 0, "pool",
+                            *(None,) * 8)),
         ])
         snap = await store.snapshot()
         ready = sorted(int(r) for g in snap.groups for r in g.rid)
@@ -187,11 +188,12 @@ async def test_batches_land_whole_and_read_back_the_records(db_url: str) -> None
         await store.write_ops([_insert(i, team="red" if i == 1 else None) for i in (1, 2, 3)])
 
         def lease(lid: int, rid: int) -> ST.Op:
-            return (ST.INS_LEASE, (lid, "s", rid, "a", 0, 1.0, 2.0, "+31612340000", 0, "pool"))
+            return (ST.INS_LEASE, (lid, "s", rid, "a", 0, 1.0, 2.0, "+31612340000", 0, "pool",
+                                   *(None,) * 8))
 
         upd3 = (ST.UPD_RECORD, ("callback", None, 9.0, 1, "ann", "blue", 4, 0, None, 3.0, 3))
         hist3 = (ST.INS_HISTORY, (3, None, 3.0, "ann", "t", "CB", None, None, None, None, None,
-                                  "callback", None, 9.0, 1))
+                                  "callback", None, 9.0, 1, None, None, None))
         first = [store.ops_future([lease(1, 1)], fetch=[1]),
                  store.ops_future([lease(2, 2)], fetch=[2]),
                  store.ops_future([hist3, upd3])]

@@ -165,3 +165,27 @@ def test_check_config_command(tmp_path: Path) -> None:
     lines = bad.stdout.strip().splitlines()
     assert any("daemon.lease_s" in ln for ln in lines)
     assert any("campaigns.z.resultset" in ln for ln in lines)
+
+
+def test_amend_grace_is_set_per_daemon_and_per_campaign(tmp_path: Path) -> None:
+    s = load(ROOT / "config" / "nextcall.toml")
+    assert s.daemon.amend_grace_s == 600
+    assert s.campaigns["evergiving-welcome"].amend_grace_s == 900
+    assert s.campaigns["demo"].amend_grace_s == 600  # the [daemon] default
+    p = _write(tmp_path, """
+        include = ["c.toml"]
+        [daemon]
+        amend_grace_s = -1
+    """, **{"c.toml": """
+        [resultsets.s]
+        [[resultsets.s.codes]]
+        code = "NA"
+        action = "retry"
+        [campaigns.y]
+        resultset = "s"
+        amend_grace_s = "soon"
+    """})
+    with pytest.raises(ConfigError) as exc:
+        load(p)
+    got = {where.split(": ", 1)[-1]: msg for where, msg in exc.value.problems}
+    assert "daemon.amend_grace_s" in got and "campaigns.y.amend_grace_s" in got

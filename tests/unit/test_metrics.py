@@ -269,6 +269,22 @@ def test_label_values_stay_bounded(metrics: tuple[Metrics, CollectorRegistry]) -
                    for bad in ("agent-7731", "gone-campaign", "carrier-pigeon"))
 
 
+def test_amendments_count_by_code_replaced_and_given(
+        metrics: tuple[Metrics, CollectorRegistry]) -> None:
+    m, reg = metrics
+    m.disposed("alpha", "NA")
+    m.amended("alpha", "NA", "CB")
+    m.amended("alpha", "NA", "ZZZ")
+    m.amended("gone-campaign", "NA", "CB")
+    got = scrape(reg)
+    key = "nextcall_amendments_total"
+    assert got[(key, (("campaign", "alpha"), ("from_code", "NA"), ("to_code", "CB")))] == 1
+    assert got[(key, (("campaign", "alpha"), ("from_code", "NA"), ("to_code", OTHER)))] == 1
+    assert got[(key, (("campaign", OTHER), ("from_code", OTHER), ("to_code", OTHER)))] == 1
+    # dispositions are counted as committed: the amendment does not take one back
+    assert got[("nextcall_dispositions_total", (("campaign", "alpha"), ("code", "NA")))] == 1
+
+
 def test_lease_series_exist_at_zero_for_every_campaign(
         metrics: tuple[Metrics, CollectorRegistry]) -> None:
     m, reg = metrics

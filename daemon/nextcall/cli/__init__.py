@@ -6,8 +6,8 @@ Exit status: 0 ok, 1 refused by the daemon or invalid input, 2 usage, 3 cannot c
 The commands live by concern: ``admin`` (the daemon and its config), ``agent`` (leases
 and dispositions), ``records`` (import and changes to one record), ``reports``
 (read-only overviews), ``listing`` (records found by state and last result),
-``explain`` (why a record or a campaign is not handed out); ``calls`` reaches the daemon
-and ``output`` renders its answers.
+``explain`` (why a record or a campaign is not handed out), ``amend`` (corrections of
+dispositions); ``calls`` reaches the daemon and ``output`` renders its answers.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from __future__ import annotations
 import click
 
 from ..config import DEFAULT_CONFIG
-from . import admin, agent, explain, listing, records, reports
+from . import admin, agent, amend, explain, listing, records, reports
 
 
 @click.group()
@@ -33,7 +33,7 @@ def main(ctx: click.Context, config: str | None, socket_: str | None, as_json: b
 
 
 for _command in (*admin.COMMANDS, *agent.COMMANDS, *records.COMMANDS, *reports.COMMANDS,
-                 *listing.COMMANDS, *explain.COMMANDS):
+                 *listing.COMMANDS, *explain.COMMANDS, *amend.COMMANDS):
     main.add_command(_command)
 
 __all__ = ["main"]

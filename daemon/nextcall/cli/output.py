@@ -101,12 +101,42 @@ def record_tables(r: dict[str, Any]) -> tuple[Table, Table]:
     t.add_row("phones", ", ".join(f"{p['number']} ({p['status']})" for p in r["phones"]))
     t.add_row("data", json.dumps(r["data"], ensure_ascii=False))
     h = Table(title="history")
-    for col in ("at", "agent", "code", "phone", "state", "due_at", "note"):
+    for col in ("#", "at", "agent", "code", "phone", "state", "due_at", "note"):
         h.add_column(col)
     for e in r["history"]:
-        h.add_row(e["at"], e["agent"], e["code"], e["phone"] or "", e["state"],
-                  e["due_at"] or "", e["note"] or "")
+        note = e["note"] or ""
+        if e.get("amends"):
+            note = f"amended: {e.get('amend_reason') or ''}" + (f"; {note}" if note else "")
+        h.add_row(_entry(e), e["at"], e["agent"], e["code"], e["phone"] or "", e["state"],
+                  e["due_at"] or "", note)
     return t, h
+
+
+def _entry(e: dict[str, Any]) -> str:
+    """A history entry's number, with what amends it or what it amends."""
+    n = "" if e.get("entry") is None else str(e["entry"])
+    if e.get("replaced_by"):
+        n += f" → {e['replaced_by']}"
+    if e.get("amends"):
+        n += f" ← {e['amends']}"
+    return n
+
+
+def audit_table(r: dict[str, Any]) -> Table:
+    """Each hand-out of the record with the facts that allowed it."""
+    t = Table(title="hand-outs (audit)")
+    for col in ("lease", "agent", "local time", "zone", "window", "legal", "attempts",
+                "dnc v", "block v", "selection", "end", "code"):
+        t.add_column(col)
+    for x in r["leases"]:
+        a = x.get("audit") or {}
+        t.add_row(str(x["lease"]), x["agent"], a.get("local_time", "-"),
+                  a.get("timezone", "-"), a.get("calling_window", "-"),
+                  a.get("legal_window", "-"),
+                  f"{a['attempts']}/{a['max_attempts']}" if a else "-",
+                  str(a.get("dnc_list_version", "-")), str(a.get("block_list_version", "-")),
+                  x["reason"], x["end"], x["code"] or "")
+    return t
 
 
 def stats_table(ans: dict[str, Any]) -> Table:

@@ -15,7 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from ..client import Client, ClientError
 from .calls import EXIT_NO_DAEMON, EXIT_REFUSED, SCOPE_CHOICE, call, connect, optional_fields
 from .csvfile import NumberedRecord, read_csv
-from .output import console, emit_json, err_console, record_line, record_tables
+from .output import audit_table, console, emit_json, err_console, record_line, record_tables
 
 #: import batches are cut by encoded size, to stay well inside the daemon's line limit
 CSV_BATCH_BYTES = 48 * 1024
@@ -110,14 +110,19 @@ def import_(ctx: click.Context, file: str, campaign: str, list_: str, reload: bo
 
 @click.command()
 @click.argument("record")
+@click.option("--audit", is_flag=True,
+              help="Also show each hand-out's facts: local time, windows, attempts, list "
+              "versions, selection.")
 @click.pass_context
-def get(ctx: click.Context, record: str) -> None:
+def get(ctx: click.Context, record: str, audit: bool) -> None:
     """Show a record and its history."""
     ans = call(ctx, "record.get", record=record)
     if emit_json(ctx, ans):
         return
     for table in record_tables(ans["record"]):
         console.print(table)
+    if audit:
+        console.print(audit_table(ans["record"]))
 
 
 @click.command()

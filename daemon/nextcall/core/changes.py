@@ -39,12 +39,25 @@ class LeaseIssued(NamedTuple):
     phone: str
     phone_idx: int
     reason: str
+    #: the audit facts (``core/audit.py``), in ``LeaseAudit``'s order; None: not known
+    local_at: str | None = None
+    zone: str | None = None
+    call_window: str | None = None
+    legal_window: str | None = None
+    attempts: int | None = None
+    max_attempts: int | None = None
+    dnc_version: int | None = None
+    block_version: int | None = None
 
     @classmethod
     def of(cls, lz: Lease) -> LeaseIssued:
         """The change of a lease the engine just issued."""
+        a = lz.audit
+        if a is None:
+            return cls(lz.lid, lz.secret, lz.record.rid, lz.agent, lz.uid, lz.issued_at,
+                       lz.expires_at, lz.phone, lz.phone_idx, lz.reason)
         return cls(lz.lid, lz.secret, lz.record.rid, lz.agent, lz.uid, lz.issued_at,
-                   lz.expires_at, lz.phone, lz.phone_idx, lz.reason)
+                   lz.expires_at, lz.phone, lz.phone_idx, lz.reason, *a)
 
 
 class LeaseEnded(NamedTuple):
@@ -83,15 +96,33 @@ class HistoryAppended(NamedTuple):
     reason: str | None
     due_at: float
     attempts: int
+    #: a disposition: the record's fields before it (``prior_of``), so an amendment can
+    #: decide again from there
+    prior: dict[str, Any] | None = None
+    #: an amendment: the history entry it replaces, and why
+    amends: int | None = None
+    amend_reason: str | None = None
 
     @classmethod
     def of(cls, rec: Record, *, lid: int | None, at: float, agent: str, code: str,
            phone: str | None, note: str | None = None, revenue: float | None = None,
-           fields: dict[str, Any] | None = None) -> HistoryAppended:
+           fields: dict[str, Any] | None = None, prior: dict[str, Any] | None = None,
+           amends: int | None = None, amend_reason: str | None = None
+           ) -> HistoryAppended:
         """The entry for ``rec`` as it stands after the change."""
         return cls(rec.rid, lid, at, agent, rec.campaign, code, phone, note, revenue,
                    fields or None, _cb(rec.callback), rec.state, rec.reason, rec.due_at,
-                   rec.attempts)
+                   rec.attempts, prior, amends, amend_reason)
+
+
+def prior_of(rec: Record) -> dict[str, Any]:
+    """What a disposition may change of ``rec``, before it (stored with the history entry:
+    an amendment decides again from these)."""
+    return {"state": rec.state, "reason": rec.reason, "due_at": rec.due_at,
+            "attempts": rec.attempts, "owner": rec.owner, "team": rec.team,
+            "best_cp": rec.best_cp, "phone_idx": rec.phone_idx,
+            "callback": _cb(rec.callback), "campaign": rec.campaign, "list": rec.list,
+            "phones": [list(p) for p in rec.phone_list()]}
 
 
 class RecordSaved(NamedTuple):
@@ -185,6 +216,17 @@ class NumberListed(NamedTuple):
     at: float
     rid: int | None
     agent: str | None
+    #: the list's version after this change (``Engine.list_versions``)
+    version: int = 0
+
+
+class NumberUnlisted(NamedTuple):
+    """A number taken off its list (an amendment undid the disposition that listed it)."""
+
+    number: str
+    list: str
+    version: int
+    at: float
 
 
 class AgentSaved(NamedTuple):
@@ -209,5 +251,5 @@ class ReminderSent(NamedTuple):
 
 
 Change = (LeaseIssued | LeaseEnded | LeaseExtended | HistoryAppended | RecordSaved
-          | RecordImported | RecordReimported | NumberListed | AgentSaved | ReminderSent
-          | QuoteSaved)
+          | RecordImported | RecordReimported | NumberListed | NumberUnlisted | AgentSaved
+          | ReminderSent | QuoteSaved)

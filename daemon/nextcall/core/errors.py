@@ -164,6 +164,18 @@ class Conflict(NextcallError):
     code = "conflict"
 
 
+class MovedOn(NextcallError):
+    """The record has moved on since the disposition: it cannot be amended."""
+
+    code = "moved_on"
+
+
+class AmendGraceOver(NextcallError):
+    """The agent's time to amend its own disposition is over; a supervisor may."""
+
+    code = "amend_grace_over"
+
+
 class StorageError(NextcallError):
     """The database failed; nothing was acknowledged."""
 

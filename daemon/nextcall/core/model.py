@@ -177,3 +177,5 @@ class Campaign:
     #: an agent logged in to the campaign may give an open record nobody has leased a
     #: callback (``callback.schedule`` with ``agent``): "viewing a donor record"
     agent_schedule: bool = False
+    #: how long the agent who disposed may amend its own disposition (seconds)
+    amend_grace_s: int = 600

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import builtins
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import orjson
+
+if TYPE_CHECKING:
+    from .audit import LeaseAudit
 
 READY = "ready"
 CALLBACK = "callback"
@@ -181,11 +184,11 @@ class Lease:
     """
 
     __slots__ = ("lid", "secret", "record", "agent", "uid", "issued_at", "expires_at",
-                 "phone", "phone_idx", "reason", "ver")
+                 "phone", "phone_idx", "reason", "ver", "audit")
 
     def __init__(self, lid: int, secret: str, record: Record, agent: str, uid: int,
                  issued_at: float, expires_at: float, phone: str, phone_idx: int,
-                 reason: str) -> None:
+                 reason: str, audit: LeaseAudit | None = None) -> None:
         self.lid = lid
         self.secret = secret
         self.record = record
@@ -197,6 +200,9 @@ class Lease:
         self.phone_idx = phone_idx
         self.reason = reason
         self.ver = 0
+        #: the facts that allowed the hand-out (None for leases restored at a rebuild:
+        #: their facts are in the database)
+        self.audit = audit
 
     @property
     def token(self) -> str:

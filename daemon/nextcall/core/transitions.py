@@ -20,10 +20,12 @@ from .changes import (
     LeaseExtended,
     LeaseIssued,
     NumberListed,
+    NumberUnlisted,
     QuoteSaved,
     RecordImported,
     RecordReimported,
     RecordSaved,
+    prior_of,
 )
 from .engine import AgentSession, Engine
 from .records import CallbackIntent, Lease, Record
@@ -44,17 +46,51 @@ def dispose(engine: Engine, lease: Lease, outcome: Outcome, now: float, *, code:
     """Apply a decided outcome to a leased record; ``answer`` is kept for retries."""
     rec = lease.record
     moved = outcome.phones is not None or outcome.campaign is not None
+    prior = prior_of(rec)
+    if outcome.listed:
+        prior["listed"] = [list(x) for x in outcome.listed]
     engine.dispose(lease, outcome, now, answer, code)
     changes: list[Change] = [
         HistoryAppended.of(rec, lid=lease.lid, at=now, agent=agent, code=code, phone=phone,
-                           note=note, revenue=revenue, fields=outcome.fields),
+                           note=note, revenue=revenue, fields=outcome.fields, prior=prior),
         LeaseEnded(lease.lid, now, "disposed", code, answer),
     ]
-    changes += [NumberListed(number, which, now, rec.rid, agent)
+    versions = engine.list_versions
+    changes += [NumberListed(number, which, now, rec.rid, agent, versions[which])
                 for number, which in outcome.listed]
     changes.append(RecordSaved.of(rec, now, moved=moved))
     if outcome.quote is not None:
         changes.append(QuoteSaved(rec.rid, *outcome.quote))
+    return changes
+
+
+def amend(engine: Engine, current: Record, new: Record, outcome: Outcome, now: float, *,
+          lid: int | None, code: str, agent: str, phone: str | None, note: str | None,
+          revenue: float | None, prior: dict[str, Any], amends: int, why: str,
+          unlist: Iterable[str]) -> list[Change]:
+    """Replace a disposition: ``current`` (not leased) becomes ``new``, the value
+    ``outcome`` gives the record as it was before the disposition (``prior``); numbers
+    the replaced disposition listed and this one does not (``unlist``) leave their list.
+    The history keeps both entries: the new one names the one it ``amends``."""
+    changes: list[Change] = []
+    for number in unlist:
+        got = engine.remove_listed(number)
+        if got is not None:
+            engine.restore_number(number, now)
+            changes.append(NumberUnlisted(number, got[0], got[1], now))
+    engine.amend(current, new, outcome.listed, now)
+    if outcome.listed:
+        prior = {**prior, "listed": [list(x) for x in outcome.listed]}
+    else:
+        prior = {k: v for k, v in prior.items() if k != "listed"}
+    changes.append(HistoryAppended.of(
+        new, lid=lid, at=now, agent=agent, code=code, phone=phone, note=note,
+        revenue=revenue, fields=outcome.fields, prior=prior, amends=amends,
+        amend_reason=why))
+    versions = engine.list_versions
+    changes += [NumberListed(number, which, now, new.rid, agent, versions[which])
+                for number, which in outcome.listed]
+    changes.append(RecordSaved.of(new, now, moved=True))
     return changes
 
 

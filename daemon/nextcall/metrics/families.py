@@ -146,6 +146,11 @@ class Metrics(Observer):
             "nextcall_reminders_failed_total", "Callback reminders that could not be "
             "delivered, by channel (email: SMTP unreachable or refused; scheduler: the "
             "reminder job failed).", ["channel"], registry=r)
+        self.amendments = Counter(
+            "nextcall_amendments_total", "Dispositions amended, by campaign, the code "
+            "replaced and the code given (the latest version of each disposition: "
+            "dispositions_total - amendments from + amendments to).",
+            ["campaign", "from_code", "to_code"], registry=r)
         for channel in REMINDERS_SENT_AT_START:
             self.reminders_sent.labels(channel)
         self.notifications_sent = Counter(
@@ -259,6 +264,15 @@ class Metrics(Observer):
     def disposed(self, campaign: str, code: str) -> None:
         """See ``Observer.disposed``."""
         self._events.append((_DISPOSED, campaign, code))
+
+    def amended(self, campaign: str, from_code: str, to_code: str) -> None:
+        """See ``Observer.amended``."""
+        camp = self._campaigns().get(campaign)
+        codes = camp.codes if camp is not None else {}
+        self.amendments.labels(
+            campaign if camp is not None else OTHER,
+            from_code if from_code in codes else OTHER,
+            to_code if to_code in codes else OTHER).inc()
 
     def leases_expired(self, leases: list[Lease]) -> None:
         """See ``Observer.leases_expired``."""

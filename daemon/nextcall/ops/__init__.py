@@ -13,6 +13,7 @@ Handlers live by concern:
 - ``listing.py``: records (a campaign's records by state, last result, ...)
 - ``admin.py``: config.reload
 - ``explain.py``: explain (why a record or a campaign is not handed out)
+- ``amend.py``: amend (replace a committed disposition)
 
 Adding an op: its request model in ``protocol.py``, its handler in one of these modules,
 a line below, a command in the CLI, and its section in docs/protocol.md.
@@ -26,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel
 
 from ..roles import ADMIN, AGENT, RANK, SUPERVISOR, Peer, may_act_as, require
-from . import admin, agents, explain, imports, leases, listing, queries, records
+from . import admin, agents, amend, explain, imports, leases, listing, queries, records
 from .base import ASYNC, DEFERRED, SYNC, Body, OpSpec, Reply
 
 if TYPE_CHECKING:
@@ -62,6 +63,8 @@ REGISTRY: dict[str, OpSpec] = {spec.name: spec for spec in (
     OpSpec("records", listing.RecordsReq, listing.records, SUPERVISOR, ASYNC),
     # a campaign's needs the supervisor role; a record's, what record.get needs
     OpSpec("explain", explain.ExplainReq, explain.explain, AGENT, ASYNC, AS),
+    # an agent-role peer only its own dispositions, within amend_grace_s (``ops.amend``)
+    OpSpec("amend", amend.AmendReq, amend.amend, AGENT, ASYNC, AS),
 )}
 
 #: request models by op name, for the decoder

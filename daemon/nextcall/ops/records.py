@@ -114,7 +114,7 @@ def _lease_view(x: dict[str, Any], live_lid: int | None) -> dict[str, Any]:
             "expires_at": calendar.utc_iso(x["expires_at"]), "phone": x["phone"],
             "reason": x["reason"],
             "end": x["end"] or ("active" if live_lid == x["lid"] else "expired"),
-            "code": x["code"]}
+            "code": x["code"], "audit": views.audit_view(x)}
 
 
 async def get(svc: Service, req: RecordGetReq, peer: Peer) -> Body:
@@ -126,7 +126,8 @@ async def get(svc: Service, req: RecordGetReq, peer: Peer) -> Body:
     if not svc.engine.is_open(rec.rid):
         view["score"] = None  # closed: no pool score
     live = svc.engine.lease_of(rec.rid)
-    view["history"] = [views.history_view(h) for h in row["history"]]
+    replaced = {h["amends"]: h["hid"] for h in row["history"] if h.get("amends")}
+    view["history"] = [views.history_view(h, replaced.get(h["hid"])) for h in row["history"]]
     view["leases"] = [_lease_view(x, live.lid if live is not None else None)
                       for x in row["leases"]]
     return {"record": view}

@@ -61,6 +61,9 @@ class Store(Protocol):
     async def get_lease(self, lid: int) -> dict[str, Any] | None:
         """A lease row, or None."""
 
+    async def list_versions(self) -> dict[str, int]:
+        """Each list's version (``"dnc"``, ``"block"``): one more at every change."""
+
     async def payloads(self, rids: Sequence[int]) -> Fetched:
         """The fields kept only in the database of records ``rids``."""
 

@@ -26,6 +26,7 @@ from ..core.changes import (
     LeaseExtended,
     LeaseIssued,
     NumberListed,
+    NumberUnlisted,
     QuoteSaved,
     RecordImported,
     RecordReimported,
@@ -56,6 +57,7 @@ class MemoryStore:
         self.leases: dict[int, Row] = {}
         self.history: list[Row] = []
         self.listed: dict[str, Row] = {}
+        self.versions: dict[str, int] = {"dnc": 0, "block": 0}
         self.agents: dict[str, Row] = {}
         self.reminders: dict[tuple[int, float], Row] = {}
         self.broken: BaseException | None = None
@@ -141,7 +143,7 @@ class MemoryStore:
     def _history(self, c: HistoryAppended) -> None:
         row = c._asdict()
         row.update(hid=len(self.history) + 1, fields=_json(c.fields),
-                   callback=_json(c.callback))
+                   callback=_json(c.callback), prior=_json(c.prior))
         self.history.append(row)
         if c.lid is not None:  # a disposition: the record's last result
             self.records[c.rid].update(last_code=c.code, last_at=c.at, last_agent=c.agent)
@@ -179,6 +181,11 @@ class MemoryStore:
     def _number_listed(self, c: NumberListed) -> None:
         self.listed[c.number] = {"number": c.number, "list": c.list, "added_at": c.at,
                                  "rid": c.rid, "agent": c.agent}
+        self.versions[c.list] = c.version
+
+    def _number_unlisted(self, c: NumberUnlisted) -> None:
+        self.listed.pop(c.number, None)
+        self.versions[c.list] = c.version
 
     def _agent_saved(self, c: AgentSaved) -> None:
         self.agents[c.agent] = {"agent": c.agent, "campaigns": orjson.dumps(c.campaigns)
@@ -200,7 +207,7 @@ class MemoryStore:
         groups, phones, others = ready_groups(open_recs)
         closed = Counter((r["campaign"], r["reason"] or "final")
                          for r in self.records.values() if r["state"] == "closed")
-        leases = [tuple(x[k] for k in LeaseIssued._fields) for x in self.leases.values()
+        leases = [tuple(x[k] for k in LeaseIssued._fields[:10]) for x in self.leases.values()
                   if x["ended_at"] is None]
         agents = [(a["agent"], a["campaigns"], a["teams"], a["logged_in"])
                   for a in self.agents.values()]
@@ -224,6 +231,10 @@ class MemoryStore:
         """A lease row, or None."""
         row = self.leases.get(lid)
         return dict(row) if row is not None else None
+
+    async def list_versions(self) -> dict[str, int]:
+        """Each list's version."""
+        return dict(self.versions)
 
     async def payloads(self, rids: Sequence[int]) -> Fetched:
         """The stored (id, list, data, team) of records."""
@@ -267,6 +278,7 @@ _APPLY: dict[type, Callable[[MemoryStore, Any], None]] = {
     LeaseExtended: MemoryStore._lease_extended, HistoryAppended: MemoryStore._history,
     RecordSaved: MemoryStore._record_saved, RecordImported: MemoryStore._record_imported,
     RecordReimported: MemoryStore._record_reimported,
-    NumberListed: MemoryStore._number_listed, AgentSaved: MemoryStore._agent_saved,
+    NumberListed: MemoryStore._number_listed, NumberUnlisted: MemoryStore._number_unlisted,
+    AgentSaved: MemoryStore._agent_saved,
     ReminderSent: MemoryStore._reminder_sent, QuoteSaved: MemoryStore._quote_saved,
 }

@@ -84,6 +84,15 @@ leases = Table(
     Column("end", String(16)),  # disposed | released | expired
     Column("code", String(32)),
     Column("result", Text),  # JSON answer of the disposition, for idempotent retries
+    # the facts that allowed the hand-out (core/audit.py); NULL on leases from before 0008
+    Column("local_at", String(40)),
+    Column("zone", String(64)),
+    Column("call_window", String(200)),
+    Column("legal_window", String(16)),
+    Column("attempts", Integer),
+    Column("max_attempts", Integer),
+    Column("dnc_version", BigInteger),
+    Column("block_version", BigInteger),
 )
 Index("ix_leases_live", leases.c.expires_at, sqlite_where=leases.c.ended_at.is_(None),
       postgresql_where=leases.c.ended_at.is_(None))
@@ -107,8 +116,20 @@ history = Table(
     Column("reason", String(16)),
     Column("due_at", Float),
     Column("attempts", Integer, nullable=False),
+    Column("prior", Text),  # JSON: a disposition's record fields before it
+    Column("amends", BigInteger),  # an amendment: the hid of the entry it replaces
+    Column("amend_reason", Text),
 )
 Index("ix_history_rid", history.c.rid)
+Index("ix_history_amends", history.c.amends)
+
+#: a row per list ("dnc", "block"): one more at every change to the list; each lease
+#: keeps the versions it was checked against
+list_versions = Table(
+    "list_versions", metadata,
+    Column("list", String(8), primary_key=True),
+    Column("version", BigInteger, nullable=False),
+)
 
 agents = Table(
     "agents", metadata,

@@ -37,7 +37,7 @@ from . import snapshot as snap
 from .base import Done, Fetched
 from .prefetch import HEAD_REVISION, SqliteRead
 from .query import RecordQuery
-from .schema import history, leases, records, reminders
+from .schema import history, leases, list_versions, records, reminders
 from .statements import Op, ops_of
 from .writer import (
     BUSY_TIMEOUT_S,
@@ -439,6 +439,15 @@ class SqlStore:
             return {}
         result: Fetched = await self._read(fn)
         return result
+
+    async def list_versions(self) -> dict[str, int]:
+        """Each list's version (a database from before 0008 has none: 0)."""
+        async def fn(conn: AsyncConnection) -> dict[str, int]:
+            rows = (await conn.execute(select(list_versions.c.list,
+                                              list_versions.c.version))).all()
+            return {str(n): int(v) for n, v in rows}
+        got: dict[str, int] = await self._read(fn)
+        return got
 
     async def get_lease(self, lid: int) -> dict[str, Any] | None:
         """A lease row (for tokens the engine no longer remembers)."""

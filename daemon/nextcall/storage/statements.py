@@ -26,6 +26,7 @@ from ..core.changes import (
     LeaseExtended,
     LeaseIssued,
     NumberListed,
+    NumberUnlisted,
     QuoteSaved,
     RecordImported,
     RecordReimported,
@@ -86,6 +87,9 @@ PG_TYPES = {
     "attempts": "int", "owner": "text", "team": "text", "best_cp": "int",
     "updated_at": "float8", "phones": "text", "list": "text", "last_code": "text",
     "last_at": "float8", "last_agent": "text",
+    "local_at": "text", "zone": "text", "call_window": "text", "legal_window": "text",
+    "max_attempts": "int", "dnc_version": "bigint", "block_version": "bigint",
+    "prior": "text", "amends": "bigint", "amend_reason": "text",
 }
 
 
@@ -105,9 +109,11 @@ def pg_set_based(stmt: Stmt, first: int) -> str | None:
 
 
 LEASE_COLS = ("lid", "secret", "rid", "agent", "uid", "issued_at", "expires_at", "phone",
-              "phone_idx", "reason")
+              "phone_idx", "reason", "local_at", "zone", "call_window", "legal_window",
+              "attempts", "max_attempts", "dnc_version", "block_version")
 HISTORY_COLS = ("rid", "lid", "at", "agent", "campaign", "code", "phone", "note", "revenue",
-                "fields", "callback", "state", "reason", "due_at", "attempts")
+                "fields", "callback", "state", "reason", "due_at", "attempts", "prior",
+                "amends", "amend_reason")
 #: the record's state as dispositions and reopening change it
 STATE_COLS = ("state", "reason", "due_at", "attempts", "owner", "team", "best_cp",
               "phone_idx", "callback", "updated_at")
@@ -137,6 +143,8 @@ UPD_QUOTE = Stmt("update records quote",
                  3)
 DEL_LISTED = Stmt("delete phone_lists", 'DELETE FROM phone_lists WHERE "number" = {}', 1)
 INS_LISTED = _insert("phone_lists", ("number", "list", "added_at", "rid", "agent"))
+SET_LIST_VERSION = Stmt("update list_versions",
+                        'UPDATE list_versions SET "version" = {} WHERE "list" = {}', 2)
 DEL_AGENT = Stmt("delete agents", 'DELETE FROM agents WHERE "agent" = {}', 1)
 INS_AGENT = _insert("agents", ("agent", "campaigns", "teams", "logged_in", "updated_at"))
 DEL_REMINDER = Stmt("delete reminders", 'DELETE FROM reminders WHERE "rid" = {} AND "at" = {}',
@@ -169,7 +177,8 @@ def _lease_extended(c: LeaseExtended) -> Op:
 def _history(c: HistoryAppended) -> Op:
     return (INS_HISTORY, (c.rid, c.lid, c.at, c.agent, c.campaign, c.code, c.phone, c.note,
                           c.revenue, _opt_json(c.fields), _opt_json(c.callback), c.state,
-                          c.reason, c.due_at, c.attempts))
+                          c.reason, c.due_at, c.attempts, _opt_json(c.prior), c.amends,
+                          c.amend_reason))
 
 
 def _record_saved(c: RecordSaved, by: HistoryAppended | None = None) -> Op:
@@ -203,7 +212,12 @@ def _quote_saved(c: QuoteSaved) -> list[Op]:
 
 
 def _number_listed(c: NumberListed) -> list[Op]:
-    return [(DEL_LISTED, (c.number,)), (INS_LISTED, tuple(c))]
+    return [(DEL_LISTED, (c.number,)), (INS_LISTED, tuple(c)[:5]),
+            (SET_LIST_VERSION, (c.version, c.list))]
+
+
+def _number_unlisted(c: NumberUnlisted) -> list[Op]:
+    return [(DEL_LISTED, (c.number,)), (SET_LIST_VERSION, (c.version, c.list))]
 
 
 def _agent_saved(c: AgentSaved) -> list[Op]:
@@ -224,8 +238,8 @@ _ONE: dict[type, Any] = {
     RecordReimported: _record_reimported,
 }
 _MANY: dict[type, Any] = {
-    NumberListed: _number_listed, AgentSaved: _agent_saved, ReminderSent: _reminder_sent,
-    QuoteSaved: _quote_saved,
+    NumberListed: _number_listed, NumberUnlisted: _number_unlisted,
+    AgentSaved: _agent_saved, ReminderSent: _reminder_sent, QuoteSaved: _quote_saved,
 }
 
 

@@ -36,6 +36,7 @@ EVERY_OP: list[tuple[str, dict[str, Any]]] = [
     ("explain", {"record": "r0"}),
     ("release", {"lease": "99.x"}), ("extend", {"lease": "99.x"}),
     ("dispose", {"lease": "99.x", "code": "NA"}),
+    ("amend", {"lease": "99.x", "code": "NA", "reason": "x"}),
 ]
 
 

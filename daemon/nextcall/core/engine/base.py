@@ -55,6 +55,9 @@ class EngineBase:
         self._windows: dict[tuple[str, str, bool], tuple[bool, float, float]] = {}
         #: numbers on the DNC (``"dnc"``) or block (``"block"``) list: never handed out
         self.listed: dict[str, str] = {}
+        #: each list's version: one more at every change to it (persisted, and written
+        #: into each lease's audit facts)
+        self.list_versions: dict[str, int] = {"dnc": 0, "block": 0}
         self._listed_n: set[int] = set()
         self._camp_names: list[str] = [""]
         self._camp_idx: dict[str, int] = {}
@@ -194,19 +197,36 @@ class EngineBase:
             return n not in self._listed_n
         return self.callable_phone(rid) is not None
 
-    def add_listed(self, number: str, which: str) -> None:
-        """Put ``number`` on the DNC (``"dnc"``) or block (``"block"``) list."""
+    def add_listed(self, number: str, which: str) -> int:
+        """Put ``number`` on the DNC (``"dnc"``) or block (``"block"``) list; returns the
+        list's new version."""
         self.listed[number] = which
         n = phone_int(number)
         if n:
             self._listed_n.add(n)
+        v = self.list_versions[which] = self.list_versions.get(which, 0) + 1
+        return v
 
-    def set_listed(self, listed: Iterable[tuple[str, str]]) -> None:
-        """Rebuild: the lists as stored."""
+    def remove_listed(self, number: str) -> tuple[str, int] | None:
+        """Take ``number`` off its list (an amendment undid the disposition that listed
+        it); returns (list, its new version), or None when it was not listed."""
+        which = self.listed.pop(number, None)
+        if which is None:
+            return None
+        n = phone_int(number)
+        if n:
+            self._listed_n.discard(n)
+        v = self.list_versions[which] = self.list_versions.get(which, 0) + 1
+        return which, v
+
+    def set_listed(self, listed: Iterable[tuple[str, str]],
+                   versions: dict[str, int] | None = None) -> None:
+        """Rebuild: the lists (and their versions) as stored."""
         self.listed.clear()
         self._listed_n.clear()
         for number, which in listed:
             self.add_listed(number, which)
+        self.list_versions = {"dnc": 0, "block": 0, **(versions or {})}
 
     # ----------------------------------------------------------------- windows
     def window_open(self, campaign: Campaign, tz_key: str, now: float,

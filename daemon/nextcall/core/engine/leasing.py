@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import heapq
 
+from ..audit import LeaseAudit, audit_of
 from ..records import READY, Lease, Record
 from ..results import Outcome
 from .columns import INF, N_LEASED, N_NONE, S_LEASED, SLOT_NAMES, ST_READY
@@ -29,9 +30,18 @@ class Leasing(Placement):
         lid = self.next_lid
         self.next_lid += 1
         lease = Lease(lid, self._secret(), rec, agent, uid, now, now + lease_s, phone, idx,
-                      reason)
+                      reason, self._audit(rec, now))
         self._attach(lease)
         return lease
+
+    def _audit(self, rec: Record, now: float) -> LeaseAudit | None:
+        """The facts that allow handing ``rec`` out at ``now`` (``core/audit.py``)."""
+        camp = self.campaigns.get(rec.campaign)
+        if camp is None:
+            return None
+        cb = rec.callback
+        return audit_of(camp, rec.timezone, now, rec.attempts,
+                        bool(cb is not None and cb.override_window), self.list_versions)
 
     def _attach(self, lease: Lease) -> None:
         rec = lease.record

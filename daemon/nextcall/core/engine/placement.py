@@ -9,11 +9,12 @@ O(log n); a record's earlier entries become stale when its generation is bumped.
 from __future__ import annotations
 
 import heapq
+from collections.abc import Iterable
 
 import numpy as np
 
 from .. import calendar
-from ..errors import BadRequest
+from ..errors import BadRequest, MovedOn
 from ..keys import DUE_SCALE, RunHeap, callback_key, due_q, due_q_of, pool_key, rid_of, time_key
 from ..model import Campaign
 from ..records import CALLBACK, CLOSED, HELD, READY, CallbackIntent, Record
@@ -117,6 +118,17 @@ class Placement(EngineBase):
             if c_slot[rid] in _WITHDRAWABLE and c_camp[rid] != 0:
                 self._bump(rid)
                 self._set_slot(rid, self._q(names[c_camp[rid]]), N_NO_NUMBER)
+
+    def restore_number(self, number: str, now: float) -> None:
+        """``number`` left its list (an amendment undid the disposition that listed it):
+        the open records withdrawn for want of it are placed again."""
+        n = phone_int(number)
+        if not n or not len(self.c_phone):
+            return
+        c_slot, c_camp = self.c_slot, self.c_camp
+        for rid in np.flatnonzero(np.frombuffer(self.c_phone, dtype=np.int64) == n).tolist():
+            if c_slot[rid] == N_NO_NUMBER and c_camp[rid] != 0:
+                self._place(rid, now)
 
     # ----------------------------------------------------------------- placement
     def _place(self, rid: int, now: float) -> None:
@@ -358,6 +370,25 @@ class Placement(EngineBase):
             rec.due_at = now if due_at is None else due_at
         self.next_rid = max(self.next_rid, rec.rid + 1)
         self._apply(rec, now)
+
+    def amend(self, current: Record, new: Record, listed: Iterable[tuple[str, str]],
+              now: float) -> None:
+        """An amended disposition: record ``current`` (its present value, not leased)
+        becomes ``new``; the numbers in ``listed`` join their lists.
+
+        Raises:
+            MovedOn: the record is leased.
+        """
+        if current.lease is not None or self._lease_of.get(current.rid) is not None:
+            raise MovedOn("the record is leased again", field="lease")
+        if current.state == CLOSED and not self.is_open(current.rid):
+            closed = self._q(current.campaign).closed
+            closed[current.reason or "final"] = max(closed[current.reason or "final"] - 1, 0)
+        for number, which in listed:
+            self.add_listed(number, which)
+            self._withdraw_number(number)
+        self.next_rid = max(self.next_rid, new.rid + 1)
+        self._apply(new, now)
 
     def update_record(self, rec: Record, now: float) -> None:
         """Store changed fields of an open, unleased record (an import updated its numbers,
