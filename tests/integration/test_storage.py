@@ -61,7 +61,7 @@ async def test_migrate_is_idempotent(db_url: str) -> None:
         second = await store.migrate()
     finally:
         await store.close()
-    assert first == ["empty -> 0005"]
+    assert first == ["empty -> 0007"]
     assert second == []
 
 

@@ -11,6 +11,7 @@ Handlers live by concern:
 - ``imports.py``: records.import
 - ``queries.py``: ping, campaigns, stats, callbacks
 - ``admin.py``: config.reload
+- ``reports.py``: report
 
 Adding an op: its request model in ``protocol.py``, its handler in one of these modules,
 a line below, a command in the CLI, and its section in docs/protocol.md.
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel
 
 from ..roles import ADMIN, AGENT, RANK, SUPERVISOR, Peer, may_act_as, require
-from . import admin, agents, imports, leases, queries, records
+from . import admin, agents, imports, leases, queries, records, reports
 from .base import ASYNC, DEFERRED, SYNC, Body, OpSpec, Reply
 
 if TYPE_CHECKING:
@@ -57,6 +58,7 @@ REGISTRY: dict[str, OpSpec] = {spec.name: spec for spec in (
     OpSpec("resolution", records.ResolutionReq, records.resolution, AGENT, ASYNC),
     OpSpec("callbacks", queries.CallbacksReq, queries.callbacks, AGENT, SYNC, AS),
     OpSpec("subscribe", agents.SubscribeReq, agents.subscribe, AGENT, SYNC, AS),
+    OpSpec("report", reports.ReportReq, reports.report, SUPERVISOR, ASYNC),
 )}
 
 #: request models by op name, for the decoder

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 #: the newest migration (``storage/migrations/versions``); a test keeps them equal
-HEAD_REVISION = "0005"
+HEAD_REVISION = "0007"
 #: ready records per chunk (a chunk is one query on one connection)
 CHUNK_ROWS = 200_000
 
