@@ -69,16 +69,13 @@ class ReportQuery:
 
 
 def day_bounds(first: date, last: date, timezone: str) -> tuple[float, float]:
-    """The instants where local day ``first`` begins and the day after ``last`` begins
-    (a local midnight that does not exist begins the day at the first instant after)."""
+    """The instants where local day ``first`` begins and the day after ``last`` begins.
+    A midnight that does not exist (a DST change at 00:00) resolves with the offset
+    before the change, which is the first instant of that day."""
     tz = ZoneInfo(timezone)
 
     def start(d: date) -> float:
-        t = datetime(d.year, d.month, d.day, tzinfo=tz)
-        back = t.astimezone(ZoneInfo("UTC")).astimezone(tz)
-        if back.replace(tzinfo=None) != t.replace(tzinfo=None):  # skipped midnight
-            t = t.replace(fold=1)
-        return t.timestamp()
+        return datetime(d.year, d.month, d.day, tzinfo=tz).timestamp()
 
     return start(first), start(last + timedelta(days=1))
 
