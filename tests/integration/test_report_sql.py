@@ -15,7 +15,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from nextcall.core.reports import GROUPS, CodeFacts, ReportQuery, day_bounds, tally
+from nextcall.core.calendar import day_bounds
+from nextcall.core.reports import GROUPS, CodeFacts, ReportQuery, tally
 from nextcall.storage import sql as S
 from nextcall.storage import statements as ST
 

@@ -1,8 +1,7 @@
 """Reports over the contact history: what a report asks for, and its figures.
 
 The stores compute reports (the SQL store in SQL, ``storage/reports.py``); this module
-holds what they share and needs no database: the request as plain data, the local-time
-offsets a store without time-zone support uses to find a local day, the rates, and
+holds what they share and needs no database: the request as plain data, the rates, and
 ``tally``, the same report computed in Python from raw history rows (the memory store's
 report, and the reference the SQL is tested against).
 
@@ -14,13 +13,12 @@ disposition will count only in its latest version.
 from __future__ import annotations
 
 import json
-import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
+
+from .calendar import local_day
 
 #: what a report may be grouped by, in the order the groups are shown
 GROUPS = ("campaign", "list", "agent", "code", "day")
@@ -34,7 +32,6 @@ FIGURES = ("attempts", "contacts", "presentations", "successes", "revenue")
 RATES = (("contact_rate", "contacts", "attempts"),
          ("presentation_rate", "presentations", "contacts"),
          ("conversion_rate", "successes", "presentations"))
-DAY_S = 86_400
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,44 +65,6 @@ class ReportQuery:
     list_name: str | None = None
 
 
-def day_bounds(first: date, last: date, timezone: str) -> tuple[float, float]:
-    """The instants where local day ``first`` begins and the day after ``last`` begins.
-    A midnight that does not exist (a DST change at 00:00) resolves with the offset
-    before the change, which is the first instant of that day."""
-    tz = ZoneInfo(timezone)
-
-    def start(d: date) -> float:
-        return datetime(d.year, d.month, d.day, tzinfo=tz).timestamp()
-
-    return start(first), start(last + timedelta(days=1))
-
-
-def _offset(tz: ZoneInfo, at: float) -> int:
-    off = datetime.fromtimestamp(at, tz).utcoffset()
-    return int(off.total_seconds()) if off is not None else 0
-
-
-def offset_steps(timezone: str, lo: float, hi: float) -> list[tuple[float, int]]:
-    """The zone's UTC offsets over [lo, hi): (instant it begins, seconds east of UTC),
-    the first beginning at ``lo``. Transitions are found by daily samples, then to the
-    second by bisection, so a local day computed as ``at + offset`` is exact across DST."""
-    tz = ZoneInfo(timezone)
-    steps = [(lo, _offset(tz, lo))]
-    t = lo
-    while t < hi:
-        nxt = min(t + DAY_S, hi)
-        if _offset(tz, nxt) != steps[-1][1]:
-            # offsets change on whole seconds: offset(a) is the current one, offset(b)
-            # the next, and the change is at b once they are a second apart
-            a, b = math.floor(t), math.ceil(nxt)
-            while b - a > 1:
-                mid = (a + b) // 2
-                a, b = (mid, b) if _offset(tz, mid) == steps[-1][1] else (a, mid)
-            steps.append((float(b), _offset(tz, b)))
-        t = nxt
-    return steps
-
-
 def with_rates(row: Mapping[str, Any]) -> dict[str, Any]:
     """A figures row with its rates (None when the denominator is 0) and revenue to cents."""
     out = dict(row)
@@ -133,10 +92,9 @@ def counted(history: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
 
 
 def _keys(q: ReportQuery, h: Mapping[str, Any], lst: str) -> tuple[Any, ...]:
-    tz = ZoneInfo(q.timezone)
     by = {"campaign": h["campaign"], "list": lst, "agent": h["agent"], "code": h["code"]}
-    return tuple(by[g] if g != "day" else
-                 datetime.fromtimestamp(h["at"], tz).date().isoformat() for g in q.group_by)
+    return tuple(by[g] if g != "day" else local_day(h["at"], q.timezone)
+                 for g in q.group_by)
 
 
 def _field(h: Mapping[str, Any], name: str | None) -> Any:

@@ -11,9 +11,10 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import Field
 
 from ..core import calendar
+from ..core.calendar import day_bounds
 from ..core.errors import BadRequest
 from ..core.model import Campaign
-from ..core.reports import CodeFacts, ReportQuery, day_bounds, totals, with_rates
+from ..core.reports import CodeFacts, ReportQuery, totals, with_rates
 from ..protocol import Name, Request
 from ..roles import Peer
 from .base import Body

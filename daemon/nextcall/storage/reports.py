@@ -21,7 +21,8 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from ..core.reports import ReportQuery, offset_steps
+from ..core.calendar import offset_steps
+from ..core.reports import ReportQuery
 
 _FACT_COLS = ("campaign", "code", "contact", "presentation", "success", "kind", "f_value",
               "f_chance", "f_expected", "f_reason")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from nextcall.config import ConfigError, load
-from nextcall.core.reports import day_bounds, offset_steps
+from nextcall.core.calendar import day_bounds, offset_steps
 from nextcall.roles import AGENT, SUPERVISOR
 from tests.conftest import write_config
 from tests.unit.ops.harness import Ops, numbers
