@@ -1,17 +1,19 @@
-"""Reports in SQL, on SQLite and PostgreSQL: three grouped queries over one common table
-expression, so the database does the counting and only the groups travel.
+"""Reports in SQL, on SQLite and PostgreSQL: grouped queries over common table
+expressions, so the database does the counting and only the groups travel.
 
 - ``codes``: what each campaign's result code counts as (contact, presentation, success,
   quote/won/lost and which field carries the value, chance, expected date and reason),
   from the config, as bound VALUES.
 - ``cur``: the history rows that count (``current_rows``), in the range, filtered.
-- ``base``: ``cur`` with its code's facts, and its list and local day when asked for.
+- figures: ``cur`` grouped by the report's groups and (campaign, code) first, then joined
+  to ``codes``: the facts are joined to a few groups, not to every row.
+- quotes and orders: only the rows whose code is a quote, won or lost are joined.
 
 A local day is the UTC instant shifted by the zone's offset at that instant: PostgreSQL
 converts with ``AT TIME ZONE``; SQLite, which has no zone database, adds the offset from a
-CASE over the zone's offset changes within the range (``core.reports.offset_steps``), so
-days are exact across DST. Indexes ``ix_history_at_report`` (covering the figures) and
-``ix_history_campaign_at`` (migration 0007) serve the range and the campaign filter.
+CASE over the zone's offset changes within the range (``core.calendar.offset_steps``), so
+days are exact across DST. The index ``ix_history_at_report`` (migration 0007) covers
+every column the figures read, so they are computed from the index alone.
 """
 
 from __future__ import annotations
@@ -58,7 +60,9 @@ def _codes(q: ReportQuery, params: dict[str, Any]) -> str:
     return f"codes({', '.join(_FACT_COLS)}) AS (VALUES {', '.join(rows)})"
 
 
-def _local_day(dialect: str, q: ReportQuery, params: dict[str, Any]) -> str:
+def _day_number(dialect: str, q: ReportQuery, params: dict[str, Any]) -> str:
+    """Per row: the local day, as cheap to group by as possible (SQLite: a day number,
+    the UTC instant shifted by the zone's offset at that instant; PostgreSQL: the date)."""
     if dialect == "postgresql":
         params["tz"] = q.timezone
         return "to_char(to_timestamp(cur.at) AT TIME ZONE :tz, 'YYYY-MM-DD')"
@@ -68,7 +72,12 @@ def _local_day(dialect: str, q: ReportQuery, params: dict[str, Any]) -> str:
         whens = " ".join(f"WHEN cur.at < {start!r} THEN {prev}"
                          for (start, _), (_, prev) in zip(steps[1:], steps, strict=False))
         offset = f"(CASE {whens} ELSE {steps[-1][1]} END)"
-    return f"date(cur.at + {offset}, 'unixepoch')"
+    return f"CAST((cur.at + {offset}) / 86400 AS INTEGER)"
+
+
+def _day_text(dialect: str) -> str:
+    """Per group: the day number (or date) of ``_day_number`` as ``YYYY-MM-DD``."""
+    return "a.day" if dialect == "postgresql" else "date(a.day * 86400, 'unixepoch')"
 
 
 def _json(dialect: str, field_col: str) -> str:
@@ -82,65 +91,95 @@ def _number(dialect: str, field_col: str) -> str:
     return f"COALESCE(CAST({_json(dialect, field_col)} AS DOUBLE PRECISION), 0)"
 
 
-def _prefix(dialect: str, q: ReportQuery, params: dict[str, Any]) -> str:
-    """``WITH codes, cur, base``: the rows of the report with what they count as."""
-    joins, extra = "", ""
+def _grouped(dialect: str, q: ReportQuery, params: dict[str, Any]) -> str:
+    """``agg``: the counted rows grouped by the report's groups and by (campaign, code),
+    so the code facts are joined to a few groups rather than to every row."""
+    joins, keys = "", ["cur.campaign", "cur.code"]
     if "list" in q.group_by or q.list_name is not None:
         joins = " JOIN records r ON r.rid = cur.rid"
-        extra = ", r.list AS list"
         if q.list_name is not None:
             joins += " AND r.list = :f_list"
             params["f_list"] = q.list_name
+        if "list" in q.group_by:
+            keys.append("r.list AS list")
+    if "agent" in q.group_by:
+        keys.append("cur.agent")
     if "day" in q.group_by:
-        extra += f", {_local_day(dialect, q, params)} AS day"
-    return (f"WITH {_codes(q, params)}, cur AS ({current_rows(q, params)}), "
-            "base AS (SELECT cur.*, COALESCE(c.contact, 0) AS contact, "
-            "COALESCE(c.presentation, 0) AS presentation, COALESCE(c.success, 0) AS "
-            "success, c.kind, c.f_value, c.f_chance, c.f_expected, c.f_reason"
-            f"{extra} FROM cur{joins} LEFT JOIN codes c ON c.campaign = cur.campaign "
-            "AND c.code = cur.code) ")
+        keys.append(f"{_day_number(dialect, q, params)} AS day")
+    cols = ", ".join(keys)
+    by = ", ".join(str(k + 1) for k in range(len(keys)))
+    return (f"agg AS (SELECT {cols}, COUNT(*) AS n, SUM(COALESCE(cur.revenue, 0)) AS rev "
+            f"FROM cur{joins} GROUP BY {by})")
 
 
 def _figures_sql(dialect: str, q: ReportQuery, params: dict[str, Any]) -> str:
-    cols = ", ".join(q.group_by)
+    outer = {"campaign": "a.campaign", "code": "a.code", "list": "a.list",
+             "agent": "a.agent", "day": _day_text(dialect)}
+    cols = ", ".join(f"{outer[g]} AS {g}" for g in q.group_by)
     head = f"{cols}, " if cols else ""
-    tail = f" GROUP BY {cols} ORDER BY {cols}" if cols else ""
-    return (_prefix(dialect, q, params) +
-            f"SELECT {head}COUNT(*) AS attempts, SUM(contact) AS contacts, "
-            "SUM(presentation) AS presentations, SUM(success) AS successes, "
-            f"SUM(COALESCE(revenue, 0)) AS revenue FROM base{tail}")
+    by = ", ".join(str(k + 1) for k in range(len(q.group_by)))
+    tail = f" GROUP BY {by}" if by else ""
+    return (f"WITH {_codes(q, params)}, cur AS ({current_rows(q, params)}), "
+            f"{_grouped(dialect, q, params)} "
+            f"SELECT {head}SUM(a.n) AS attempts, SUM(a.n * COALESCE(c.contact, 0)) AS "
+            "contacts, SUM(a.n * COALESCE(c.presentation, 0)) AS presentations, "
+            "SUM(a.n * COALESCE(c.success, 0)) AS successes, SUM(a.rev) AS revenue "
+            "FROM agg a LEFT JOIN codes c ON c.campaign = a.campaign AND c.code = a.code"
+            f"{tail}")
+
+
+def _kind_rows(q: ReportQuery, params: dict[str, Any]) -> str:
+    """``WITH codes, cur, b``: the counted rows whose code is a quote, won or lost, with
+    the code's field names (the codes are narrowed first, so few rows are joined)."""
+    names = sorted({c.code for c in q.codes if c.kind is not None})
+    params.update({f"k{i}": code for i, code in enumerate(names)})
+    listed = ", ".join(f":k{i}" for i in range(len(names)))
+    joins = ""
+    if q.list_name is not None:
+        joins = " JOIN records r ON r.rid = cur.rid AND r.list = :f_list"
+        params["f_list"] = q.list_name
+    # materialized: the few rows with such a code are picked in one pass over the range,
+    # before the join (joined first, the range would be scanned once per code)
+    return (f"WITH {_codes(q, params)}, cur AS ({current_rows(q, params)}), "
+            "kr AS MATERIALIZED (SELECT cur.hid, cur.rid, cur.at, cur.campaign, cur.code, "
+            f"cur.fields FROM cur{joins} WHERE cur.code IN ({listed})), "
+            "b AS (SELECT kr.hid, kr.rid, kr.at, kr.fields, c.kind, c.f_value, c.f_chance, "
+            "c.f_expected, c.f_reason FROM kr JOIN codes c ON c.campaign = kr.campaign "
+            "AND c.code = kr.code WHERE c.kind IS NOT NULL)")
 
 
 def _quotes_sql(dialect: str, q: ReportQuery, params: dict[str, Any]) -> str:
     """Each record's latest quote, won or lost row in the range; the quotes among them
     (the quotes still open at the end of the range) by expected month."""
     expected = f"substr({_json(dialect, 'f_expected')}, 1, 7)"
-    return (_prefix(dialect, q, params) +
+    return (_kind_rows(q, params) +
             ", k AS (SELECT b.*, ROW_NUMBER() OVER (PARTITION BY b.rid "
-            "ORDER BY b.at DESC, b.hid DESC) AS n FROM base b WHERE b.kind IS NOT NULL), "
+            "ORDER BY b.at DESC, b.hid DESC) AS n FROM b), "
             f"v AS (SELECT {expected} AS month, {_number(dialect, 'f_value')} AS value, "
             f"{_number(dialect, 'f_chance')} AS chance FROM k b "
             "WHERE b.n = 1 AND b.kind = 'quote') "
             "SELECT month, COUNT(*) AS count, SUM(value) AS value, "
-            "SUM(value * chance / 100.0) AS weighted FROM v GROUP BY month ORDER BY month")
+            "SUM(value * chance / 100.0) AS weighted FROM v GROUP BY month")
 
 
 def _orders_sql(dialect: str, q: ReportQuery, params: dict[str, Any]) -> str:
-    return (_prefix(dialect, q, params) +
+    return (_kind_rows(q, params) +
             f", o AS (SELECT b.kind AS outcome, {_json(dialect, 'f_reason')} AS reason, "
-            f"{_number(dialect, 'f_value')} AS value FROM base b "
+            f"{_number(dialect, 'f_value')} AS value FROM b "
             "WHERE b.kind IN ('won', 'lost')) "
             "SELECT outcome, reason, COUNT(*) AS count, SUM(value) AS value FROM o "
-            "GROUP BY outcome, reason ORDER BY outcome DESC, reason")
+            "GROUP BY outcome, reason")
 
 
 async def run_report(conn: AsyncConnection, dialect: str, q: ReportQuery
                      ) -> dict[str, list[dict[str, Any]]]:
     """``figures`` (per group, without rates), ``quotes`` (by expected month) and
     ``orders`` (by outcome and reason), as ``core.reports.tally`` answers them."""
-    out: dict[str, list[dict[str, Any]]] = {}
-    for name, build in (("figures", _figures_sql), ("quotes", _quotes_sql),
-                        ("orders", _orders_sql)):
+    out: dict[str, list[dict[str, Any]]] = {"quotes": [], "orders": []}
+    parts = [("figures", _figures_sql)]
+    if any(c.kind is not None for c in q.codes):
+        parts += [("quotes", _quotes_sql), ("orders", _orders_sql)]
+    for name, build in parts:
         params: dict[str, Any] = {}
         sql = build(dialect, q, params)
         rows = (await conn.execute(text(sql), params)).mappings().all()

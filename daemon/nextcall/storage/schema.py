@@ -93,10 +93,9 @@ history = Table(
     Column("attempts", Integer, nullable=False),
 )
 Index("ix_history_rid", history.c.rid)
-# reports (migration 0007): a range of instants, covering the figures; one campaign
+# reports (migration 0007): a range of instants, covering the figures
 Index("ix_history_at_report", history.c.at, history.c.campaign, history.c.code,
       history.c.agent, history.c.lid, history.c.revenue, history.c.rid)
-Index("ix_history_campaign_at", history.c.campaign, history.c.at)
 
 agents = Table(
     "agents", metadata,
