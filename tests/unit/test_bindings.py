@@ -135,7 +135,8 @@ def test_every_op_whose_request_names_an_agent_checks_its_binding() -> None:
     assert checked == {name for name, spec in REGISTRY.items()
                        if "agent" in spec.model.model_fields}
     assert checked == {"campaigns", "agent.login", "agent.logout", "next", "dispose",
-                       "release", "extend", "callbacks", "callback.schedule", "subscribe"}
+                       "release", "extend", "callbacks", "callback.schedule", "subscribe",
+                       "report"}
 
 
 # ---------------------------------------------------------------------------- record_get

@@ -58,7 +58,8 @@ REGISTRY: dict[str, OpSpec] = {spec.name: spec for spec in (
     OpSpec("resolution", records.ResolutionReq, records.resolution, AGENT, ASYNC),
     OpSpec("callbacks", queries.CallbacksReq, queries.callbacks, AGENT, SYNC, AS),
     OpSpec("subscribe", agents.SubscribeReq, agents.subscribe, AGENT, SYNC, AS),
-    OpSpec("report", reports.ReportReq, reports.report, SUPERVISOR, ASYNC),
+    # ``agent`` is a filter there; the binding check passes supervisors and admins
+    OpSpec("report", reports.ReportReq, reports.report, SUPERVISOR, ASYNC, AS),
 )}
 
 #: request models by op name, for the decoder

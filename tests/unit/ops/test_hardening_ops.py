@@ -34,6 +34,7 @@ EVERY_OP: list[tuple[str, dict[str, Any]]] = [
     ("config.reload", {"dry_run": True}), ("subscribe", {"agent": "bob"}),
     ("release", {"lease": "99.x"}), ("extend", {"lease": "99.x"}),
     ("dispose", {"lease": "99.x", "code": "NA"}),
+    ("report", {"from": "2027-01-15", "to": "2027-01-15"}),
 ]
 
 
