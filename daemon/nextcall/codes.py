@@ -18,6 +18,7 @@ from .core.model import (
     ResultCode,
 )
 from .core.reopening import DEFAULT_REOPEN_ROLES, REOPEN_ROLES
+from .core.reports import FIELD_ROLES
 from .core.results import FIELD_TYPES
 from .mailcfg import EmailText
 
@@ -40,6 +41,9 @@ class FieldCfg(_Strict):
     choices: list[str] = []
     min: float | None = None
     max: float | None = None
+    #: what the field is to reports, on a code with ``report``: ``value`` (money),
+    #: ``chance`` (percent), ``expected`` (date), ``reason`` (choice)
+    report: Literal["value", "chance", "expected", "reason"] | None = None
 
 
 class ResultCodeCfg(_Strict):
@@ -82,6 +86,8 @@ class ResultCodeCfg(_Strict):
     fields: list[FieldCfg] = []
     #: who is e-mailed once a disposition with this code is committed
     notify: list[EmailText] = []
+    #: what its dispositions are to reports: a quote, an order won or lost
+    report: Literal["quote", "won", "lost"] | None = None
 
 
 class ResultSetCfg(_Strict):
@@ -149,9 +155,9 @@ def _code(rc: ResultCodeCfg) -> ResultCode:
         scope=rc.scope, reminder_min=_reminder_min(rc), roll_campaign=rc.roll_campaign,
         roll_list=rc.roll_list, roll_targets=tuple(rc.roll_targets),
         effects=tuple(rc.effects), reopen_teams=tuple(rc.reopen_teams),
-        reopen_roles=_reopen_roles(rc),
+        reopen_roles=_reopen_roles(rc), report=rc.report,
         fields=tuple(FieldSpec(f.name, f.type, f.required, f.label, tuple(f.choices), f.min,
-                               f.max) for f in rc.fields))
+                               f.max, f.report) for f in rc.fields))
 
 
 def result_sets(resultsets: Mapping[str, ResultSetCfg], origin: Mapping[str, str],
@@ -203,8 +209,43 @@ def _code_problems(rc: ResultCodeCfg, code: ResultCode, campaigns: Collection[st
         if (f.type == "choice") != bool(f.choices):
             problems.append((f"fields[{k}].choices",
                              "choice fields need choices; other types take none"))
-    problems += _reopen_problems(rc)
+    problems += _reopen_problems(rc) + _report_problems(rc)
     if rc.reminder is False and rc.reminder_min is not None:
         problems.append(("reminder_min",
                          "reminder = false asks for no reminder; drop reminder_min"))
+    return problems
+
+
+#: the field roles each kind of report code must have, and those it may have
+_REPORT_ROLES = {"quote": (("value", "chance", "expected"), ("value", "chance", "expected")),
+                 "won": (("reason",), ("value", "reason")),
+                 "lost": (("reason",), ("value", "reason"))}
+
+
+def _report_problems(rc: ResultCodeCfg) -> list[tuple[str, str]]:
+    """A code's ``report`` and its fields' ``report`` roles: each role once, on a field
+    of its type, allowed by the code's kind; the roles the kind needs all present."""
+    if rc.report is None:
+        return [(f"fields[{k}].report", "only a code with report = \"quote\", \"won\" or "
+                 "\"lost\" gives its fields a report role")
+                for k, f in enumerate(rc.fields) if f.report is not None]
+    needed, allowed = _REPORT_ROLES[rc.report]
+    problems: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    for k, f in enumerate(rc.fields):
+        if f.report is None:
+            continue
+        if f.report not in allowed:
+            problems.append((f"fields[{k}].report", f"a {rc.report} code's fields take the "
+                             f"roles {', '.join(allowed)}, not {f.report}"))
+        elif f.type != FIELD_ROLES[f.report]:
+            problems.append((f"fields[{k}].report", f"the {f.report} of a report must be "
+                             f"a {FIELD_ROLES[f.report]} field, not {f.type}"))
+        elif f.report in seen:
+            problems.append((f"fields[{k}].report", f"a second {f.report} field"))
+        seen.add(f.report)
+    missing = [r for r in needed if r not in seen]
+    if missing:
+        problems.append(("report", f"a {rc.report} code needs fields with report = "
+                         + " and ".join(f'"{m}"' for m in missing)))
     return problems

@@ -32,7 +32,8 @@ WEIGHTS = {"next": 18, "dispose": 18, "release": 5, "extend": 5, "record.get": 1
            "records.import": 2, "agent.login": 4, "agent.logout": 2, "stats": 3,
            "callbacks": 3, "campaigns": 2, "ping": 2, "record.reopen": 1.2,
            "callback.schedule": 1.2, "resolution": 0.6, "subscribe": 1,
-           "config.reload": 0.3, "records": 0.6, "explain": 0.6, "amend": 1.2}
+           "config.reload": 0.3, "records": 0.6, "explain": 0.6, "amend": 1.2,
+           "report": 0.3}
 _OP_LIST = list(WEIGHTS)
 _OP_WEIGHTS = list(WEIGHTS.values())
 
@@ -333,6 +334,10 @@ VALID: dict[str, Callable[[random.Random, World], dict[str, Any]]] = {
     "explain": _explain,
     "subscribe": lambda rng, w: {"agent": _agent(rng, w)},
     "amend": _amend,
+    "report": lambda rng, w: {"from": "2027-01-14", "to": "2027-01-15",
+                              "group_by": rng.sample(["campaign", "agent", "code", "day"],
+                                                     rng.randint(0, 2)),
+                              **_maybe_campaign(rng, w)},
 }
 
 

@@ -61,7 +61,7 @@ async def test_migrate_is_idempotent(db_url: str) -> None:
         second = await store.migrate()
     finally:
         await store.close()
-    assert first == ["empty -> 0008"]
+    assert first == ["empty -> 0009"]
     assert second == []
 
 

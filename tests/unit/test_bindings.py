@@ -136,7 +136,7 @@ def test_every_op_whose_request_names_an_agent_checks_its_binding() -> None:
                        if "agent" in spec.model.model_fields}
     assert checked == {"campaigns", "agent.login", "agent.logout", "next", "dispose",
                        "release", "extend", "callbacks", "callback.schedule", "subscribe",
-                       "explain", "amend"}
+                       "explain", "amend", "report"}
 
 
 # ---------------------------------------------------------------------------- record_get

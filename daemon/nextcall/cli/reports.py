@@ -1,5 +1,5 @@
 """Read-only overviews for supervisors: counts, campaigns and their result codes, the
-callback queue, and the appointments waiting for an admin."""
+callback queue, the appointments waiting for an admin, and reports over the history."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from .output import (
     resolution_table,
     stats_table,
 )
+from .reporting import figures_table, orders_table, quotes_table, write_csv
 
 
 @click.command()
@@ -74,4 +75,40 @@ def callbacks_(ctx: click.Context, agent: str | None, team: str | None,
         console.print(callbacks_table(ans))
 
 
-COMMANDS = (stats, campaigns, resolution, callbacks_)
+@click.command()
+@click.option("--from", "from_", required=True, metavar="DATE",
+              help="First local day (YYYY-MM-DD).")
+@click.option("--to", required=True, metavar="DATE", help="Last local day (YYYY-MM-DD).")
+@click.option("--timezone", default="UTC", show_default=True,
+              help="IANA zone whose local days the range and the day groups are.")
+@click.option("--by", "group_by", multiple=True,
+              type=click.Choice(["campaign", "list", "agent", "code", "day"]),
+              help="Group by (repeatable, in order); default campaign.")
+@click.option("--campaign")
+@click.option("--agent")
+@click.option("--list", "list_name")
+@click.option("--csv", "csv_path", metavar="FILE",
+              help="Also write the figures per group to FILE as CSV, with a header.")
+@click.pass_context
+def report(ctx: click.Context, from_: str, to: str, timezone: str,
+           group_by: tuple[str, ...], campaign: str | None, agent: str | None,
+           list_name: str | None, csv_path: str | None) -> None:
+    """Results from the contact history over a range of local days: attempts, contacts,
+    presentations, successes, rates and revenue; the quote pipeline; orders won and lost."""
+    fields: dict[str, Any] = {"from": from_, "to": to, "timezone": timezone,
+                              **optional_fields(campaign=campaign, agent=agent,
+                                                list=list_name)}
+    if group_by:
+        fields["group_by"] = list(group_by)
+    ans = call(ctx, "report", **fields)
+    if csv_path is not None:
+        n = write_csv(csv_path, ans)
+        if not ctx.obj.get("json"):
+            console.print(f"{n} rows written to {csv_path}")
+    if emit_json(ctx, ans):
+        return
+    for table in (figures_table(ans), quotes_table(ans), orders_table(ans)):
+        console.print(table)
+
+
+COMMANDS = (stats, campaigns, resolution, callbacks_, report)

@@ -16,6 +16,7 @@ the wall clock the callee sees.
 
 from __future__ import annotations
 
+import math
 import time
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
@@ -209,3 +210,48 @@ def local_iso(instant: float, tz_key: str) -> str:
 def utc_iso(instant: float) -> str:
     """The instant as UTC ISO time with ``Z`` (whole seconds; on every answer, so cheap)."""
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(instant))
+
+
+# ---------------------------------------------------------------- local days (reports)
+
+def local_day(at: float, timezone: str) -> str:
+    """The local date (``YYYY-MM-DD``) of instant ``at`` in ``timezone``."""
+    return datetime.fromtimestamp(at, _zone(timezone)).date().isoformat()
+
+
+def day_bounds(first: date, last: date, timezone: str) -> tuple[float, float]:
+    """The instants where local day ``first`` begins and the day after ``last`` begins.
+    A midnight that does not exist (a DST change at 00:00) resolves with the offset
+    before the change, which is the first instant of that day."""
+    tz = _zone(timezone)
+
+    def start(d: date) -> float:
+        return datetime(d.year, d.month, d.day, tzinfo=tz).timestamp()
+
+    return start(first), start(last + timedelta(days=1))
+
+
+def _offset(tz: ZoneInfo, at: float) -> int:
+    off = datetime.fromtimestamp(at, tz).utcoffset()
+    return int(off.total_seconds()) if off is not None else 0
+
+
+def offset_steps(timezone: str, lo: float, hi: float) -> list[tuple[float, int]]:
+    """The zone's UTC offsets over [lo, hi): (instant it begins, seconds east of UTC),
+    the first beginning at ``lo``. Transitions are found by daily samples, then to the
+    second by bisection, so a local day computed as ``at + offset`` is exact across DST."""
+    tz = _zone(timezone)
+    steps = [(lo, _offset(tz, lo))]
+    t = lo
+    while t < hi:
+        nxt = min(t + _SAMPLE_S, hi)
+        if _offset(tz, nxt) != steps[-1][1]:
+            # offsets change on whole seconds: offset(a) is the current one, offset(b)
+            # the next, and the change is at b once they are a second apart
+            a, b = math.floor(t), math.ceil(nxt)
+            while b - a > 1:
+                mid = (a + b) // 2
+                a, b = (mid, b) if _offset(tz, mid) == steps[-1][1] else (a, mid)
+            steps.append((float(b), _offset(tz, b)))
+        t = nxt
+    return steps

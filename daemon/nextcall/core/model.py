@@ -93,6 +93,9 @@ class FieldSpec:
     choices: tuple[str, ...] = ()
     min: float | None = None
     max: float | None = None
+    #: what the field is to reports (``core.reports.FIELD_ROLES``): a quote's value,
+    #: chance % or expected order date, an order's value or its won/lost reason
+    report: str | None = None
 
     def to_json(self) -> dict[str, object]:
         """What an agent screen needs to draw the input."""
@@ -146,6 +149,9 @@ class ResultCode:
     fields: tuple[FieldSpec, ...] = ()
     #: e-mail addresses told of every committed disposition with this code
     notify: tuple[str, ...] = ()
+    #: what a disposition with this code is to reports: a ``quote``, an order ``won`` or
+    #: ``lost`` (``core.reports.KINDS``); its fields say which carries what
+    report: str | None = None
 
     def retry_delay_s(self, attempts: int) -> int:
         """Delay after the ``attempts``-th attempt (1-based)."""

@@ -14,6 +14,7 @@ Handlers live by concern:
 - ``admin.py``: config.reload
 - ``explain.py``: explain (why a record or a campaign is not handed out)
 - ``amend.py``: amend (replace a committed disposition)
+- ``reports.py``: report
 
 Adding an op: its request model in ``protocol.py``, its handler in one of these modules,
 a line below, a command in the CLI, and its section in docs/protocol.md.
@@ -27,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel
 
 from ..roles import ADMIN, AGENT, RANK, SUPERVISOR, Peer, may_act_as, require
-from . import admin, agents, amend, explain, imports, leases, listing, queries, records
+from . import admin, agents, amend, explain, imports, leases, listing, queries, records, reports
 from .base import ASYNC, DEFERRED, SYNC, Body, OpSpec, Reply
 
 if TYPE_CHECKING:
@@ -65,6 +66,8 @@ REGISTRY: dict[str, OpSpec] = {spec.name: spec for spec in (
     OpSpec("explain", explain.ExplainReq, explain.explain, AGENT, ASYNC, AS),
     # an agent-role peer only its own dispositions, within amend_grace_s (``ops.amend``)
     OpSpec("amend", amend.AmendReq, amend.amend, AGENT, ASYNC, AS),
+    # ``agent`` is a filter there; the binding check passes supervisors and admins
+    OpSpec("report", reports.ReportReq, reports.report, SUPERVISOR, ASYNC, AS),
 )}
 
 #: request models by op name, for the decoder

@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from ..core.changes import Change
+from ..core.reports import ReportQuery
 from .query import RecordQuery
 
 #: a record's fields kept only in the database: (id, list, data, team)
@@ -84,6 +85,10 @@ class Store(Protocol):
 
     async def reminders_of(self, rid: int) -> list[dict[str, Any]]:
         """Every reminder sent for record ``rid``, oldest first."""
+
+    async def report(self, query: ReportQuery) -> dict[str, list[dict[str, Any]]]:
+        """A report over the history: ``figures``, ``quotes``, ``orders`` as
+        ``core.reports.tally`` computes them (in any order)."""
 
     async def close(self) -> None:
         """Commit what is queued and disconnect."""

@@ -35,6 +35,7 @@ from ..core.changes import (
 )
 from ..core.engine import ready_groups, ready_quotes
 from ..core.errors import StorageError
+from ..core.reports import ReportQuery, tally
 from .base import Done, Fetched
 from .query import PAGE_COLUMNS, RecordQuery, matches
 from .snapshot import OTHER_COLUMNS, Snapshot, record_from_row
@@ -266,6 +267,11 @@ class MemoryStore:
         """Reminders sent for one record, oldest first."""
         return sorted((dict(r) for r in self.reminders.values() if r["rid"] == rid),
                       key=lambda r: r["sent_at"])
+
+    async def report(self, query: ReportQuery) -> dict[str, list[dict[str, Any]]]:
+        """A report computed in Python from the history (``core.reports.tally``)."""
+        lists = {rid: row["list"] for rid, row in self.records.items()}
+        return tally(query, self.history, lists)
 
     async def close(self) -> None:
         """Commit what is queued."""

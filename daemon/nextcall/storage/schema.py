@@ -131,6 +131,10 @@ list_versions = Table(
     Column("version", BigInteger, nullable=False),
 )
 
+# reports (migration 0009): a range of instants, covering the figures
+Index("ix_history_at_report", history.c.at, history.c.campaign, history.c.code,
+      history.c.agent, history.c.lid, history.c.revenue, history.c.rid)
+
 agents = Table(
     "agents", metadata,
     Column("agent", String(100), primary_key=True),

@@ -32,11 +32,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from .. import files
 from ..core.changes import Change
 from ..core.errors import StorageError
+from ..core.reports import ReportQuery
 from . import listing
 from . import snapshot as snap
 from .base import Done, Fetched
 from .prefetch import HEAD_REVISION, SqliteRead
 from .query import RecordQuery
+from .reports import run_report
 from .schema import history, leases, list_versions, records, reminders
 from .statements import Op, ops_of
 from .writer import (
@@ -511,4 +513,11 @@ class SqlStore:
                 reminders.c.sent_at)
             return [dict(r) for r in (await conn.execute(q)).mappings().all()]
         result: list[dict[str, Any]] = await self._read(fn)
+        return result
+
+    async def report(self, query: ReportQuery) -> dict[str, list[dict[str, Any]]]:
+        """A report over the history, computed in SQL (``storage/reports.py``)."""
+        async def fn(conn: AsyncConnection) -> dict[str, list[dict[str, Any]]]:
+            return await run_report(conn, self.dialect, query)
+        result: dict[str, list[dict[str, Any]]] = await self._read(fn)
         return result

@@ -37,6 +37,7 @@ EVERY_OP: list[tuple[str, dict[str, Any]]] = [
     ("release", {"lease": "99.x"}), ("extend", {"lease": "99.x"}),
     ("dispose", {"lease": "99.x", "code": "NA"}),
     ("amend", {"lease": "99.x", "code": "NA", "reason": "x"}),
+    ("report", {"from": "2027-01-15", "to": "2027-01-15"}),
 ]
 
 
