@@ -82,6 +82,9 @@ class ResultCodeCfg(_Strict):
     fields: list[FieldCfg] = []
     #: who is e-mailed once a disposition with this code is committed
     notify: list[EmailText] = []
+    #: callback codes: the callback is handed out whatever the campaign's attempt budgets
+    #: say (the callee asked for this call)
+    ignore_budgets: bool = False
 
 
 class ResultSetCfg(_Strict):
@@ -149,7 +152,7 @@ def _code(rc: ResultCodeCfg) -> ResultCode:
         scope=rc.scope, reminder_min=_reminder_min(rc), roll_campaign=rc.roll_campaign,
         roll_list=rc.roll_list, roll_targets=tuple(rc.roll_targets),
         effects=tuple(rc.effects), reopen_teams=tuple(rc.reopen_teams),
-        reopen_roles=_reopen_roles(rc),
+        reopen_roles=_reopen_roles(rc), ignore_budgets=rc.ignore_budgets,
         fields=tuple(FieldSpec(f.name, f.type, f.required, f.label, tuple(f.choices), f.min,
                                f.max) for f in rc.fields))
 
@@ -204,6 +207,9 @@ def _code_problems(rc: ResultCodeCfg, code: ResultCode, campaigns: Collection[st
             problems.append((f"fields[{k}].choices",
                              "choice fields need choices; other types take none"))
     problems += _reopen_problems(rc)
+    if rc.ignore_budgets and rc.action != "callback":
+        problems.append(("ignore_budgets", f"a {rc.action} code sets no callback; only "
+                         "callback codes take ignore_budgets"))
     if rc.reminder is False and rc.reminder_min is not None:
         problems.append(("reminder_min",
                          "reminder = false asks for no reminder; drop reminder_min"))

@@ -209,3 +209,10 @@ def local_iso(instant: float, tz_key: str) -> str:
 def utc_iso(instant: float) -> str:
     """The instant as UTC ISO time with ``Z`` (whole seconds; on every answer, so cheap)."""
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(instant))
+
+
+def local_day(instant: float, tz: ZoneInfo) -> tuple[float, float]:
+    """The local day in ``tz`` that holds ``instant``: its first instant and the first
+    instant of the next day (23, 24 or 25 hours later across DST)."""
+    day = datetime.fromtimestamp(instant, tz).date()
+    return wall_instant(day, 0, tz), wall_instant(day + timedelta(days=1), 0, tz)
