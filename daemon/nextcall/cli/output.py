@@ -176,9 +176,20 @@ def _callback_who(e: dict[str, Any]) -> str:
     return str(who)
 
 
+def _callback_when(e: dict[str, Any]) -> str:
+    """The promised local time, or a window as ``start-HH:MM`` (its end's local clock;
+    the whole end when it falls on another day)."""
+    end = e.get("until_local")
+    if not end:
+        return str(e["local"])
+    return f"{e['local']}-{end[11:16] if end[:10] == e['local'][:10] else end}"
+
+
 def _callback_notes(e: dict[str, Any]) -> str:
     """The rest of a callback squeezed into one column: code, priority, lease, reminder."""
     notes = [f"{e['code']} p{e['contact_priority']}"]
+    if e.get("until") is not None and e.get("priority_now") != e["contact_priority"]:
+        notes[0] += f" (now p{e['priority_now']})"
     if e["leased_to"]:
         notes.append(f"leased to {e['leased_to']}")
     rem = e["reminder"]
@@ -203,7 +214,7 @@ def callbacks_table(ans: dict[str, Any]) -> Table:
     for e in ans["callbacks"]:
         late = span(e["late_s"]) if e["state"] != "upcoming" else f"in {span(e['in_s'])}"
         t.add_row(e["state"], late, e["record"], _callback_who(e),
-                  f"{e['local']} {e['timezone']}", e["campaign"], _callback_notes(e),
+                  f"{_callback_when(e)} {e['timezone']}", e["campaign"], _callback_notes(e),
                   style=CALLBACK_STYLES[e["state"]])
     return t
 

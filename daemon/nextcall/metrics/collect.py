@@ -122,12 +122,14 @@ class _Scan:
 
 
 def scan_campaign(engine: Engine, name: str) -> _Scan:
-    """Collect the promised times of ``name``'s due callbacks."""
+    """Collect the promised times of ``name``'s due callbacks (a window's end: a window
+    is overdue only once it has passed unserved)."""
     due_ats = []
     for rid in engine.due_callback_rids(name):
         rec = engine.record(rid)
         if rec is not None:
-            due_ats.append(rec.due_at)
+            due_ats.append(rec.callback.deadline if rec.callback is not None
+                           else rec.due_at)
     due_ats.sort()
     return _Scan(tuple(due_ats))
 

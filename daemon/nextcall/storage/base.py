@@ -77,5 +77,10 @@ class Store(Protocol):
     async def reminders_of(self, rid: int) -> list[dict[str, Any]]:
         """Every reminder sent for record ``rid``, oldest first."""
 
+    async def attempts_since(self, since: float) -> list[tuple[int, str, float]]:
+        """(rid, number, issued_at) of every lease issued at or after ``since``, oldest
+        first: the hand-outs attempt budgets count (read at start only when a campaign
+        has budgets)."""
+
     async def close(self) -> None:
         """Commit what is queued and disconnect."""

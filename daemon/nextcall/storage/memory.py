@@ -242,6 +242,11 @@ class MemoryStore:
         return sorted((dict(r) for r in self.reminders.values() if r["rid"] == rid),
                       key=lambda r: r["sent_at"])
 
+    async def attempts_since(self, since: float) -> list[tuple[int, str, float]]:
+        """(rid, number, issued_at) of the leases issued at or after ``since``."""
+        return sorted(((r["rid"], r["phone"], r["issued_at"]) for r in self.leases.values()
+                       if r["issued_at"] >= since), key=lambda t: t[2])
+
     async def close(self) -> None:
         """Commit what is queued."""
         if self._queue:

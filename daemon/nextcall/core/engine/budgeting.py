@@ -65,12 +65,16 @@ class Budgeting(Leasing):
             insort(self._att_num.setdefault(number, []), at)
 
     def load_attempts(self, rows: Iterable[tuple[int, str | None, float]]) -> int:
-        """Rebuild: the hand-outs (rid, number, issued at) within the longest window, from
-        the lease history. Returns how many were counted."""
+        """Rebuild: the hand-outs (rid, number, issued at), oldest first, within the
+        longest window, from the lease history; those of open records of campaigns with
+        budgets are counted. Returns how many."""
         n = 0
         for rid, number, at in rows:
-            self.note_attempt(int(rid), number or "", float(at))
-            n += 1
+            if self.is_open(rid):
+                camp = self.campaigns.get(self._camp_names[self.c_camp[rid]])
+                if camp is not None and camp.budgets is not None:
+                    self.note_attempt(rid, number or "", at)
+                    n += 1
         return n
 
     def attempts(self, rid: int, number: str | None, now: float
