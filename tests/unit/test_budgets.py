@@ -185,3 +185,15 @@ def test_attempts_rebuilt_from_the_lease_history_hold_the_record() -> None:
     assert e.next_wake(("c",), T0) == midnight
     assert e.next("ann", ("c",), (), 1, 1, midnight - 1) == []
     assert [lz.record.rid for lz in e.next("ann", ("c",), (), 1, 1, midnight)] == [1]
+
+
+def test_a_reload_that_changes_the_budgets_puts_held_records_back() -> None:
+    e = Engine({"c": _campaign(Budgets(number_gap_s=3600))})
+    e.add(_record(1, "+31200000001", "UTC"), T0)
+    e.release(e.next("ann", ("c",), (), 1, 1, T0)[0], T0)
+    assert e.next("ann", ("c",), (), 1, 1, T0 + 1) == []
+    assert e.queues["c"].counts["budget"] == 1
+    e.apply_campaigns({"c": _campaign(Budgets(number_gap_s=60))}, T0 + 61)
+    assert e.queues["c"].counts["budget"] == 0 and e.held_by_budget(1) is None
+    e.check_invariants()
+    assert [lz.record.rid for lz in e.next("ann", ("c",), (), 1, 1, T0 + 61)] == [1]
