@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from nextcall.cli import main as cli_main
-from tests.integration.shipped import Clock, Running, instant, ok, shipped_settings
+from tests.integration.shipped import Clock, Running, instant, shipped_settings
 
 NY = "America/New_York"
 TUE, WED = "2027-06-15", "2027-06-16"
