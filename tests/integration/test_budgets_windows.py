@@ -45,6 +45,11 @@ async def test_budgets_hold_records_and_survive_a_restart(shipped: Running) -> N
     assert await r.next("amy") == []
     st = await r.stats(CAMP)
     assert (st["budget"], st["due"]) == (2, 0)
+    out = await asyncio.to_thread(run_cli, str(r.settings.daemon.socket), "stats")
+    head = next(ln for ln in out.splitlines() if "budget" in ln)
+    row = next(ln for ln in out.splitlines() if ln.startswith(f"│ {CAMP}"))
+    cells = [c.strip() for c in row.split("│")[1:-1]]
+    assert cells[[c.strip() for c in head.split("┃")[1:-1]].index("budget")] == "2"
     # a restart in the middle of the day: the counts come back from the lease history
     await r.restart()
     await r.login("amy", [CAMP])
@@ -109,6 +114,8 @@ async def test_callback_window_from_the_cli(shipped: Running) -> None:
     cb = json.loads(out)["callback"]
     assert (cb["local"], cb["until_local"]) == (f"{WED}T14:00:00-04:00",
                                                 f"{WED}T16:00:00-04:00")
+    out = await asyncio.to_thread(run_cli, path, "get", "D1")
+    assert f"{WED}T14:00:00-04:00-16:00 {NY} (personal_then_team, CB p4)" in out
     r.clock.set(f"{WED}T15:00", NY)
     out = await asyncio.to_thread(run_cli, path, "callbacks")
     row = next(ln for ln in out.splitlines() if "D1" in ln)

@@ -99,6 +99,10 @@ def record_tables(r: dict[str, Any]) -> tuple[Table, Table]:
                 "priority", "owner", "team", "score"):
         t.add_row(key, "" if r.get(key) is None else str(r[key]))
     t.add_row("phones", ", ".join(f"{p['number']} ({p['status']})" for p in r["phones"]))
+    cb = r.get("callback")
+    if cb:
+        t.add_row("callback", f"{_callback_when(cb)} {cb['timezone']} ({cb['scope']}, "
+                              f"{cb['code']} p{cb['contact_priority']})")
     t.add_row("data", json.dumps(r["data"], ensure_ascii=False))
     h = Table(title="history")
     for col in ("at", "agent", "code", "phone", "state", "due_at", "note"):
@@ -113,8 +117,8 @@ def stats_table(ans: dict[str, Any]) -> Table:
     """Counts by campaign and state, with how many of each campaign's zones are open."""
     t = Table(title=f"{ans['leases']} active leases, {ans['agents_logged_in']} agents "
                     "logged in")
-    cols = ("due", "dormant", "callback_due", "callback_upcoming", "leased")
-    heads = ("due", "later", "cb due", "cb later", "leased")
+    cols = ("due", "dormant", "callback_due", "callback_upcoming", "leased", "budget")
+    heads = ("due", "later", "cb due", "cb later", "leased", "budget")
     t.add_column("campaign", no_wrap=True)
     for head in heads:
         t.add_column(head, justify="right")
