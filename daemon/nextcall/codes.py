@@ -88,6 +88,9 @@ class ResultCodeCfg(_Strict):
     notify: list[EmailText] = []
     #: what its dispositions are to reports: a quote, an order won or lost
     report: Literal["quote", "won", "lost"] | None = None
+    #: callback codes: the callback is handed out whatever the campaign's attempt budgets
+    #: say (the callee asked for this call)
+    ignore_budgets: bool = False
 
 
 class ResultSetCfg(_Strict):
@@ -156,6 +159,7 @@ def _code(rc: ResultCodeCfg) -> ResultCode:
         roll_list=rc.roll_list, roll_targets=tuple(rc.roll_targets),
         effects=tuple(rc.effects), reopen_teams=tuple(rc.reopen_teams),
         reopen_roles=_reopen_roles(rc), report=rc.report,
+        ignore_budgets=rc.ignore_budgets,
         fields=tuple(FieldSpec(f.name, f.type, f.required, f.label, tuple(f.choices), f.min,
                                f.max, f.report) for f in rc.fields))
 
@@ -210,6 +214,9 @@ def _code_problems(rc: ResultCodeCfg, code: ResultCode, campaigns: Collection[st
             problems.append((f"fields[{k}].choices",
                              "choice fields need choices; other types take none"))
     problems += _reopen_problems(rc) + _report_problems(rc)
+    if rc.ignore_budgets and rc.action != "callback":
+        problems.append(("ignore_budgets", f"a {rc.action} code sets no callback; only "
+                         "callback codes take ignore_budgets"))
     if rc.reminder is False and rc.reminder_min is not None:
         problems.append(("reminder_min",
                          "reminder = false asks for no reminder; drop reminder_min"))

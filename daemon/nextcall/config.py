@@ -34,6 +34,7 @@ from .codes import ResultSetCfg, result_sets
 from .core.errors import ConfigError
 from .core.model import (
     WEEKDAYS,
+    Budgets,
     Campaign,
     Interval,
     ResultCode,
@@ -219,6 +220,34 @@ class AgentCfg(_Strict):
         return None if v is None else _zone(v)
 
 
+Cap = Annotated[int, Field(ge=1, le=10_000)]
+
+
+class BudgetsCfg(_Strict):
+    """``[campaigns.X.budgets]``: attempt budgets checked at hand-out (every hand-out is
+    an attempt); a key left out is no budget (docs/configuration.md)."""
+
+    #: hand-outs of one record per local day (the record's timezone)
+    record_per_day: Cap | None = None
+    #: hand-outs of one record within any 24 hours
+    record_per_24h: Cap | None = None
+    #: hand-outs of one record within any ``record_days`` days (Regulation F: 7 in 7)
+    record_per_days: Cap | None = None
+    record_days: Annotated[int, Field(ge=1, le=366)] = 7
+    #: hand-outs of one number (the one to be dialled) per local day, and within 24 hours
+    number_per_day: Cap | None = None
+    number_per_24h: Cap | None = None
+    #: the least time between two hand-outs of one number
+    number_gap_s: Annotated[int, Field(ge=0, le=7 * 86_400)] = 0
+
+    def core(self) -> Budgets | None:
+        """The core's ``Budgets``; None when every budget is off (nothing is counted)."""
+        b = Budgets(self.record_per_day, self.record_per_24h, self.record_days,
+                    self.record_per_days, self.number_per_day, self.number_per_24h,
+                    self.number_gap_s)
+        return None if b == Budgets(record_days=self.record_days) else b
+
+
 def _interval(text: str) -> str:
     Interval.parse(text)
     return text
@@ -253,6 +282,8 @@ class CampaignCfg(_Strict):
     #: the agent's time to amend its own disposition (default: ``[daemon] amend_grace_s``)
     amend_grace_s: Annotated[int, Field(ge=0, le=30 * 86_400)] | None = None
 
+    #: attempt budgets at hand-out time (none: no budgets)
+    budgets: BudgetsCfg | None = None
 
     @field_validator("timezone")
     @classmethod
@@ -392,7 +423,8 @@ def _campaign(name: str, c: CampaignCfg, codes: dict[str, ResultCode], daemon: D
         enabled=c.enabled, description=c.description, max_count=c.max_count,
         agent_schedule=c.agent_schedule,
         amend_grace_s=c.amend_grace_s if c.amend_grace_s is not None
-        else daemon.amend_grace_s)
+        else daemon.amend_grace_s,
+        budgets=c.budgets.core() if c.budgets is not None else None)
 
 
 def load(path: str | os.PathLike[str]) -> Settings:

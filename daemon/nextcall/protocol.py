@@ -54,6 +54,8 @@ class CallbackReq(Request):
     team: Name | None = None
     reason: Annotated[str, Field(max_length=1000)] = ""
     override_window: bool = False
+    #: a callback window: due at ``at``, promised until ``until`` (same zone)
+    until: Annotated[str, Field(min_length=1, max_length=64)] | None = None
 
 
 class ImportRecord(BaseModel):

@@ -227,12 +227,16 @@ class Service:
         snap = await self.store.snapshot(prefetched)
         versions = await self.store.list_versions()
         now = self.clock()
+        horizon = self.engine.budget_horizon_s
+        # attempt budgets count hand-outs: only with budgets is the lease history read
+        attempts = await self.store.attempts_since(now - horizon) if horizon else []
         t1 = time.perf_counter()
         # the few objects a rebuild makes live for good; the collector need not scan them
         gc.disable()
         try:
             self._build(snap, now)
             self.engine.list_versions.update(versions)
+            self.engine.load_attempts(attempts)
         finally:
             gc.enable()
             gc.freeze()

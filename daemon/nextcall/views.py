@@ -16,6 +16,7 @@ from .core import calendar
 from .core.engine import S_RESOLUTION, callback_standing
 from .core.model import Campaign
 from .core.records import LEASED, Lease, Record
+from .core.windows import window_priority
 
 _iso_cache: dict[int, str] = {}
 
@@ -65,13 +66,18 @@ def callback_entry(rec: Record, camp: Campaign | None, now: float,
     """One line of the callback queue."""
     cb = rec.callback
     assert cb is not None
-    standing, late_s = callback_standing(rec.due_at, camp.grace_s if camp else 0, now)
+    standing, late_s = callback_standing(rec.due_at, camp.grace_s if camp else 0, now,
+                                         cb.until)
+    priority = cb.contact_priority if cb.until is None \
+        else window_priority(cb.contact_priority, cb.at, cb.until, now)[0]
     return {
         "record": rec.id, "campaign": rec.campaign, "owner": rec.owner or None,
         "team": rec.team, "scope": cb.scope, "due_at": utc_iso(rec.due_at),
         "local": cb.local, "timezone": cb.timezone,
         "callee_local": calendar.local_iso(rec.due_at, rec.timezone),
         "callee_timezone": rec.timezone, "contact_priority": cb.contact_priority,
+        "until": utc_iso(cb.until) if cb.until is not None else None,
+        "until_local": cb.until_local or None, "priority_now": priority,
         "reason": cb.reason, "code": cb.code, "state": standing,
         "late_s": round(late_s, 3), "in_s": round(max(rec.due_at - now, 0.0), 3),
         "leased": rec.lease is not None,

@@ -41,6 +41,7 @@ def exported() -> set[str]:
     m.ensure_campaigns(["c"])
     m.request_done("next", "ok", 0.001)
     m.disposed("c", "NA")
+    m.amended("c", "NA", "NA")
     collector = EngineCollector()
     reg.register(collector)
     collector.snapshot = EngineSampler(60).sample(engine, 0.0, {})

@@ -125,6 +125,8 @@ async def test_queue_sorted_by_due_time_with_every_field(world: World) -> None:
         "callee_local": "2030-01-07T13:01:00+01:00", "callee_timezone": "Europe/Amsterdam",
         "contact_priority": 4, "reason": "after lunch", "code": "CB", "state": "upcoming",
         "late_s": 0, "in_s": 60, "leased": False, "leased_to": None, "reminder": None,
+        # a callback at one instant: no window, ordered by its own contact priority
+        "until": None, "until_local": None, "priority_now": 4,
     }
     by_id = {e["record"]: e for e in ans["callbacks"]}
     assert (by_id["r3"]["scope"], by_id["r3"]["owner"], by_id["r3"]["team"]) == \

@@ -32,9 +32,14 @@ def test_shipped_config_loads_every_file() -> None:
     # (tests/integration/test_seed_scenarios.py drives every action of each over the socket)
     assert set(s.campaigns) == {"demo", "softrecruit", "ic-preview", "ic-retention",
                                 "evergiving-welcome", "tegsoft-sales",
-                                "callmonkey-telemarketing", "callmonkey-sales"}
+                                "callmonkey-telemarketing", "callmonkey-sales", "collections"}
     assert set(s.resultsets) == {"standard", "softrecruit", "intelligentcontacts",
-                                 "evergiving", "tegsoft", "callmonkey"}
+                                 "evergiving", "tegsoft", "callmonkey", "collections"}
+    # the collections campaign shows attempt budgets (Regulation F: 7 calls in 7 days)
+    coll = s.campaigns["collections"]
+    assert coll.budgets is not None
+    assert (coll.budgets.record_per_days, coll.budgets.record_days) == (7, 7)
+    assert coll.codes["CBREQ"].ignore_budgets and not coll.codes["CB"].ignore_budgets
     actions = {name: {rc.action for rc in c.codes.values()} for name, c in s.campaigns.items()}
     assert actions["softrecruit"] == {"retry", "callback", "close", "hold", "special", "dnc"}
     assert actions["ic-preview"] == {"retry", "close_until_reload", "dnc", "roll"}
@@ -153,7 +158,7 @@ def test_unreadable_files(tmp_path: Path) -> None:
 def test_check_config_command(tmp_path: Path) -> None:
     ok = subprocess.run([str(BIN), "check-config", str(ROOT / "config" / "nextcall.toml")],
                         capture_output=True, text=True)
-    assert ok.returncode == 0 and ok.stdout.startswith("ok (8 campaigns, 13 files)"), ok.stdout
+    assert ok.returncode == 0 and ok.stdout.startswith("ok (9 campaigns, 15 files)"), ok.stdout
     p = _write(tmp_path, """
         [daemon]
         lease_s = "long"
@@ -189,3 +194,52 @@ def test_amend_grace_is_set_per_daemon_and_per_campaign(tmp_path: Path) -> None:
         load(p)
     got = {where.split(": ", 1)[-1]: msg for where, msg in exc.value.problems}
     assert "daemon.amend_grace_s" in got and "campaigns.y.amend_grace_s" in got
+
+
+def test_budget_problems_name_their_key(tmp_path: Path) -> None:
+    cfg = tmp_path / "n.toml"
+    cfg.write_text(textwrap.dedent(f"""
+        [daemon]
+        socket = "{tmp_path}/s.sock"
+        [resultsets.r]
+        [[resultsets.r.codes]]
+        code = "NA"
+        action = "retry"
+        ignore_budgets = true
+        [[resultsets.r.codes]]
+        code = "CB"
+        action = "callback"
+        ignore_budgets = true
+        [campaigns.c]
+        resultset = "r"
+        [campaigns.c.budgets]
+        record_per_day = 0
+        record_days = 400
+        number_gap = 60
+    """))
+    with pytest.raises(ConfigError) as exc:
+        load(cfg)
+    got = {where.split(": ", 1)[-1]: msg for where, msg in exc.value.problems}
+    assert set(got) == {"campaigns.c.budgets.record_per_day",
+                        "campaigns.c.budgets.record_days",
+                        "campaigns.c.budgets.number_gap",
+                        "resultsets.r.codes[0].ignore_budgets"}, got
+    assert "only callback codes take ignore_budgets" in \
+        got["resultsets.r.codes[0].ignore_budgets"]
+
+
+def test_an_empty_budgets_table_is_no_budgets(tmp_path: Path) -> None:
+    cfg = tmp_path / "n.toml"
+    cfg.write_text(textwrap.dedent(f"""
+        [daemon]
+        socket = "{tmp_path}/s.sock"
+        [resultsets.r]
+        [[resultsets.r.codes]]
+        code = "NA"
+        action = "retry"
+        [campaigns.c]
+        resultset = "r"
+        [campaigns.c.budgets]
+        record_days = 3
+    """))
+    assert load(cfg).campaigns["c"].budgets is None

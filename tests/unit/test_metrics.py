@@ -141,6 +141,17 @@ def test_callbacks_due_overdue_and_oldest_age() -> None:
     assert later.oldest_callback_age_s == 7830
 
 
+def test_a_callback_window_is_overdue_only_after_its_end() -> None:
+    e = engine(campaign(window=ALL_DAY))
+    win = cbrec(1, T0 - 3600)
+    assert win.callback is not None
+    win.callback.until = T0 + 600  # a window from an hour ago to ten minutes from now
+    e.add(win, T0)
+    assert sampler(overdue_s=60).sample(e, T0, {}).campaigns["alpha"].callbacks_overdue == 0
+    late = sampler(overdue_s=60).sample(e, T0 + 661, {}).campaigns["alpha"]
+    assert (late.callbacks_due, late.callbacks_overdue) == (1, 1)
+
+
 def test_no_callbacks_means_age_zero() -> None:
     c = sampler().sample(engine(), T0, {}).campaigns["alpha"]
     assert (c.callbacks_due, c.callbacks_overdue, c.oldest_callback_age_s) == (0, 0, 0.0)

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from .calls import EXIT_REFUSED, SCOPE_CHOICE, call, optional_fields
+from .calls import EXIT_REFUSED, SCOPE_CHOICE, call, optional_fields, window_end
 from .output import console, dispose_line, emit_json, lease_table
 
 
@@ -80,11 +80,13 @@ def typed_fields(items: tuple[str, ...]) -> dict[str, Any]:
 
 
 def callback_request(at: str, tz: str | None, scope: str | None, owner: str | None,
-                     team: str | None, reason: str, override_window: bool) -> dict[str, Any]:
+                     team: str | None, reason: str, override_window: bool,
+                     until: str | None = None) -> dict[str, Any]:
     """The ``callback`` object of a dispose request; options left out take the result
     code's defaults in the daemon."""
     return {"at": at, "reason": reason, "override_window": override_window,
-            **optional_fields(timezone=tz, scope=scope, owner=owner, team=team)}
+            **optional_fields(timezone=tz, scope=scope, owner=owner, team=team,
+                              until=window_end(at, until))}
 
 
 @click.command()
@@ -100,6 +102,8 @@ def callback_request(at: str, tz: str | None, scope: str | None, owner: str | No
               help="A typed result-code field (numbers are sent as numbers).")
 @click.option("--callback-at", help="ISO time, local to --callback-tz (or the record's).")
 @click.option("--callback-tz")
+@click.option("--callback-until", help="A callback window's end (ISO, or HH:MM on the "
+              "day of --callback-at): due at --callback-at, promised until this.")
 @click.option("--scope", type=SCOPE_CHOICE)
 @click.option("--owner")
 @click.option("--team")
@@ -109,8 +113,9 @@ def callback_request(at: str, tz: str | None, scope: str | None, owner: str | No
 def dispose(ctx: click.Context, lease: str, code: str, phone: str | None, note: str | None,
             revenue: float | None, agent: str | None, appointment_at: str | None,
             campaign: str | None, extra: tuple[str, ...], callback_at: str | None,
-            callback_tz: str | None, scope: str | None, owner: str | None,
-            team: str | None, reason: str, override_window: bool) -> None:
+            callback_tz: str | None, callback_until: str | None, scope: str | None,
+            owner: str | None, team: str | None, reason: str,
+            override_window: bool) -> None:
     """Report how the call on LEASE ended, with result CODE."""
     fields: dict[str, Any] = {"lease": lease, "code": code,
                               **optional_fields(phone=phone, note=note, revenue=revenue,
@@ -121,7 +126,7 @@ def dispose(ctx: click.Context, lease: str, code: str, phone: str | None, note: 
         fields["fields"] = typed_fields(extra)
     if callback_at:
         fields["callback"] = callback_request(callback_at, callback_tz, scope, owner, team,
-                                              reason, override_window)
+                                              reason, override_window, callback_until)
     ans = call(ctx, "dispose", **fields)
     if not emit_json(ctx, ans):
         console.print(dispose_line(ans))

@@ -93,3 +93,11 @@ def call(ctx: click.Context, op: str, *, timeout: float | None = None,
 def optional_fields(**values: Any) -> dict[str, Any]:
     """The options that were given: the protocol's defaults apply to those left out."""
     return {k: v for k, v in values.items() if v is not None}
+
+
+def window_end(at: str, until: str | None) -> str | None:
+    """A callback window's end: ``HH:MM`` means that time on AT's day (``--callback-at
+    2027-03-30T14:00 --callback-until 16:00``); anything else is sent as given."""
+    if until is None or len(until) != 5 or until[2] != ":" or "T" not in at:
+        return until
+    return f"{at.split('T', 1)[0]}T{until}"

@@ -99,6 +99,10 @@ def record_tables(r: dict[str, Any]) -> tuple[Table, Table]:
                 "priority", "owner", "team", "score"):
         t.add_row(key, "" if r.get(key) is None else str(r[key]))
     t.add_row("phones", ", ".join(f"{p['number']} ({p['status']})" for p in r["phones"]))
+    cb = r.get("callback")
+    if cb:
+        t.add_row("callback", f"{_callback_when(cb)} {cb['timezone']} ({cb['scope']}, "
+                              f"{cb['code']} p{cb['contact_priority']})")
     t.add_row("data", json.dumps(r["data"], ensure_ascii=False))
     h = Table(title="history")
     for col in ("#", "at", "agent", "code", "phone", "state", "due_at", "note"):
@@ -143,8 +147,8 @@ def stats_table(ans: dict[str, Any]) -> Table:
     """Counts by campaign and state, with how many of each campaign's zones are open."""
     t = Table(title=f"{ans['leases']} active leases, {ans['agents_logged_in']} agents "
                     "logged in")
-    cols = ("due", "dormant", "callback_due", "callback_upcoming", "leased")
-    heads = ("due", "later", "cb due", "cb later", "leased")
+    cols = ("due", "dormant", "callback_due", "callback_upcoming", "leased", "budget")
+    heads = ("due", "later", "cb due", "cb later", "leased", "budget")
     t.add_column("campaign", no_wrap=True)
     for head in heads:
         t.add_column(head, justify="right")
@@ -206,9 +210,20 @@ def _callback_who(e: dict[str, Any]) -> str:
     return str(who)
 
 
+def _callback_when(e: dict[str, Any]) -> str:
+    """The promised local time, or a window as ``start-HH:MM`` (its end's local clock;
+    the whole end when it falls on another day)."""
+    end = e.get("until_local")
+    if not end:
+        return str(e["local"])
+    return f"{e['local']}-{end[11:16] if end[:10] == e['local'][:10] else end}"
+
+
 def _callback_notes(e: dict[str, Any]) -> str:
     """The rest of a callback squeezed into one column: code, priority, lease, reminder."""
     notes = [f"{e['code']} p{e['contact_priority']}"]
+    if e.get("until") is not None and e.get("priority_now") != e["contact_priority"]:
+        notes[0] += f" (now p{e['priority_now']})"
     if e["leased_to"]:
         notes.append(f"leased to {e['leased_to']}")
     rem = e["reminder"]
@@ -233,7 +248,7 @@ def callbacks_table(ans: dict[str, Any]) -> Table:
     for e in ans["callbacks"]:
         late = span(e["late_s"]) if e["state"] != "upcoming" else f"in {span(e['in_s'])}"
         t.add_row(e["state"], late, e["record"], _callback_who(e),
-                  f"{e['local']} {e['timezone']}", e["campaign"], _callback_notes(e),
+                  f"{_callback_when(e)} {e['timezone']}", e["campaign"], _callback_notes(e),
                   style=CALLBACK_STYLES[e["state"]])
     return t
 

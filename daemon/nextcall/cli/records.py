@@ -13,7 +13,15 @@ import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from ..client import Client, ClientError
-from .calls import EXIT_NO_DAEMON, EXIT_REFUSED, SCOPE_CHOICE, call, connect, optional_fields
+from .calls import (
+    EXIT_NO_DAEMON,
+    EXIT_REFUSED,
+    SCOPE_CHOICE,
+    call,
+    connect,
+    optional_fields,
+    window_end,
+)
 from .csvfile import NumberedRecord, read_csv
 from .output import audit_table, console, emit_json, err_console, record_line, record_tables
 
@@ -152,16 +160,19 @@ def reopen(ctx: click.Context, record: str, at: str | None, tz: str | None,
               "agent_schedule; special closures); the history names it.")
 @click.option("--reason", default="")
 @click.option("--override-window", is_flag=True)
+@click.option("--until", help="A callback window's end (ISO, or HH:MM on AT's day): due "
+              "at AT, promised until this.")
 @click.pass_context
 def schedule_callback(ctx: click.Context, record: str, at: str, tz: str | None,
                       owner: str | None, team: str | None, scope: str | None,
-                      agent: str | None, reason: str, override_window: bool) -> None:
+                      agent: str | None, reason: str, override_window: bool,
+                      until: str | None) -> None:
     """Give RECORD a callback at AT (supervisor; an agent logged in to a campaign with
     agent_schedule, for a ready record or their own callback; a special team's agent)."""
     ans = call(ctx, "callback.schedule", record=record, at=at, reason=reason,
                override_window=override_window,
                **optional_fields(timezone=tz, owner=owner, team=team, scope=scope,
-                                 agent=agent))
+                                 agent=agent, until=window_end(at, until)))
     if not emit_json(ctx, ans):
         console.print(record_line(ans["record"]))
 

@@ -50,6 +50,8 @@ from .records import (
     Record,
 )
 
+#: the longest callback window (``callback.until`` - ``callback.at``)
+MAX_WINDOW_S = 7 * 86_400
 #: a callback may lie this far in the past (clock skew between agent screens and us)
 CALLBACK_PAST_TOLERANCE_S = 300.0
 
@@ -65,6 +67,8 @@ class CallbackRequest:
     team: str | None = None
     reason: str = ""
     override_window: bool = False
+    #: a callback window's end (``at`` is its start), local time like ``at``
+    until: str | None = None
 
 
 @dataclass(slots=True)
@@ -175,11 +179,31 @@ def resolve_callback(rec: Record, campaign: Campaign, rc: ResultCode, req: Callb
                          "a callback's owner must be an agent who logged in to it",
                          field="callback.owner")
     _check_windows(rec, campaign, at, req.override_window)
+    until = _window_end(req, tz_key, at)
     return CallbackIntent(at=at, timezone=tz_key, local=calendar.local_iso(at, tz_key),
                           scope=scope, owner=owner if scope != "team" else None,
                           team=team, contact_priority=rc.contact_priority,
                           reason=req.reason, override_window=req.override_window,
-                          code=rc.code, reminder_min=rc.reminder_min)
+                          code=rc.code, reminder_min=rc.reminder_min, until=until,
+                          until_local=calendar.local_iso(until, tz_key) if until else "",
+                          ignore_budgets=rc.ignore_budgets)
+
+
+def _window_end(req: CallbackRequest, tz_key: str, at: float) -> float | None:
+    """A callback window's end as an instant (same zone as its start), after the start
+    and at most ``MAX_WINDOW_S`` later.
+
+    Raises:
+        BadRequest, InvalidTime: unparsable, nonexistent, or not after the start.
+    """
+    if req.until is None:
+        return None
+    until = calendar.resolve_local(req.until, tz_key, field="callback.until")
+    if not at < until <= at + MAX_WINDOW_S:
+        raise BadRequest(f"callback.until {req.until} must lie after callback.at "
+                         f"{req.at} and at most {MAX_WINDOW_S // 86_400} days later",
+                         field="callback.until")
+    return until
 
 
 def _check_windows(rec: Record, campaign: Campaign, at: float, override_window: bool

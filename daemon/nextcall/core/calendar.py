@@ -255,3 +255,10 @@ def offset_steps(timezone: str, lo: float, hi: float) -> list[tuple[float, int]]
             steps.append((float(b), _offset(tz, b)))
         t = nxt
     return steps
+
+
+def local_day_bounds(instant: float, tz: ZoneInfo) -> tuple[float, float]:
+    """The local day in ``tz`` that holds ``instant``: its first instant and the first
+    instant of the next day (23, 24 or 25 hours later across DST)."""
+    day = datetime.fromtimestamp(instant, tz).date()
+    return wall_instant(day, 0, tz), wall_instant(day + timedelta(days=1), 0, tz)

@@ -152,12 +152,41 @@ class ResultCode:
     #: what a disposition with this code is to reports: a ``quote``, an order ``won`` or
     #: ``lost`` (``core.reports.KINDS``); its fields say which carries what
     report: str | None = None
+    #: callback codes: the callback is handed out whatever the campaign's attempt budgets
+    #: say (the callee asked for the call)
+    ignore_budgets: bool = False
 
     def retry_delay_s(self, attempts: int) -> int:
         """Delay after the ``attempts``-th attempt (1-based)."""
         if self.delays_s:
             return self.delays_s[min(attempts, len(self.delays_s)) - 1]
         return self.delay_s
+
+
+@dataclass(frozen=True, slots=True)
+class Budgets:
+    """A campaign's attempt budgets, checked at hand-out (``nextcall.core.budgets``).
+
+    Every hand-out is an attempt. ``None`` (or 0 for the gap) turns a budget off. Record
+    budgets count the hand-outs of the record, number budgets those of the number to be
+    dialled; a local day is a day in the record's timezone.
+    """
+
+    record_per_day: int | None = None
+    record_per_24h: int | None = None
+    #: at most ``record_per_days`` hand-outs within any ``record_days`` x 24 h
+    record_days: int = 7
+    record_per_days: int | None = None
+    number_per_day: int | None = None
+    number_per_24h: int | None = None
+    #: the least time between two hand-outs of one number
+    number_gap_s: int = 0
+
+    @property
+    def horizon_s(self) -> float:
+        """How far back an attempt can still count (local days are at most 25 h)."""
+        days = self.record_days if self.record_per_days is not None else 1
+        return max(days * 86_400.0, 25 * 3600.0, float(self.number_gap_s))
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,3 +214,5 @@ class Campaign:
     agent_schedule: bool = False
     #: how long the agent who disposed may amend its own disposition (seconds)
     amend_grace_s: int = 600
+    #: attempt budgets at hand-out time; None: none (nothing is counted)
+    budgets: Budgets | None = None

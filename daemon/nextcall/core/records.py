@@ -53,6 +53,20 @@ class CallbackIntent:
     #: when the callback is set (from its result code), so a config reload does not move
     #: reminders of callbacks already promised.
     reminder_min: int | None = None
+    #: a callback window's end (``at`` is its start): the callback rises in priority as
+    #: the end nears, and once it has passed unserved it escalates (``core.windows``);
+    #: None: a callback at one instant
+    until: float | None = None
+    #: ``until`` as local ISO time in ``timezone``
+    until_local: str = ""
+    #: handed out whatever the campaign's attempt budgets say (from its result code)
+    ignore_budgets: bool = False
+
+    @property
+    def deadline(self) -> float:
+        """The instant the promise is broken if nobody has called: the window's end, or
+        the promised instant itself."""
+        return self.at if self.until is None else self.until
 
     def to_json(self) -> dict[str, object]:
         """The stored and wire form."""
@@ -61,7 +75,8 @@ class CallbackIntent:
             "scope": self.scope, "owner": self.owner, "team": self.team,
             "contact_priority": self.contact_priority, "reason": self.reason,
             "override_window": self.override_window, "code": self.code,
-            "reminder_min": self.reminder_min,
+            "reminder_min": self.reminder_min, "until": self.until,
+            "until_local": self.until_local, "ignore_budgets": self.ignore_budgets,
         }
 
     @staticmethod
@@ -80,12 +95,16 @@ class CallbackIntent:
             code=str(d.get("code", "")),
             reminder_min=None if d.get("reminder_min") is None
             else int(d["reminder_min"]),  # type: ignore[call-overload]
+            until=None if d.get("until") is None
+            else float(d["until"]),  # type: ignore[arg-type]
+            until_local=str(d.get("until_local") or ""),
+            ignore_budgets=bool(d.get("ignore_budgets", False)),
         )
 
 
 _INTENT_KEYS = frozenset(("at", "timezone", "local", "scope", "owner", "team",
                           "contact_priority", "reason", "override_window", "code",
-                          "reminder_min"))
+                          "reminder_min", "until", "until_local", "ignore_budgets"))
 
 
 class Quote(NamedTuple):

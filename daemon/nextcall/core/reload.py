@@ -43,7 +43,7 @@ class CampaignChange:
 
 _SETTINGS = ("window", "legal_window", "holidays", "max_attempts", "lease_s", "grace_s",
              "timezone", "scoring", "enabled", "description", "max_count",
-             "agent_schedule")
+             "agent_schedule", "budgets")
 
 
 def _open(camp: Campaign | None, tz_key: str, now: float, override: bool) -> bool:

@@ -27,8 +27,8 @@ from ..core.engine import (
 
 PREFIX = "nextcall_"
 #: ``nextcall_records_blocked`` reasons, all present for every campaign
-BLOCKED_REASONS = ("window", "dormant", "leased", "held", "no_number", "disabled", "attempts",
-                   "dnc")
+BLOCKED_REASONS = ("window", "dormant", "leased", "held", "no_number", "disabled", "budget",
+                   "attempts", "dnc")
 #: the engine gauges, exposed in this order: name (after ``PREFIX``), help, labels
 GAUGES: tuple[tuple[str, str, list[str] | None], ...] = (
     ("records",
@@ -43,8 +43,9 @@ GAUGES: tuple[tuple[str, str, list[str] | None], ...] = (
     ("records_blocked",
      ("Open records next cannot hand out now, by campaign and reason: window (due, window "
       "closed), dormant (not yet due, callbacks included), leased, held (appointments, "
-      "waiting or awaiting resolution), no_number, disabled (campaign disabled), attempts "
-      "and dnc (always 0: such records are closed)."),
+      "waiting or awaiting resolution), no_number, disabled (campaign disabled), budget "
+      "(held back by an attempt budget), attempts and dnc (always 0: such records are "
+      "closed)."),
      ["campaign", "reason"]),
     ("callbacks_due",
      "Callbacks whose promised time has come, not yet handed out, by campaign.",
@@ -117,12 +118,14 @@ class _Scan:
 
 
 def scan_campaign(engine: Engine, name: str) -> _Scan:
-    """Collect the promised times of ``name``'s due callbacks."""
+    """Collect the promised times of ``name``'s due callbacks (a window's end: a window
+    is overdue only once it has passed unserved)."""
     due_ats = []
     for rid in engine.due_callback_rids(name):
         rec = engine.record(rid)
         if rec is not None:
-            due_ats.append(rec.due_at)
+            due_ats.append(rec.callback.deadline if rec.callback is not None
+                           else rec.due_at)
     due_ats.sort()
     return _Scan(tuple(due_ats))
 

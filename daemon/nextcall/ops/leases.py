@@ -245,7 +245,8 @@ def _disposition(svc: Service, req: DisposeReq, lease: Lease) -> Disposition:
     if req.callback is not None:
         c = req.callback
         cb = CallbackRequest(at=c.at, timezone=c.timezone, scope=c.scope, owner=c.owner,
-                             team=c.team, reason=c.reason, override_window=c.override_window)
+                             team=c.team, reason=c.reason, override_window=c.override_window,
+                             until=c.until)
     appt = req.appointment
     return Disposition(
         code=req.code, agent=req.agent or lease.agent, phone_idx=phone_idx, note=req.note,

@@ -159,7 +159,8 @@ def _picked(svc: Service, req: CallbacksReq, now: float
         if req.agent is not None and not sees_callback(req.agent, login, rec):
             continue
         camp = svc.engine.campaigns.get(rec.campaign)
-        standing = callback_standing(rec.due_at, camp.grace_s if camp else 0, now)[0]
+        standing = callback_standing(rec.due_at, camp.grace_s if camp else 0, now,
+                                     rec.callback.until)[0]
         if standing not in states:
             continue
         counts[standing] += 1

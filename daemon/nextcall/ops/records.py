@@ -58,6 +58,8 @@ class ScheduleReq(Request):
     scope: Literal["personal", "personal_then_team", "team", "anyone"] | None = None
     reason: Annotated[str, Field(max_length=1000)] = ""
     override_window: bool = False
+    #: a callback window: due at ``at``, promised until ``until`` (same zone)
+    until: Annotated[str, Field(min_length=1, max_length=64)] | None = None
     contact_priority: Annotated[int, Field(ge=0, le=9)] = 4
     #: the acting agent (an agent-role peer must name one: logged in to the campaign, or
     #: for special closures to an allowed team); the history names it
@@ -156,7 +158,8 @@ def _callback_intent(svc: Service, rec: Record, req: Any, agent: str, scope_defa
                     reminder_min=getattr(req, "reminder_min", None))
     return resolve_callback(rec, camp, rc, CallbackRequest(
         at=req.at, timezone=req.timezone, scope=req.scope, owner=req.owner, team=req.team,
-        reason=req.reason, override_window=req.override_window),
+        reason=req.reason, override_window=req.override_window,
+        until=getattr(req, "until", None)),
         agent, now, svc.owner_check(rec.campaign))
 
 

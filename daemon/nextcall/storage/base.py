@@ -90,5 +90,10 @@ class Store(Protocol):
         """A report over the history: ``figures``, ``quotes``, ``orders`` as
         ``core.reports.tally`` computes them (in any order)."""
 
+    async def attempts_since(self, since: float) -> list[tuple[int, str, float]]:
+        """(rid, number, issued_at) of every lease issued at or after ``since``, oldest
+        first: the hand-outs attempt budgets count (read at start only when a campaign
+        has budgets)."""
+
     async def close(self) -> None:
         """Commit what is queued and disconnect."""

@@ -273,6 +273,11 @@ class MemoryStore:
         lists = {rid: row["list"] for rid, row in self.records.items()}
         return tally(query, self.history, lists)
 
+    async def attempts_since(self, since: float) -> list[tuple[int, str, float]]:
+        """(rid, number, issued_at) of the leases issued at or after ``since``."""
+        return sorted(((r["rid"], r["phone"], r["issued_at"]) for r in self.leases.values()
+                       if r["issued_at"] >= since), key=lambda t: t[2])
+
     async def close(self) -> None:
         """Commit what is queued."""
         if self._queue:

@@ -51,6 +51,10 @@ from .writer import (
     translate,
 )
 
+#: ``attempts_since`` starts reading leases issued this long before the instant it is
+#: asked for (a wall clock stepped back makes issue times not quite ascending)
+ATTEMPTS_MARGIN_S = 86_400.0
+
 logger = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -504,6 +508,35 @@ class SqlStore:
             return [(int(r), float(a), float(t)) for r, a, t in
                     (await conn.execute(q)).all()]
         result: list[tuple[int, float, float]] = await self._read(fn)
+        return result
+
+    async def attempts_since(self, since: float) -> list[tuple[int, str, float]]:
+        """(rid, number, issued_at) of every lease issued at or after ``since``.
+
+        Lease numbers grow with their issue time, so the first lease worth reading is
+        found by bisecting ``lid`` on the primary key (a few dozen lookups) rather than by
+        an index on ``issued_at`` that every ``next`` would have to maintain. The search
+        aims a day early, so a wall clock stepped back by less than that loses nothing.
+        """
+        async def fn(conn: AsyncConnection) -> list[tuple[int, str, float]]:
+            lo, hi = (await conn.execute(select(func.coalesce(func.min(leases.c.lid), 0),
+                                                func.coalesce(func.max(leases.c.lid), 0)))
+                      ).one()
+            aim = since - ATTEMPTS_MARGIN_S
+            while lo < hi:
+                mid = (lo + hi) // 2
+                at = (await conn.execute(select(leases.c.issued_at).where(
+                    leases.c.lid >= mid).order_by(leases.c.lid).limit(1))).scalar()
+                if at is None or at >= aim:
+                    hi = mid
+                else:
+                    lo = mid + 1
+            q = select(leases.c.rid, leases.c.phone, leases.c.issued_at).where(
+                leases.c.lid >= lo, leases.c.issued_at >= since).order_by(
+                leases.c.issued_at)
+            return [(int(r), str(p or ""), float(t)) for r, p, t in
+                    (await conn.execute(q)).all()]
+        result: list[tuple[int, str, float]] = await self._read(fn)
         return result
 
     async def reminders_of(self, rid: int) -> list[dict[str, Any]]:

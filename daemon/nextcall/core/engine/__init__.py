@@ -15,6 +15,7 @@ only itself and its ancestors:
 - ``base.EngineBase``: the columns, campaign and zone indexes, numbers, lists, views;
 - ``placement.Placement``: zone heads, placing, promoting and storing records;
 - ``leasing.Leasing``: lease, release, extend, dispose, expire, ended leases;
+- ``budgeting.Budgeting``: attempt counts and records held back by attempt budgets;
 - ``selection.Selection``: logins, ``select``, ``next``, ``next_wake``;
 - ``loading.Loading``: the rebuild's bulk load;
 - ``explaining.Explaining``: why a record or a campaign is not handed out (read-only);
@@ -30,6 +31,7 @@ from .agents import AgentSession
 from .callbacks import callback_standing
 from .columns import (
                       INF,
+                      S_BUDGET,
                       S_CB_DORMANT,
                       S_CB_DUE,
                       S_DORMANT,
@@ -60,7 +62,7 @@ from .tokens import ENDED_MEMORY, EndedLease, Secrets
 __all__ = [
     "BLOCKERS", "ENDED_MEMORY", "REASONS", "Blocker", "CampaignFacts", "RecordFacts",
     "WindowFacts", "blocked_gauges", "INF", "SLOTS", "SLOT_NAMES", "STATE_NAMES",
-    "S_CB_DORMANT", "S_CB_DUE",
+    "S_BUDGET", "S_CB_DORMANT", "S_CB_DUE",
     "S_DORMANT", "S_DUE", "S_HELD", "S_LEASED", "S_NO_NUMBER", "S_RESOLUTION", "AgentSession",
     "EndedLease", "Engine", "Extra", "Queues", "ReadyGroup", "Secrets", "callback_standing",
     "phone_int", "ready_groups", "ready_quotes", "score_of",

@@ -17,6 +17,7 @@ import numpy.typing as npt
 from ..keys import gen_of, pool_key, rid_of
 from ..model import Campaign, Scoring
 from .columns import (
+    N_BUDGET,
     N_CB_DORMANT,
     N_DORMANT,
     N_DUE,
@@ -42,6 +43,9 @@ class Engine(Explaining):
         old = self.campaigns
         self.campaigns = new
         self._windows.clear()
+        if any((old[n].budgets if n in old else None) != c.budgets for n, c in new.items()) \
+                or any(n not in new for n in old):
+            self.reset_budgets(now)
         for name in new:
             self._q(name)
         for name, q in self.queues.items():
@@ -132,7 +136,7 @@ class Engine(Explaining):
     def _check_heaps(self, name: str, q: Queues, counts: dict[str, int]) -> None:
         """Campaign ``name``'s heaps are ordered, hold one live entry per record of their
         slot (``counts``), and every open zone has a representative among the heads."""
-        heaps: list[list[Any]] = [q.cb_dormant, q.anyone, q.held, q.heads,
+        heaps: list[list[Any]] = [q.cb_dormant, q.anyone, q.held, q.heads, q.budget, q.ramp,
                                   *q.personal.values(), *q.team.values()]
         for h in heaps:
             for i in range(1, len(h)):
@@ -140,12 +144,12 @@ class Engine(Explaining):
         live: dict[int, int] = defaultdict(int)
         due_keys = [k for z in q.zones.values() for k in z.keys()]  # noqa: SIM118 (a RunHeap)
         for slot, keys in ((N_DORMANT, q.dormant.keys()), (N_DUE, due_keys),
-                           (N_CB_DORMANT, q.cb_dormant)):
+                           (N_CB_DORMANT, q.cb_dormant), (N_BUDGET, q.budget)):
             for k in keys:
                 if self._live(k, slot):
                     live[slot] += 1
                     assert self._camp_names[self.c_camp[rid_of(k)]] == name
-        for slot in (N_DORMANT, N_DUE, N_CB_DORMANT):
+        for slot in (N_DORMANT, N_DUE, N_CB_DORMANT, N_BUDGET):
             assert live[slot] == counts[SLOT_NAMES[slot]], (name, slot, live[slot])
         for z, is_open in q.zone_open.items():
             if is_open:

@@ -71,6 +71,8 @@ class EngineBase:
         self.quotes: dict[int, Quote] = {}
         #: rid -> lid of the live lease on it
         self._lease_of: dict[int, int] = {}
+        #: rid -> (until, budget) of records parked by an attempt budget (``budgeting``)
+        self._held: dict[int, tuple[float, str]] = {}
         self._open = 0
         #: records taken out of memory so far (they closed): readers of stored rows tell
         #: by it whether a record may have closed while they read

@@ -5,16 +5,18 @@ of a campaign's due-callback heaps hold it (placement and ``explain`` read one a
 from __future__ import annotations
 
 
-def callback_standing(due_at: float, grace_s: float, now: float) -> tuple[str, float]:
+def callback_standing(due_at: float, grace_s: float, now: float,
+                      deadline: float | None = None) -> tuple[str, float]:
     """Where a callback stands at ``now``, and how many seconds late it is.
 
     ``upcoming``: not due yet (0 s late). ``due``: due and waiting for at most the
     campaign's grace period (the time a personal-then-team callback waits for its owner).
-    ``overdue``: waiting longer than that.
+    ``overdue``: waiting longer than that. A callback window (``deadline``: its end) is
+    late only from its end on.
     """
     if due_at > now:
         return "upcoming", 0.0
-    late_s = now - due_at
+    late_s = max(now - (due_at if deadline is None else deadline), 0.0)
     return ("overdue" if late_s > grace_s else "due"), late_s
 
 

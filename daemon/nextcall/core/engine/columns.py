@@ -29,12 +29,14 @@ S_NO_NUMBER = "no_number"
 #: held for an appointment; then waiting for an admin once the appointment has passed
 S_HELD = "held"
 S_RESOLUTION = "resolution"
+#: due, but held back by an attempt budget until an instant (``core.budgets``)
+S_BUDGET = "budget"
 SLOTS = (S_DORMANT, S_DUE, S_CB_DORMANT, S_CB_DUE, S_LEASED, S_NO_NUMBER, S_HELD,
-         S_RESOLUTION)
+         S_RESOLUTION, S_BUDGET)
 #: the slot column's codes: 0 (``N_NONE``) for a record not open, then ``SLOTS`` in order
 SLOT_NAMES = ("", *SLOTS)
 (N_NONE, N_DORMANT, N_DUE, N_CB_DORMANT, N_CB_DUE, N_LEASED, N_NO_NUMBER, N_HELD,
- N_RESOLUTION) = range(len(SLOT_NAMES))
+ N_RESOLUTION, N_BUDGET) = range(len(SLOT_NAMES))
 #: open states as stored in the state column
 STATE_NAMES = (READY, CALLBACK, HELD)
 STATE_CODE = {name: i for i, name in enumerate(STATE_NAMES)}

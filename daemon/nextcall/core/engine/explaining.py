@@ -24,9 +24,11 @@ from ..records import PHONE_ACTIVE, CallbackIntent, Lease
 from .callbacks import callback_route
 from .columns import (
     INF,
+    N_BUDGET,
     N_CB_DORMANT,
     N_CB_DUE,
     N_DORMANT,
+    N_DUE,
     N_HELD,
     N_LEASED,
     N_RESOLUTION,
@@ -39,7 +41,7 @@ from .queues import Queues
 
 #: blocking reasons, as ``explain`` names them (campaign counts list every one)
 REASONS = ("disabled", "leased", "held", "dormant", "no_number", "legal_window",
-           "outside_window", "callback_other", "attempt_cap", "number_budget")
+           "outside_window", "callback_other", "attempt_cap", "budget")
 #: at most this many window changes are followed looking for the next opening (a DST
 #: transition is a change that does not open it)
 _MAX_STEPS = 64
@@ -120,7 +122,7 @@ def blocked_gauges(slots: dict[str, int], window: int, disabled: int) -> dict[st
             "leased": slots.get("leased", 0),
             "held": slots.get("held", 0) + slots.get("resolution", 0),
             "no_number": slots.get("no_number", 0), "disabled": disabled,
-            "attempts": 0, "dnc": 0}
+            "budget": slots.get("budget", 0), "attempts": 0, "dnc": 0}
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,7 +290,9 @@ class Explaining(Loading):
         b["leased"] = slots["leased"]
         b["held"] = slots["held"] + slots["resolution"]
         b["no_number"] = slots["no_number"]
+        b["budget"] = slots.get("budget", 0)
         window = self._explain_zones(f, camp, q, now)
+        self._explain_budget(f, q)
         self._explain_callbacks(f, camp, agent, now)
         self._explain_dormant(f, camp, q, now)
         f.gauges = blocked_gauges(slots, window, 0 if camp.enabled else slots["due"])
@@ -349,6 +353,17 @@ class Explaining(Loading):
             else:
                 f.blocked[reason] += 1
                 self._candidate(f, until, rid, reason)
+
+    def _explain_budget(self, f: CampaignFacts, q: Queues) -> None:
+        """The record an attempt budget releases first (records wait in ``q.budget``
+        from the ``next`` that found them held back)."""
+        for k in sorted(q.budget):
+            if self._live(k, N_BUDGET):
+                rid = rid_of(k)
+                hold = self.held_by_budget(rid)
+                if hold is not None:
+                    self._candidate(f, hold[0], rid, "budget_allows")
+                return
 
     def _explain_dormant(self, f: CampaignFacts, camp: Campaign, q: Queues, now: float
                          ) -> None:
@@ -440,6 +455,19 @@ def _callback_other(eng: Explaining, c: _Ctx) -> Blocker | None:
                    until)
 
 
+def _budget(eng: Explaining, c: _Ctx) -> Blocker | None:
+    """An attempt budget: the record waits parked, or a due one would be parked by the
+    next ``next`` that reaches it (the same ``budget_hold`` selection asks)."""
+    if eng.c_slot[c.rid] not in (N_BUDGET, N_DUE, N_CB_DUE):
+        return None
+    hold = eng.held_by_budget(c.rid) or eng.budget_hold(c.rid, c.now)
+    if hold is None:
+        return None
+    until, name = hold
+    return Blocker("budget", f"attempt budget {name} allows the next call at "
+                   f"{calendar.local_iso(until, c.facts.timezone)}", until)
+
+
 #: one function per reason, in the order they are reported
 BLOCKERS: tuple[Check, ...] = (_disabled, _leased, _held, _dormant, _no_number, _window,
-                               _callback_other)
+                               _callback_other, _budget)

@@ -18,10 +18,12 @@ from ..errors import BadRequest, MovedOn
 from ..keys import DUE_SCALE, RunHeap, callback_key, due_q, due_q_of, pool_key, rid_of, time_key
 from ..model import Campaign
 from ..records import CALLBACK, CLOSED, HELD, READY, CallbackIntent, Record
+from ..windows import window_priority
 from .base import EngineBase
 from .callbacks import callback_route
 from .columns import (
     INF,
+    N_BUDGET,
     N_CB_DORMANT,
     N_CB_DUE,
     N_DORMANT,
@@ -157,7 +159,7 @@ class Placement(EngineBase):
                 if due < q.promote_at:
                     q.promote_at = due
         elif due <= now:
-            self._push_due_callback(rid, q, gen)
+            self._push_due_callback(rid, q, gen, now)
         else:
             heapq.heappush(q.cb_dormant, time_key(due, rid, gen))
             self._set_slot(rid, q, N_CB_DORMANT)
@@ -183,11 +185,18 @@ class Placement(EngineBase):
                 q.head_of[z] = key
                 heapq.heappush(q.heads, (key, z))
 
-    def _push_due_callback(self, rid: int, q: Queues, gen: int) -> None:
+    def _push_due_callback(self, rid: int, q: Queues, gen: int, now: float) -> None:
         ex = self._extras.get(rid)
         cb = ex.callback if ex is not None else None
         scope = cb.scope if cb is not None else "anyone"
         cp = cb.contact_priority if cb is not None else 0
+        if cb is not None and cb.until is not None:
+            # a window: the priority rises in steps; re-filed at each (``core.windows``)
+            cp, step = window_priority(cp, cb.at, cb.until, now)
+            if step < INF:
+                heapq.heappush(q.ramp, time_key(step, rid, gen))
+                if step < q.promote_at:
+                    q.promote_at = step
         due = self.c_due[rid]
         owner = ex.owner if ex is not None else None
         team = ex.team if ex is not None else None
@@ -264,14 +273,38 @@ class Placement(EngineBase):
         dormant = q.dormant
         self._promote_dormant(q, dormant, now, nq)
         self._promote_timed(q, now, nq)
+        if q.budget:
+            self._promote_budget(q, now, nq)
+        if q.ramp:
+            self._promote_ramp(q, now, nq)
         # the earliest instant anything left may fall due (stale tops make it early,
         # which costs one more pass, never a miss)
         top = dormant.top()
         at = INF if top is None else due_q_of(top) / DUE_SCALE
-        for heap in (q.held, q.cb_dormant):
+        for heap in (q.held, q.cb_dormant, q.budget, q.ramp):
             if heap:
                 at = min(at, due_q_of(heap[0]) / DUE_SCALE)
         q.promote_at = at
+
+    def _promote_ramp(self, q: Queues, now: float, nq: int) -> None:
+        """Windowed callbacks whose priority rose are filed again at the new priority."""
+        heap = q.ramp
+        risen = []
+        while heap and due_q_of(heap[0]) <= nq:
+            top = heapq.heappop(heap)
+            if self._live(top, N_CB_DUE):
+                risen.append(rid_of(top))
+        for rid in risen:  # after the loop: a step within the same microsecond waits
+            self._push_due_callback(rid, q, self._bump(rid), now)
+
+    def _promote_budget(self, q: Queues, now: float, nq: int) -> None:
+        """Records whose attempt budget allows them again go back where they belong."""
+        heap = q.budget
+        while heap and due_q_of(heap[0]) <= nq:
+            top = heapq.heappop(heap)
+            if self._live(top, N_BUDGET):
+                self._held.pop(rid_of(top), None)
+                self._place(rid_of(top), now)
 
     def _promote_dormant(self, q: Queues, dormant: RunHeap, now: float, nq: int) -> None:
         """Ready records that fell due (``nq``: ``now`` quantised) go to their zone."""
@@ -309,7 +342,7 @@ class Placement(EngineBase):
                 if slot == N_HELD:
                     self._set_slot(rid, q, N_RESOLUTION)
                 elif self._callable(rid):
-                    self._push_due_callback(rid, q, gen)
+                    self._push_due_callback(rid, q, gen, now)
                 else:
                     self._set_slot(rid, q, N_NO_NUMBER)
 

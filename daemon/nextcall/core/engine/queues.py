@@ -9,7 +9,8 @@ Per campaign:
   without looking at closed zones or scanning zones at all; zones open and close at the
   instants ``calendar.window_state`` promises, kept in ``wheap``;
 - ``cb_dormant``: callbacks not yet due; ``personal[agent]``, ``team[team]``, ``anyone``:
-  due callbacks; ``held``: appointments not yet passed.
+  due callbacks; ``held``: appointments not yet passed; ``budget``: due records held back
+  by an attempt budget, by the instant it allows them.
 
 Entries are packed integer keys (``nextcall.core.keys``) carrying the record's placement
 generation; a moved record's old entries are stale and skipped at the top (lazy deletion).
@@ -63,6 +64,10 @@ class Queues:
     team: dict[str, list[int]] = field(default_factory=dict)
     anyone: list[int] = field(default_factory=list)
     held: list[int] = field(default_factory=list)
+    #: records held back by an attempt budget, by the instant it allows them
+    budget: list[int] = field(default_factory=list)
+    #: due windowed callbacks, by the instant their priority next rises
+    ramp: list[int] = field(default_factory=list)
     #: open records by slot number (``SLOT_NAMES``); ``counts`` names them
     nslot: list[int] = field(default_factory=lambda: [0] * len(SLOT_NAMES))
     closed: dict[str, int] = field(default_factory=lambda: defaultdict(int))

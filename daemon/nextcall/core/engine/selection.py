@@ -16,12 +16,12 @@ from ..keys import DUE_SCALE, GEN_BITS, GEN_MASK, RID_MASK, due_q_of, rid_of
 from ..model import Campaign
 from ..records import Lease
 from .agents import AgentSession
+from .budgeting import Budgeting
 from .columns import INF, N_CB_DUE, N_DORMANT, N_DUE, N_NO_NUMBER
-from .leasing import Leasing
 from .queues import Queues
 
 
-class Selection(Leasing):
+class Selection(Budgeting):
     """Logins, selection and hand-out (see the module docstring)."""
 
     # ----------------------------------------------------------------- agents
@@ -65,7 +65,7 @@ class Selection(Leasing):
         cb = ex.callback if ex is not None else None
         if cb is None or cb.scope != "personal_then_team":
             return None
-        return self.c_due[rid] + camp.grace_s
+        return cb.deadline + camp.grace_s  # a callback window's grace runs from its end
 
     def _team_side_open(self, camp: Campaign, rid: int, agent: str, now: float) -> bool:
         """Whether ``agent`` may take due callback ``rid`` from a team or ``anyone``
@@ -96,6 +96,9 @@ class Selection(Leasing):
             ok = self.callback_window(camp, rid, now)[0]
             if ok and team_side:
                 ok = self._team_side_open(camp, rid, agent, now)
+            if ok and camp.budgets is not None and self._held_back(rid, q, now):
+                heapq.heappop(heap)  # parked until its budgets allow it
+                continue
             if ok:
                 found = k
                 break
@@ -117,6 +120,7 @@ class Selection(Leasing):
             self._rebuild_heads(q)
         head_of = q.head_of
         c_gen, c_slot = self.c_gen, self.c_slot
+        budgets = camp.budgets
         while heads:
             h, z = heads[0]
             if head_of.get(z) != h:
@@ -129,9 +133,10 @@ class Selection(Leasing):
             rid = (h >> GEN_BITS) & RID_MASK
             if c_gen[rid] == h & GEN_MASK and c_slot[rid] == N_DUE:
                 # a live representative is the zone's best entry (it is at most as good)
-                if self._callable(rid):
+                if not self._callable(rid):
+                    self._park(rid, q)
+                elif budgets is None or not self._held_back(rid, q, now):
                     return h
-                self._park(rid, q)
                 continue
             top = self._zone_top(q, z)
             if top is None:
@@ -145,6 +150,8 @@ class Selection(Leasing):
             rid = rid_of(h)
             if not self._callable(rid):
                 self._park(rid, q)
+                continue
+            if budgets is not None and self._held_back(rid, q, now):
                 continue
             return h
         return None
@@ -226,8 +233,11 @@ class Selection(Leasing):
                 break
             rid, reason = picked
             camp = self.campaigns[self._camp_names[self.c_camp[rid]]]
-            out.append(self.lease(rid, agent, uid, reason, now,
-                                  lease_s if lease_s is not None else camp.lease_s))
+            lease = self.lease(rid, agent, uid, reason, now,
+                               lease_s if lease_s is not None else camp.lease_s)
+            if camp.budgets is not None:
+                self.note_attempt(rid, lease.phone, now)
+            out.append(lease)
         return out
 
     def next_wake(self, campaigns: Iterable[str], now: float) -> float:
@@ -243,19 +253,27 @@ class Selection(Leasing):
             if top is not None:
                 wake = min(wake, self.c_due[rid_of(top)] if self._live(top, N_DORMANT)
                            else due_q_of(top) / DUE_SCALE)
-            if q.cb_dormant:
-                wake = min(wake, due_q_of(q.cb_dormant[0]) / DUE_SCALE)
+            for timed in (q.cb_dormant, q.budget):
+                if timed:
+                    wake = min(wake, due_q_of(timed[0]) / DUE_SCALE)
             self._refresh_zones(q, camp, now)
             for z, due in q.zone_due.items():
                 if due > 0 and not q.zone_open.get(z, False):
                     wake = min(wake, q.zone_until.get(z, INF))
-            for heap in (*q.personal.values(), *q.team.values(), q.anyone):
-                for k in heap:
-                    if not self._live(k, N_CB_DUE):
-                        continue
-                    rid = rid_of(k)
-                    wake = min(wake, self.callback_window(camp, rid, now)[1])
-                    g = self.grace_end(camp, rid)
-                    if g is not None and g > now:
-                        wake = min(wake, g)
+            wake = min(wake, self._callbacks_wake(q, camp, now))
         return max(wake, now)
+
+    def _callbacks_wake(self, q: Queues, camp: Campaign, now: float) -> float:
+        """When a due callback of ``q`` might become eligible: its window opens, or its
+        grace period ends."""
+        wake = INF
+        for heap in (*q.personal.values(), *q.team.values(), q.anyone):
+            for k in heap:
+                if not self._live(k, N_CB_DUE):
+                    continue
+                rid = rid_of(k)
+                wake = min(wake, self.callback_window(camp, rid, now)[1])
+                g = self.grace_end(camp, rid)
+                if g is not None and g > now:
+                    wake = min(wake, g)
+        return wake
