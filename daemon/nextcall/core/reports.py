@@ -63,6 +63,9 @@ class ReportQuery:
     campaign: str | None = None
     agent: str | None = None
     list_name: str | None = None
+    #: whether an amendment may have replaced a disposition in the range (the SQL store
+    #: leaves out the check for replaced rows when none did)
+    amended: bool = True
 
 
 def with_rates(row: Mapping[str, Any]) -> dict[str, Any]:
