@@ -27,7 +27,8 @@ def record_table(e: dict[str, Any]) -> Table:
     t.add_row("record", f"{e['record']} ({e['campaign']}): {verdict}{who}")
     t.add_row("state", f"{e['state']} / {e['slot']}" if e["slot"] else e["state"])
     if "due_at" in e:
-        t.add_row("due", f"{e['due_at']} ({e['due_local']})")
+        t.add_row("due", f"{e['due_at']} ({e['due_local']})" if e["due_at"]
+                  else "at once (not scheduled since its import)")
         t.add_row("local time", f"{e['local_time']} ({e['timezone']})")
         for label, w in (("calling window", e["window"]),
                          (f"legal window {e['legal_window']['hours']}", e["legal_window"])):

@@ -248,3 +248,12 @@ async def test_who_may_ask(tmp_path: Path) -> None:
         await x.refused("explain", "unknown_campaign", campaign="nope")
     finally:
         x.svc.stop_waiting()
+
+
+async def test_a_record_never_scheduled_is_due_at_once(ops: Ops) -> None:
+    """An imported record's due time is 0 (due at once): explain shows none, as
+    ``record.get`` does, not the epoch."""
+    await ops.ok("records.import", campaign="t", list="l", records=numbers(1))
+    got = (await ops.ok("explain", ops.peer(SUPERVISOR), record="r0"))["explain"]
+    assert (got["due_at"], got["due_local"]) == (None, None)
+    assert (await ops.ok("record.get", record="r0"))["record"]["due_at"] is None
