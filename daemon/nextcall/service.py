@@ -75,6 +75,8 @@ class Service:
         #: dispositions not yet durable, by lease id: retried identical dispositions wait
         #: here for the original's commit
         self.inflight: dict[int, list[Callable[[], None]]] = {}
+        #: records with an amendment between its read and its commit (one at a time)
+        self.amending: set[str] = set()
         self.rebuild_stats: dict[str, float] = {}
         #: told about hand-outs, dispositions and expiries (metrics)
         self.observer = observer or Observer()

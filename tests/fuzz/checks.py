@@ -8,11 +8,12 @@ Database invariants, each a method of ``Db`` returning the violations it found:
   ``expires_at``, which ``extend`` moves);
 - a record's ``attempts`` equals the dispositions in its history (rows with a lease; the
   rows of imports, reopenings and scheduled callbacks have none) since a ``roll`` last
-  reset it;
+  reset it, each in its latest version (a row an amendment replaced does not count);
 - every acknowledged lease has its row, every acknowledged disposition its history row
   and its lease ended ``disposed`` with that code, every acknowledged release its lease
   ended ``released``;
-- no lease has two history rows.
+- no lease has two current history rows (an amendment adds a row for the same lease,
+  which replaces the one it ``amends``).
 """
 
 from __future__ import annotations
@@ -142,16 +143,17 @@ class Db:
         resets = ",".join(f"'{c}'" for c in sorted(RESETS))
         rows = self._rows_for_ids(
             "SELECT r.id, r.attempts, (SELECT count(*) FROM history h WHERE h.rid = r.rid "
-            "AND h.lid IS NOT NULL AND h.hid > coalesce((SELECT max(x.hid) FROM history x "
-            f"WHERE x.rid = r.rid AND x.lid IS NOT NULL AND x.code IN ({resets})), 0)) "
+            f"AND h.lid IS NOT NULL AND {_current('h')} AND h.hid > coalesce((SELECT "
+            "max(x.hid) FROM history x WHERE x.rid = r.rid AND x.lid IS NOT NULL AND "
+            f"{_current('x')} AND x.code IN ({resets})), 0)) "
             "FROM records r {where}", ids)
         return [f"record {rec}: attempts {att} but {n} dispositions in its history"
                 for rec, att, n in rows if att != n]
 
     def history_unique(self) -> list[str]:
-        """No lease has two history rows."""
-        rows = self._query("SELECT lid, count(*) FROM history WHERE lid IS NOT NULL "
-                           "GROUP BY lid HAVING count(*) > 1")
+        """No lease has two current history rows."""
+        rows = self._query("SELECT lid, count(*) FROM history h WHERE lid IS NOT NULL "
+                           f"AND {_current('h')} GROUP BY lid HAVING count(*) > 1")
         return [f"lease {lid}: {n} history rows" for lid, n in rows]
 
     # ------------------------------------------------------------------ acknowledged
@@ -160,7 +162,8 @@ class Db:
         for part in _chunks(sorted(set(lids))):
             rows = self._query(
                 'SELECT l.lid, r.id, l."end", l.code, (SELECT count(*) FROM history h '
-                "WHERE h.rid = l.rid AND h.lid = l.lid) FROM leases l LEFT JOIN records r "
+                f"WHERE h.rid = l.rid AND h.lid = l.lid AND {_current('h')}) "
+                "FROM leases l LEFT JOIN records r "
                 f"ON r.rid = l.rid WHERE l.lid IN ({_marks(len(part))})", part)
             out.update((row[0], row) for row in rows)
         return out
@@ -189,3 +192,8 @@ class Db:
     def record_count(self) -> int:
         """How many records the database holds."""
         return int(self._query("SELECT count(*) FROM records")[0][0])
+
+
+def _current(alias: str) -> str:
+    """SQL: history row ``alias`` is current (no amendment replaced it)."""
+    return f"NOT EXISTS (SELECT 1 FROM history a WHERE a.amends = {alias}.hid)"

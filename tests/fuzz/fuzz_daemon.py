@@ -284,12 +284,15 @@ class Checker:
 
 def _record_problems(rec: str, ans: dict[str, Any]) -> list[str]:
     """``record.get`` agrees with itself: attempts = dispositions in its history since a
-    reset, and it is leased exactly when one of its leases is active."""
+    reset (each in its latest version), and it is leased exactly when one of its leases
+    is active."""
     if not ans.get("ok"):
         return [f"record.get {rec} failed: {ans}"]
     view = ans["record"]
     n = 0
     for h in view["history"]:
+        if h.get("replaced_by") is not None:
+            continue  # an amendment replaced it: the amendment counts instead
         if h["code"] in RESETS:
             n = 0
         elif not h["code"].startswith("@"):

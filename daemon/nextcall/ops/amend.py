@@ -224,6 +224,21 @@ async def amend(svc: Service, req: AmendReq, peer: Peer) -> Body:
     """``amend``: see the module docstring."""
     svc.expire(svc.clock())
     record_id, lid = await _record_id(svc, req)
+    # two amendments of one record would each read the history before the other's row is
+    # written, and both replace the same disposition: the second waits for nothing and
+    # is refused (after the first commits, it may be sent again)
+    if record_id in svc.amending:
+        raise MovedOn("another amendment of this record is being committed; read it and "
+                      "amend again", field="lease")
+    svc.amending.add(record_id)
+    try:
+        return await _amend(svc, req, peer, record_id, lid)
+    finally:
+        svc.amending.discard(record_id)
+
+
+async def _amend(svc: Service, req: AmendReq, peer: Peer, record_id: str, lid: int | None
+                 ) -> Body:
     row = await _row(svc, record_id)
     history, leases = row["history"], row["leases"]
     target = target_entry(history, lid)

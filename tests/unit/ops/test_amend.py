@@ -7,6 +7,7 @@ own ``dispose``, not a second copy of the rules.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import textwrap
 from pathlib import Path
@@ -311,3 +312,30 @@ async def test_an_amended_callback_is_gone_and_the_history_counts_once(amends: O
     await ops.refused("amend", "bad_request", code="RETRY", reason="x")
     await ops.refused("amend", "bad_request", lease=lease["token"], record="r0",
                       code="RETRY", reason="x")
+
+
+async def test_two_amendments_at_once_replace_the_disposition_once(
+        amends: Ops, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both read the history before either writes (the read yields, as a database read
+    does): the second is refused, so the disposition has one current version."""
+    ops = amends
+    await ops.ok("records.import", campaign="t", list="l", records=_records("r", 1))
+    lease = await _lease(ops)
+    await ops.ok("dispose", lease=lease["token"], code="RETRY")
+    read = ops.store.get_record
+
+    async def slow_read(record_id: str) -> Any:
+        await asyncio.sleep(0)
+        return await read(record_id)
+
+    monkeypatch.setattr(ops.store, "get_record", slow_read)
+    sup = ops.peer(SUPERVISOR)
+    got = await asyncio.gather(
+        ops.call("amend", sup, lease=lease["token"], code="CLOSE", reason="one"),
+        ops.call("amend", sup, lease=lease["token"], code="RETRY", reason="two"))
+    assert sorted(g["ok"] for g in got) == [False, True]
+    (refused,) = [g for g in got if not g["ok"]]
+    assert refused["error"]["code"] == "moved_on"
+    rows = [h for h in ops.store.history if h.get("lid") is not None]
+    replaced = {h.get("amends") for h in rows} - {None}
+    assert len([h for h in rows if h["hid"] not in replaced]) == 1
