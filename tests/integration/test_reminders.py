@@ -12,27 +12,22 @@ the next line on a connection is the answer to a ping.
 from __future__ import annotations
 
 import asyncio
-import email
 import json
-import socket
 import sqlite3
 import textwrap
-import threading
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email.message import Message
-from email.policy import default as default_policy
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
 
 from nextcall.app import Daemon
 from nextcall.config import load
 from nextcall.service import Observer
 from tests.conftest import AsyncClient, write_config
+from tests.integration.smtp import Inbox, free_port
 
 LEAD_S = 60.0  # reminder_min = 1
 ALL_DAY = "\n".join(f'{d} = ["00:00-24:00"]' for d in
@@ -77,50 +72,6 @@ CONFIG = textwrap.dedent("""
 
 
 # ---------------------------------------------------------------------------- SMTP
-class Inbox:
-    """An aiosmtpd handler keeping every message it accepts (the server has its own
-    thread and loop)."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.messages: list[tuple[list[str], Message]] = []
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        msg = email.message_from_bytes(envelope.content, policy=default_policy)
-        with self.lock:
-            self.messages.append((list(envelope.rcpt_tos), msg))
-        return "250 Message accepted for delivery"
-
-    async def wait_for(self, n: int, timeout_s: float = 15.0) -> list[tuple[list[str], Message]]:
-        """The messages, once there are at least ``n`` (bounded)."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            with self.lock:
-                got = list(self.messages)
-            if len(got) >= n or time.monotonic() > deadline:
-                return got
-            await asyncio.sleep(0.05)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-@pytest.fixture
-def smtp() -> Iterator[tuple[Inbox, int]]:
-    inbox = Inbox()
-    port = free_port()
-    controller = Controller(inbox, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        yield inbox, port
-    finally:
-        controller.stop()
-
-
 def body(msg: Message) -> str:
     return msg.get_content()  # type: ignore[attr-defined,no-any-return]
 

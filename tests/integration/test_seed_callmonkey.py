@@ -17,21 +17,12 @@ so a reminder whose time has come on the service clock fires at once.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-import email
-import socket
-import threading
-import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from email.message import EmailMessage
-from email.policy import default as default_policy
 from pathlib import Path
-from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
 from icalendar import Calendar
 
 from nextcall.config import AgentCfg, SmtpCfg, load
@@ -45,55 +36,12 @@ from tests.integration.shipped import (
     refused,
     shipped_settings,
 )
+from tests.integration.smtp import Inbox
 
 AMS, LISBON = "Europe/Amsterdam", "Europe/Lisbon"
 TUE = "2026-06-16"  # a Tuesday, no holiday, in the real past
 CAMPAIGN = "callmonkey-sales"
 DATA = {"bedrijf": "Bakkerij Jansen", "contactpersoon": "Els Jansen"}
-
-
-class Inbox:
-    """An aiosmtpd handler keeping every message (the server runs its own thread)."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.messages: list[tuple[list[str], EmailMessage]] = []
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        msg = email.message_from_bytes(envelope.content, policy=default_policy)
-        assert isinstance(msg, EmailMessage)
-        with self.lock:
-            self.messages.append((list(envelope.rcpt_tos), msg))
-        return "250 Message accepted for delivery"
-
-    async def wait_for(self, n: int, timeout_s: float = 15.0
-                       ) -> list[tuple[list[str], EmailMessage]]:
-        """The messages once there are ``n`` (bounded)."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            with self.lock:
-                got = list(self.messages)
-            if len(got) >= n or time.monotonic() > deadline:
-                return got
-            await asyncio.sleep(0.05)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-@pytest.fixture
-def smtp() -> Iterator[tuple[Inbox, int]]:
-    inbox, port = Inbox(), _free_port()
-    controller = Controller(inbox, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        yield inbox, port
-    finally:
-        controller.stop()
 
 
 @pytest.fixture

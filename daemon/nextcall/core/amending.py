@@ -10,7 +10,8 @@ not moved on and who may amend; the engine applies the result (``transitions.ame
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterable, Mapping
+from typing import Any, TypeVar
 
 from .actions import Outcome
 from .records import CallbackIntent, Record
@@ -49,3 +50,16 @@ def unlisted(prior: dict[str, Any], listed: dict[str, str]) -> dict[str, str]:
         if listed.get(number) == which:
             out[str(number)] = str(which)
     return out
+
+
+Row = TypeVar("Row", bound=Mapping[str, Any])
+
+
+def current(history: Iterable[Row]) -> list[Row]:
+    """The current rows of a contact history: those no other row ``amends`` (an
+    amendment replaces the row it names; both stay). Reports, ``record.get`` and
+    ``amend`` count the history through here; SQL says the same in
+    ``storage.current.CURRENT_WHERE``."""
+    rows = list(history)
+    replaced = {h.get("amends") for h in rows} - {None}
+    return [h for h in rows if h.get("hid") not in replaced]

@@ -16,7 +16,6 @@ the wall clock the callee sees.
 
 from __future__ import annotations
 
-import math
 import time
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
@@ -224,11 +223,7 @@ def day_bounds(first: date, last: date, timezone: str) -> tuple[float, float]:
     A midnight that does not exist (a DST change at 00:00) resolves with the offset
     before the change, which is the first instant of that day."""
     tz = _zone(timezone)
-
-    def start(d: date) -> float:
-        return datetime(d.year, d.month, d.day, tzinfo=tz).timestamp()
-
-    return start(first), start(last + timedelta(days=1))
+    return wall_instant(first, 0, tz), wall_instant(last + timedelta(days=1), 0, tz)
 
 
 def _offset(tz: ZoneInfo, at: float) -> int:
@@ -246,13 +241,8 @@ def offset_steps(timezone: str, lo: float, hi: float) -> list[tuple[float, int]]
     while t < hi:
         nxt = min(t + _SAMPLE_S, hi)
         if _offset(tz, nxt) != steps[-1][1]:
-            # offsets change on whole seconds: offset(a) is the current one, offset(b)
-            # the next, and the change is at b once they are a second apart
-            a, b = math.floor(t), math.ceil(nxt)
-            while b - a > 1:
-                mid = (a + b) // 2
-                a, b = (mid, b) if _offset(tz, mid) == steps[-1][1] else (a, mid)
-            steps.append((float(b), _offset(tz, b)))
+            change = _first_transition(t, nxt, tz)
+            steps.append((change, _offset(tz, change)))
         t = nxt
     return steps
 

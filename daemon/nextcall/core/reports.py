@@ -6,8 +6,8 @@ holds what they share and needs no database: the request as plain data, the rate
 report, and the reference the SQL is tested against).
 
 Which rows count is decided in one place per store (``storage/reports.py``'s
-``current_rows``, ``tally``'s ``counted``): today every disposition counts; an amended
-disposition will count only in its latest version.
+``current_rows``, ``tally``'s ``counted``): every disposition, an amended one only in its
+latest version (``amending.current``).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .amending import current
 from .calendar import local_day
 
 #: what a report may be grouped by, in the order the groups are shown
@@ -91,9 +92,7 @@ def totals(rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
 def counted(history: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     """The history rows a report counts: dispositions (rows with a lease), each in its
     latest version (a row another row ``amends`` is left out)."""
-    rows = list(history)
-    replaced = {h.get("amends") for h in rows} - {None}
-    return [h for h in rows if h.get("lid") is not None and h.get("hid") not in replaced]
+    return [h for h in current(history) if h.get("lid") is not None]
 
 
 def _keys(q: ReportQuery, h: Mapping[str, Any], lst: str) -> tuple[Any, ...]:

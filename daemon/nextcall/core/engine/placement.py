@@ -107,16 +107,21 @@ class Placement(EngineBase):
                 return top
             zone.pop()
 
+    def _rids_of_number(self, number: str) -> list[int]:
+        """The records whose one number is ``number`` (a scan of one column: only when a
+        number joins or leaves a list)."""
+        n = phone_int(number)
+        if not n or not len(self.c_phone):
+            return []
+        return np.flatnonzero(np.frombuffer(self.c_phone, dtype=np.int64) == n).tolist()
+
     def _withdraw_number(self, number: str) -> None:
         """``number`` was just put on the DNC or block list: the open records whose one
         number it is leave circulation now (``no_number``), so the counts say so at once
         and as after a restart. Records with several numbers find it listed when they
-        reach the top. A scan of one column: it runs only when a number is listed."""
-        n = phone_int(number)
-        if not n or not len(self.c_phone):
-            return
+        reach the top."""
         c_slot, c_camp, names = self.c_slot, self.c_camp, self._camp_names
-        for rid in np.flatnonzero(np.frombuffer(self.c_phone, dtype=np.int64) == n).tolist():
+        for rid in self._rids_of_number(number):
             if c_slot[rid] in _WITHDRAWABLE and c_camp[rid] != 0:
                 self._bump(rid)
                 self._set_slot(rid, self._q(names[c_camp[rid]]), N_NO_NUMBER)
@@ -124,11 +129,8 @@ class Placement(EngineBase):
     def restore_number(self, number: str, now: float) -> None:
         """``number`` left its list (an amendment undid the disposition that listed it):
         the open records withdrawn for want of it are placed again."""
-        n = phone_int(number)
-        if not n or not len(self.c_phone):
-            return
         c_slot, c_camp = self.c_slot, self.c_camp
-        for rid in np.flatnonzero(np.frombuffer(self.c_phone, dtype=np.int64) == n).tolist():
+        for rid in self._rids_of_number(number):
             if c_slot[rid] == N_NO_NUMBER and c_camp[rid] != 0:
                 self._place(rid, now)
 
