@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from typing import Any
 
 import click
 
 from ..config import load
 from ..core.errors import ConfigError, NextcallError
 from ..files import restrict_umask
-from .calls import EXIT_REFUSED, call, config_path, load_or_exit
+from .calls import EXIT_REFUSED, call, config_path, connect, load_or_exit, request
 from .output import console, emit_json, err_console, reload_table
 
 
@@ -105,11 +106,28 @@ def reload(ctx: click.Context, dry_run: bool) -> None:
 @click.command()
 @click.pass_context
 def ping(ctx: click.Context) -> None:
-    """Check the daemon answers."""
-    ans = call(ctx, "ping")
-    if not emit_json(ctx, ans):
-        console.print(f"nextcall {ans['version']}: {ans['records']} records, "
-                      f"you are {ans['role']}")
+    """Check the daemon answers; with high availability, its state and epoch."""
+    with connect(ctx) as c:
+        ans = request(ctx, c, "ping")
+        if emit_json(ctx, ans):
+            return
+        console.print(f"nextcall {ans['version']}: {ans.get('records', 0)} records, "
+                      f"you are {ans['role']}", highlight=False)
+        if "state" in ans or len(c.addresses) > 1:
+            console.print(ha_line(ans, c.address), highlight=False)
+
+
+def ha_line(ans: dict[str, Any], address: str | None) -> str:
+    """The daemon's high-availability state from its ``ping`` answer, and where the
+    client reached it: ``active, epoch 4, at 10.0.0.2:7443``."""
+    parts = [str(ans.get("state", "active"))]
+    if ans.get("epoch") is not None:
+        parts.append(f"epoch {ans['epoch']}")
+    if ans.get("active") and ans.get("active") != address:
+        parts.append(f"active daemon {ans['active']}")
+    if address:
+        parts.append(f"at {address}")
+    return ", ".join(parts)
 
 
 COMMANDS = (serve, check_config, migrate, demo, reload, ping)

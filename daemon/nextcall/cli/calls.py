@@ -1,5 +1,6 @@
 """How a command finds its config and the daemon, calls it, and turns failures into the
-command line's exit statuses (1 refused or invalid, 3 cannot connect).
+command line's exit statuses (1 refused or invalid, 3 cannot connect). Every command
+reaches the daemon through ``connect`` here: the failover client of ``nextcall.client``.
 
 These helpers exit the process: they only run inside a command, which is the entry point.
 """
@@ -14,7 +15,7 @@ from typing import Any
 
 import click
 
-from ..client import DEFAULT_SOCKET, Client, ClientError
+from ..client import DEFAULT_SOCKET, Client, ClientError, NoActiveDaemon
 from ..config import DEFAULT_CONFIG, Settings, load
 from ..core.errors import ConfigError
 from ..core.model import CALLBACK_SCOPES
@@ -42,52 +43,76 @@ def load_or_exit(path: str) -> Settings:
         sys.exit(EXIT_REFUSED)
 
 
-def socket_path(socket_opt: str | None, config_opt: str | None) -> str:
-    """The daemon's socket: ``--socket``, ``NEXTCALL_SOCKET``, the config's, the default.
+def socket_addresses(socket_opt: str | None, config_opt: str | None) -> list[str]:
+    """The daemon's addresses: ``--socket``/``--connect``, ``NEXTCALL_SOCKET``, the
+    config's socket, the default. The option and the variable may list several,
+    separated by commas (a high-availability deployment: the active one is used).
 
     A broken config is not an error here: a client that only needs the socket should still
     reach a daemon that runs on a config it loaded earlier.
     """
-    if socket_opt:
-        return socket_opt
-    if os.environ.get("NEXTCALL_SOCKET"):
-        return os.environ["NEXTCALL_SOCKET"]
+    text = socket_opt or os.environ.get("NEXTCALL_SOCKET")
+    if text:
+        return [a.strip() for a in text.split(",") if a.strip()] or [DEFAULT_SOCKET]
     path = config_path(config_opt)
     if Path(path).exists():
         try:
-            return str(load(path).daemon.socket)
+            return [str(load(path).daemon.socket)]
         except ConfigError:
             pass
-    return DEFAULT_SOCKET
+    return [DEFAULT_SOCKET]
+
+
+def make_client(ctx: click.Context) -> Client:
+    """The failover client for the command line's addresses and TLS options (one
+    address: the plain client, which fails at once when no daemon listens)."""
+    o = ctx.obj
+    return Client(socket_addresses(o.get("socket"), o.get("config")),
+                  tls=not o.get("plaintext"), cafile=o.get("tls_ca"),
+                  certfile=o.get("tls_cert"), keyfile=o.get("tls_key"),
+                  server_hostname=o.get("tls_server_name"),
+                  failover_timeout=o.get("failover_timeout"))
 
 
 def connect(ctx: click.Context) -> Client:
-    """A connected client, or a hint to start the daemon and exit status 3."""
-    path = socket_path(ctx.obj.get("socket"), ctx.obj.get("config"))
+    """A client connected to the active daemon, or a hint to start the daemon and exit
+    status 3."""
+    c = make_client(ctx)
     try:
-        return Client(path).connect()
+        return c.connect()
     except OSError as exc:
-        err_console.print(f"[red]cannot connect to {path}[/red]: {exc.strerror or exc}. "
-                          "Is the daemon running (make run)?")
+        why = str(exc) if isinstance(exc, NoActiveDaemon) else (exc.strerror or exc)
+        err_console.print(f"[red]cannot connect to {','.join(c.addresses)}[/red]: {why}. "
+                          "Is the daemon running (make run)?", highlight=False)
+        sys.exit(EXIT_NO_DAEMON)
+
+
+def request(ctx: click.Context, c: Client, op: str, *, timeout: float | None = None,
+            **fields: Any) -> dict[str, Any]:
+    """One request on ``c``: the answer; the daemon's refusal printed (as JSON with
+    ``--json``, so scripts can read it too) and exit status 1; a daemon lost for good
+    printed and exit status 3."""
+    try:
+        return c.call(op, timeout=timeout, **fields)
+    except ClientError as exc:
+        if ctx.obj.get("json"):
+            print(json.dumps({"ok": False, "error": {"code": exc.code,
+                                                     "message": exc.message,
+                                                     "field": exc.field}}))
+        else:
+            err_console.print(f"[red]{exc.code}[/red]: {exc.message}"
+                              + (f" [dim](field {exc.field})[/dim]" if exc.field else ""))
+        sys.exit(EXIT_REFUSED)
+    except ConnectionError as exc:
+        err_console.print(f"[red]lost the daemon[/red]: {exc}", highlight=False)
         sys.exit(EXIT_NO_DAEMON)
 
 
 def call(ctx: click.Context, op: str, *, timeout: float | None = None,
          **fields: Any) -> dict[str, Any]:
-    """One request on a fresh connection: the answer, or the daemon's refusal printed
-    (as JSON with ``--json``, so scripts can read it too) and exit status 1."""
+    """One request on a fresh connection to the active daemon (see ``request``)."""
     with connect(ctx) as c:
-        try:
-            return c.call(op, timeout=timeout, **fields)
-        except ClientError as exc:
-            if ctx.obj.get("json"):
-                print(json.dumps({"ok": False, "error": {"code": exc.code,
-                                                         "message": exc.message,
-                                                         "field": exc.field}}))
-            else:
-                err_console.print(f"[red]{exc.code}[/red]: {exc.message}"
-                                  + (f" [dim](field {exc.field})[/dim]" if exc.field else ""))
-            sys.exit(EXIT_REFUSED)
+        return request(ctx, c, op, timeout=timeout, **fields)
 
 
 def optional_fields(**values: Any) -> dict[str, Any]:
