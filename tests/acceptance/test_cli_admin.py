@@ -104,3 +104,10 @@ def test_typed_fields_from_the_command_line(sock: str) -> None:
     assert r.returncode == 0, r.stderr
     got = json.loads(cli(sock, "--json", "get", str(lz["record"]["id"])).stdout)  # type: ignore[index]
     assert got["record"]["history"][-1]["fields"] == {"value": 1200.5, "chance": 40}
+
+
+def test_a_socket_list_skips_a_missing_socket(sock: str, tmp_path: Path) -> None:
+    missing = str(tmp_path / "missing.sock")
+    r = cli(f"{missing},{sock}", "ping")
+    assert r.returncode == 0, r.stderr
+    assert "you are admin" in r.stdout and f"at {sock}" in r.stdout
