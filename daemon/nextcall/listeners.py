@@ -117,9 +117,12 @@ class HandshakeFailures:
             now = time.monotonic()
             if now - self._logged_at < FAILURE_LOG_EVERY_S:
                 return
+            # OpenSSL's reason code names the failure (PEER_DID_NOT_RETURN_A_CERTIFICATE,
+            # CERTIFICATE_VERIFY_FAILED, ...); only a verification failure has detail
+            reason = getattr(exc, "reason", None) or type(exc).__name__
             detail = getattr(exc, "verify_message", None) or ""
             logger.warning("tls_handshake_failed reason=%s detail=%r failed=%d",
-                           exc.reason or type(exc).__name__, detail, self._since_log)
+                           reason, detail, self._since_log)
             self._logged_at, self._since_log = now, 0
         except Exception:  # noqa: BLE001 - a report must not break the SSL protocol
             logger.debug("tls_handshake_report_failed", exc_info=True)
