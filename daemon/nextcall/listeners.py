@@ -33,6 +33,10 @@ logger = logging.getLogger(__name__)
 
 #: ``tls_handshake_failed`` is logged at most this often, with the count since the last
 FAILURE_LOG_EVERY_S = 10.0
+#: how long a closing TLS connection waits for the client's close_notify after sending
+#: its own (the loop's default is 30 s). Its answers are written by then; an idle client
+#: (an agent between calls reads nothing) would otherwise hold every stop that long.
+TLS_SHUTDOWN_S = 1.0
 
 Factory = Callable[[], asyncio.BaseProtocol]
 
@@ -92,8 +96,7 @@ async def listen_tcp(loop: asyncio.AbstractEventLoop, factory: Factory, tcp: Tcp
     tls: dict[str, Any] = {}
     if ctx is not None:
         tls = {"ssl": ctx, "ssl_handshake_timeout": cfg.partial_line_timeout_s,
-               # a client that never answers our close_notify does not hold the stop
-               "ssl_shutdown_timeout": cfg.drain_timeout_s}
+               "ssl_shutdown_timeout": min(TLS_SHUTDOWN_S, cfg.drain_timeout_s)}
     server = await loop.create_server(factory, host, port,
                                       backlog=listen_backlog(cfg.listen_backlog), **tls)
     bound = server.sockets[0].getsockname()  # uvloop's server has its sockets too

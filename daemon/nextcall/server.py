@@ -176,8 +176,8 @@ class Connection(asyncio.Protocol):
         # must not lease a record to a client that has left
         self.peer.gone = True
         self.server.service.end_waits(self.peer.conn_id)
-        if self.inflight == 0:
-            self.flush()
+        if self.inflight == 0 or self.peer.transport == TLS:
+            self.flush()  # TLS has no half-close: the SSL protocol closes after this
             return False
         return True  # keep writing; closed once the last answer is out
 

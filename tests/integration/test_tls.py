@@ -5,6 +5,7 @@ loop thread (``tests/integration/tls.py``), on asyncio and on uvloop."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import socket
@@ -194,6 +195,27 @@ def test_bad_json_and_an_oversize_line_get_the_usual_answers_over_tls(
     after = Client(tls_daemon.port, pki, pki.alice)
     assert after.ok("ping")["transport"] == "tls"
     after.close()
+
+
+def test_a_tls_client_that_closes_its_side_ends_its_long_poll(
+        tls_daemon: DaemonThread, pki: Pki, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    c = Client(tls_daemon.port, pki, pki.alice)
+    c.ok("ping")
+    # a long poll, and reads of the database still running when the close arrives
+    c.send_raw(b'{"id":2,"op":"next","agent":"a","campaigns":["t"],"wait":60}\n' + b"".join(
+        b'{"id":%d,"op":"record.get","record":"nobody"}\n' % i for i in range(3, 53)))
+    # close_notify: TLS has no half-close, so the daemon ends the long poll (its empty
+    # answer comes before the daemon's own close_notify, which unwrap does not expect)
+    with contextlib.suppress(ssl.SSLError, OSError):
+        c.sock.unwrap()  # type: ignore[attr-defined]
+    c.close()
+    load_records(tls_daemon, pki)  # records a long poll still waiting would lease
+    admin = Client(tls_daemon.port, pki, pki.ops)
+    assert admin.ok("records", campaign="t", state="leased")["records"] == []
+    assert len(admin.ok("records", campaign="t", state="ready")["records"]) == 3
+    admin.close()
+    assert "eof_received" not in caplog.text  # the SSL protocol's warning on keep-open
 
 
 def test_a_partial_line_over_tls_times_out_as_on_the_unix_socket(tmp_path: Path,
