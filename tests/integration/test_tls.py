@@ -248,6 +248,23 @@ def test_max_connections_counts_tls_clients_and_refuses_over_tls(tmp_path: Path,
             first.close()
 
 
+def test_a_tcp_port_in_use_fails_the_start_and_frees_the_unix_socket(tmp_path: Path,
+                                                                    pki: Pki) -> None:
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    try:
+        port = taken.getsockname()[1]
+        cfg = tls_config(tmp_path, pki)
+        cfg.write_text(cfg.read_text().replace('listen = "127.0.0.1:0"',
+                                               f'listen = "127.0.0.1:{port}"'))
+        with pytest.raises(OSError), running(cfg):
+            pass
+    finally:
+        taken.close()
+    assert not (tmp_path / "s.sock").exists(), "the Unix socket outlived a failed start"
+
+
 # ---------------------------------------------------------------------------- plaintext
 
 

@@ -180,8 +180,12 @@ class DaemonThread:
         self.thread = threading.Thread(target=self.loop.run_forever, name="daemon-loop",
                                        daemon=True)
         self.thread.start()
-        self.daemon: Daemon = self.call(self._make(config))
-        self.call(self.daemon.start())
+        try:
+            self.daemon: Daemon = self.call(self._make(config))
+            self.call(self.daemon.start())  # a failed start undoes itself
+        except BaseException:
+            self._end_loop()
+            raise
 
     @staticmethod
     async def _make(config: Path) -> Daemon:
@@ -213,9 +217,12 @@ class DaemonThread:
         try:
             self.call(self.daemon.stop())
         finally:
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self.thread.join(30)
-            self.loop.close()
+            self._end_loop()
+
+    def _end_loop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(30)
+        self.loop.close()
 
 
 @contextlib.contextmanager
