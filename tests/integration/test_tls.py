@@ -382,10 +382,3 @@ def test_reload_reads_the_certificate_again_and_reports_tcp_changes(tmp_path: Pa
 
 def renewed_serial(cert: trustme.LeafCert) -> int:
     return x509.load_pem_x509_certificate(cert.cert_chain_pems[0].bytes()).serial_number
-
-
-def test_tls_clients_verify_the_daemon_against_their_ca(tls_daemon: DaemonThread,
-                                                        pki: Pki) -> None:
-    # the client side of mutual TLS: a client trusting another CA refuses the daemon
-    with pytest.raises(ssl.SSLCertVerificationError):
-        Client(tls_daemon.port, pki, pki.alice, trust=pki.other_ca)
