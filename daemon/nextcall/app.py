@@ -123,7 +123,7 @@ class Daemon:
 
     def _apply_settings(self, settings: Settings) -> None:
         self.settings = settings
-        self.server.settings = settings
+        self.server.apply_settings(settings)
 
     def _storage_failed(self, exc: BaseException) -> None:
         logger.critical("storage_failed error=%r action=stopping", exc)

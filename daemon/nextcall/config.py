@@ -8,9 +8,7 @@ collected and reported at once, each with its file and key path; unknown keys ar
 from __future__ import annotations
 
 import glob
-import ipaddress
 import os
-import re
 import tomllib
 from dataclasses import dataclass, field
 from datetime import date
@@ -29,6 +27,7 @@ from pydantic import (
     model_validator,
 )
 
+from .addresses import listen_address as listen_address  # re-exported (metrics)
 from .bindings import Bindings
 from .codes import ResultSetCfg, result_sets
 from .core.errors import ConfigError
@@ -41,6 +40,7 @@ from .core.model import (
 )
 from .mailcfg import DEFAULT_REMINDER_EMAIL, EmailText, ReminderEmailCfg
 from .scorecfg import ScoringCfg, check_value_fields
+from .tlscfg import TcpCfg
 
 DEFAULT_CONFIG = "config/nextcall.toml"
 
@@ -95,10 +95,13 @@ MAX_ID = 2**32 - 2
 PosixId = Annotated[int, Field(ge=0, le=MAX_ID)]
 #: an agent name as requests carry it (``protocol.Name``)
 AgentName = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f]+$")]
+#: a client certificate's name as ``[auth]`` lists it (``roles.cert_names``)
+CertName = Annotated[str, Field(min_length=1, max_length=1024, pattern=r"^[^\x00-\x1f]+$")]
 
 
 class AuthCfg(_Strict):
-    """``[auth]``: who is admin or supervisor, by peer uid/gid (SO_PEERCRED)."""
+    """``[auth]``: who is admin or supervisor, by peer uid/gid (SO_PEERCRED) on the Unix
+    socket and by client certificate on TCP."""
 
     admin_uids: list[int] = []
     admin_gids: list[int] = []
@@ -112,34 +115,16 @@ class AuthCfg(_Strict):
     #: which records an agent-role peer may read with ``record.get``: ``any``, or only
     #: those ``held`` now or before by a lease its uid took
     record_get: Literal["any", "held"] = "any"
+    #: TCP clients by certificate name (subject CN or a SAN DNS, e-mail or URI value):
+    #: the admins and supervisors; any other valid certificate is an agent
+    cert_admins: list[CertName] = []
+    cert_supervisors: list[CertName] = []
+    #: ``[auth.cert_acts_for]``: certificate name -> the agent names it may act as (like
+    #: ``acts_for`` for uids; the same relation, ``Bindings``)
+    cert_acts_for: dict[CertName, Annotated[list[AgentName], Field(min_length=1)]] = {}
 
 
-_HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$")
 METRICS_OFF = "off"
-
-
-def listen_address(text: str) -> tuple[str, int]:
-    """Split ``host:port`` (``[v6]:port`` for IPv6) into host and port.
-
-    Raises:
-        ValueError: no host, no port, or either is malformed.
-    """
-    host, sep, port_text = text.strip().rpartition(":")
-    if not sep or not host:
-        raise ValueError("must be 'host:port', such as '127.0.0.1:9464' or '[::1]:9464'")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-        try:
-            ipaddress.IPv6Address(host)
-        except ValueError:
-            raise ValueError(f"{host!r} is not an IPv6 address") from None
-    elif ":" in host:
-        raise ValueError("an IPv6 address goes in brackets, such as '[::1]:9464'")
-    elif not _HOSTNAME.match(host):
-        raise ValueError(f"{host!r} is not a host name or IP address")
-    if not port_text.isdigit() or int(port_text) > 65_535:
-        raise ValueError(f"port {port_text!r} must be a number from 0 to 65535")
-    return host, int(port_text)
 
 
 class MetricsCfg(_Strict):
@@ -306,6 +291,7 @@ class FileCfg(_Strict):
     auth: AuthCfg = AuthCfg()
     metrics: MetricsCfg = MetricsCfg()
     smtp: SmtpCfg = SmtpCfg()
+    tcp: TcpCfg = TcpCfg()
     include: list[str] = []
     resultsets: dict[str, ResultSetCfg] = {}
     campaigns: dict[str, CampaignCfg] = {}
@@ -325,6 +311,8 @@ class Settings:
     metrics: MetricsCfg = field(default_factory=MetricsCfg)
     smtp: SmtpCfg = field(default_factory=SmtpCfg)
     agents: dict[str, AgentCfg] = field(default_factory=dict)
+    #: the TCP listener (off by default)
+    tcp: TcpCfg = field(default_factory=TcpCfg)
     #: campaign -> its own reminder e-mail template (the others use the default)
     reminder_emails: dict[str, ReminderEmailCfg] = field(default_factory=dict)
 
@@ -381,7 +369,8 @@ def _validate(path: Path, raw: dict[str, Any], problems: list[tuple[str, str]]
         if key not in FileCfg.model_fields:
             problems.append((f"{path}: {key}", "unknown key"))
     section_models: tuple[tuple[str, type[BaseModel]], ...] = (
-        ("daemon", DaemonCfg), ("auth", AuthCfg), ("metrics", MetricsCfg), ("smtp", SmtpCfg))
+        ("daemon", DaemonCfg), ("auth", AuthCfg), ("metrics", MetricsCfg), ("smtp", SmtpCfg),
+        ("tcp", TcpCfg))
     for key, model in section_models:
         if key in raw:
             try:
@@ -458,7 +447,7 @@ def load(path: str | os.PathLike[str]) -> Settings:
         raise ConfigError(problems)
     return Settings(path=str(main), daemon=top.daemon, auth=top.auth, campaigns=out,
                     files=tuple(str(p) for p, _ in parts), resultsets=merged.resultsets,
-                    metrics=top.metrics, smtp=top.smtp, agents=merged.agents,
+                    metrics=top.metrics, smtp=top.smtp, agents=merged.agents, tcp=top.tcp,
                     reminder_emails={n: c.reminder_email for n, c in merged.campaigns.items()
                                      if c.reminder_email is not None})
 
@@ -477,7 +466,7 @@ def _included(main: Path, top: FileCfg, problems: list[tuple[str, str]]
             sub = _read(p, problems)
             if sub is None:
                 continue
-            for key in ("daemon", "auth", "metrics", "smtp", "include"):
+            for key in ("daemon", "auth", "metrics", "smtp", "tcp", "include"):
                 if key in sub:
                     problems.append((f"{p}: {key}", "only the main file may set this"))
                     sub.pop(key)

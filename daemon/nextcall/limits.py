@@ -37,6 +37,10 @@ class ConnectionObserver(Protocol):
     def connection_dropped(self, reason: str) -> None:
         """The daemon closed a connection for ``reason`` (one of ``DROP_REASONS``)."""
 
+    def tls_handshake_failed(self) -> None:
+        """A TLS client was refused in the handshake (no certificate, an unknown CA, not
+        TLS at all)."""
+
 
 class Unobserved:
     """The observer when metrics are off: ignores everything."""
@@ -51,6 +55,9 @@ class Unobserved:
         """Ignored."""
 
     def connection_dropped(self, reason: str) -> None:
+        """Ignored."""
+
+    def tls_handshake_failed(self) -> None:
         """Ignored."""
 
 

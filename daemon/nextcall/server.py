@@ -1,4 +1,5 @@
-"""The asyncio Unix-socket server: accept, frame, dispatch, answer.
+"""The asyncio server: accept, frame, dispatch, answer, on the Unix socket and, with
+``[tcp]``, over TLS (``listeners.py``: where it listens; ``roles.py``: who a peer is).
 
 A connection is an ``asyncio.Protocol``, not a stream: lines are cut from the bytes as
 they arrive and dispatched at once, in arrival order, so every change is applied to the
@@ -27,19 +28,25 @@ import itertools
 import logging
 import os
 import socket
-import sys
+import ssl
 from collections.abc import Callable, Coroutine
 from typing import Any, cast
 
 from . import protocol as P
 from .config import Settings
 from .core.errors import BadRequest, NextcallError, TooLarge, Unavailable
-from .files import make_dirs, socket_dir_mode
-from .limits import ConnectionObserver, Unobserved, listen_backlog, to_drop
+from .limits import ConnectionObserver, Unobserved, to_drop
+from .listeners import (
+    HandshakeFailures,
+    listen_tcp,
+    listen_unix,
+    reload_certificate,
+    server_context,
+)
 from .ops import MODELS, REGISTRY, dispatch
 from .ops.base import Body
 from .pacing import CommitPacing
-from .roles import Peer, peer_credentials, peer_groups, role_for
+from .roles import TCP, TLS, UNIX, Peer, identify
 from .service import Service
 
 logger = logging.getLogger(__name__)
@@ -87,10 +94,10 @@ class Reply:
 class Connection(asyncio.Protocol):
     """One client connection: framing, in-flight accounting, queued answers."""
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: Server, kind: str = UNIX) -> None:
         self.server = server
         self.transport: asyncio.Transport | None = None
-        self.peer = Peer(next(_ids), 0, -1, -1)
+        self.peer = Peer(next(_ids), 0, -1, -1, transport=kind)
         self._buf = bytearray()
         self._out: list[bytes] = []
         self._dirty = False
@@ -116,18 +123,18 @@ class Connection(asyncio.Protocol):
         # uvloop's transports are not asyncio.Transport subclasses, but behave as one
         self.transport = cast(asyncio.Transport, transport)
         server = self.server
+        if server.stopping:
+            # a TLS handshake that finished after the stop began: never served
+            self.refused = self.closing = True
+            self.transport.close()
+            return
         if len(server.conns) >= server.max_connections:
             self.refused = self.closing = True
             server.refuse(self.transport)
             return
-        pid, uid, gid = peer_credentials(self.transport)
-        p = self.peer
-        p.pid, p.uid, p.gid = pid, uid, gid
-        groups = peer_groups(self.transport)
-        p.groups = groups | {gid}
-        p.role = role_for(server.settings, uid, gid, groups)
+        identify(self.peer, self.transport, server.settings)
         # event lines (subscribe) go through the same queue as answers
-        p.send = self.send
+        self.peer.send = self.send
         server.conns.add(self)
         server.observer.connection_opened()
 
@@ -169,8 +176,8 @@ class Connection(asyncio.Protocol):
         # must not lease a record to a client that has left
         self.peer.gone = True
         self.server.service.end_waits(self.peer.conn_id)
-        if self.inflight == 0:
-            self.flush()
+        if self.inflight == 0 or self.peer.transport == TLS:
+            self.flush()  # TLS has no half-close: the SSL protocol closes after this
             return False
         return True  # keep writing; closed once the last answer is out
 
@@ -430,7 +437,12 @@ class Server:
         self.inflight = 0
         #: inline commits or the writer thread (``SqlStore.commit_now_when``)
         self.pacing = CommitPacing()
-        self._server: asyncio.AbstractServer | None = None
+        #: the Unix listener, then the TCP one (``[tcp]``)
+        self._servers: list[asyncio.AbstractServer] = []
+        #: the TCP listener's bound (host, port) (port 0 in the config: the one chosen)
+        self.tcp_address: tuple[str, int] | None = None
+        #: its TLS context, for certificate reloads (None: no TLS listener)
+        self.tls_context: ssl.SSLContext | None = None
         self.conns: set[Connection] = set()
         self._dirty: list[Connection] = []
         self._flush_handle: asyncio.Handle | None = None
@@ -521,51 +533,39 @@ class Server:
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self, sock: socket.socket | None = None) -> None:
-        """Listen on ``sock`` (socket activation) or on the configured path."""
-        loop = self.loop
-        if sock is not None:
-            sock.setblocking(False)
-            extra: dict[str, Any] = {}
-            if sys.version_info >= (3, 13):
-                # never unlink a socket systemd owns (python/cpython#133354)
-                extra["cleanup_socket"] = False
-            # asyncio listens again with this backlog (its default would be 100)
-            self._server = await loop.create_unix_server(
-                lambda: Connection(self), sock=sock,
-                backlog=listen_backlog(self.settings.daemon.listen_backlog), **extra)
-            self.path = sock.getsockname() or "(inherited)"
+        """Listen on ``sock`` (socket activation) or on the configured path, then on
+        ``[tcp] listen`` when set.
+
+        Raises:
+            OSError: a socket cannot be bound; ValueError: a ``[tcp]`` file no longer
+            loads. What was listening is closed by ``stop``.
+        """
+        loop, cfg, tcp = self.loop, self.settings.daemon, self.settings.tcp
+        server, self.path, self._own_socket = await listen_unix(
+            loop, lambda: Connection(self), cfg, sock)
+        self._servers.append(server)
+        if not tcp.active:
             return
-        path = self.settings.daemon.socket
-        socket_mode = int(self.settings.daemon.socket_mode, 8)
-        make_dirs(os.path.dirname(os.path.abspath(path)), socket_dir_mode(socket_mode))
-        if os.path.exists(path):
-            # a stale socket from a crash; refuse to steal a live one
-            probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                probe.connect(path)
-            except OSError:
-                os.unlink(path)
-            else:
-                probe.close()
-                raise OSError(f"another daemon is listening on {path}")
-            finally:
-                probe.close()
-        old = os.umask(0o777 & ~socket_mode)
-        try:
-            self._server = await loop.create_unix_server(
-                lambda: Connection(self), path=path,
-                backlog=listen_backlog(self.settings.daemon.listen_backlog))
-        finally:
-            os.umask(old)
-        os.chmod(path, socket_mode)
-        self.path = path
-        self._own_socket = True
+        if tcp.tls:
+            self.tls_context = server_context(tcp, HandshakeFailures(self.observer))
+        kind = TLS if tcp.tls else TCP
+        server, self.tcp_address = await listen_tcp(
+            loop, lambda: Connection(self, kind), tcp, cfg, self.tls_context)
+        self._servers.append(server)
+        logger.info("tcp_listening address=%s port=%d transport=%s", *self.tcp_address, kind)
+
+    def apply_settings(self, settings: Settings) -> None:
+        """A reload: new ``[auth]`` for connections opened from now on, and the TLS
+        certificate read again from its files (``[tcp]`` itself needs a restart)."""
+        self.settings = settings
+        if self.tls_context is not None:
+            reload_certificate(self.tls_context, settings.tcp)
 
     async def stop(self) -> None:
         """Stop accepting, let in-flight requests finish (bounded), close connections."""
         self.stopping = True
-        if self._server is not None:
-            self._server.close()
+        for server in self._servers:
+            server.close()
         conns = list(self.conns)
         for conn in conns:
             conn.closing = True

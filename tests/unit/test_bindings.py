@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -142,16 +143,21 @@ def test_every_op_whose_request_names_an_agent_checks_its_binding() -> None:
 # ---------------------------------------------------------------------------- record_get
 
 
+def leases(*uids: int, agent: str = "alice") -> list[dict[str, Any]]:
+    """Lease rows as ``record.get`` reads them, taken by these uids as ``agent``."""
+    return [{"uid": uid, "agent": agent} for uid in uids]
+
+
 def test_record_get_held_confines_agent_peers_to_records_their_uid_leased() -> None:
     held = AuthCfg(record_get="held")
-    may_read_record(peer(ALICE), [BOB, ALICE], held)
+    may_read_record(peer(ALICE), leases(BOB, ALICE), held, None)
     with pytest.raises(Forbidden) as exc:
-        may_read_record(peer(ALICE), [BOB], held)
+        may_read_record(peer(ALICE), leases(BOB), held, None)
     assert exc.value.field == "record"
     with pytest.raises(Forbidden):
-        may_read_record(peer(ALICE), [], held)
-    may_read_record(peer(ALICE, SUPERVISOR), [], held)
-    may_read_record(peer(ALICE), [], AuthCfg())  # the default: any record
+        may_read_record(peer(ALICE), [], held, None)
+    may_read_record(peer(ALICE, SUPERVISOR), [], held, None)
+    may_read_record(peer(ALICE), [], AuthCfg(), None)  # the default: any record
 
 
 # ---------------------------------------------------------------------------- config

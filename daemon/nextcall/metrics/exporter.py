@@ -14,7 +14,8 @@ from typing import Any
 import prometheus_client
 from prometheus_client import CollectorRegistry
 
-from ..config import MetricsCfg, listen_address
+from ..addresses import listen_address
+from ..config import MetricsCfg
 from ..service import Service
 from .collect import EngineCollector, EngineSampler
 from .families import LAG_PROBE_S, Metrics

@@ -179,7 +179,8 @@ class Metrics(Observer):
             GCCollector(registry=r)
 
     def _add_connections(self, r: CollectorRegistry) -> None:
-        """Connections: open now, refused at ``max_connections``, closed by the daemon."""
+        """Connections: open now, refused at ``max_connections``, closed by the daemon,
+        refused in the TLS handshake."""
         self.connections_open = Gauge(
             "nextcall_connections_open", "Client connections open now.", registry=r)
         self.connections_refused = Counter(
@@ -191,6 +192,10 @@ class Metrics(Observer):
             registry=r)
         for reason in DROP_REASONS:
             self.connections_dropped.labels(reason)
+        self.tls_handshake_failures = Counter(
+            "nextcall_tls_handshake_failures_total", "TLS clients refused in the handshake "
+            "([tcp]): no client certificate, one no CA in client_cafile signed, or not "
+            "TLS at all.", registry=r)
 
     # ------------------------------------------------------------------ labels
     def _campaign(self, name: str) -> str:
@@ -308,6 +313,10 @@ class Metrics(Observer):
     def connection_dropped(self, reason: str) -> None:
         """See ``ConnectionObserver.connection_dropped``."""
         self.connections_dropped.labels(reason if reason in DROP_REASONS else OTHER).inc()
+
+    def tls_handshake_failed(self) -> None:
+        """See ``ConnectionObserver.tls_handshake_failed``."""
+        self.tls_handshake_failures.inc()
 
     def reminder_failed(self, channel: str) -> None:
         """A callback reminder could not be delivered on ``channel``."""

@@ -1,8 +1,9 @@
 """``config.reload`` (admin), and the reload itself (SIGHUP runs it too).
 
 Campaigns, result codes and ``[auth]`` take effect at once (roles for new connections);
-``[daemon]`` keys other than ``log_level``, and ``[metrics]``, need a restart and are
-reported, not applied. Leases and in-flight requests are untouched.
+``[daemon]`` keys other than ``log_level``, ``[metrics]`` and ``[tcp]`` need a restart and
+are reported, not applied (the TLS certificate is read again from its files, though).
+Leases and in-flight requests are untouched.
 """
 
 from __future__ import annotations
@@ -41,6 +42,9 @@ def _restart_keys(old: Settings, new: Settings) -> list[str]:
     old_m, new_m = old.metrics, new.metrics
     keys += sorted(f"metrics.{k}" for k in type(old_m).model_fields
                    if getattr(old_m, k) != getattr(new_m, k))
+    old_t, new_t = old.tcp, new.tcp
+    keys += sorted(f"tcp.{k}" for k in type(old_t).model_fields
+                   if getattr(old_t, k) != getattr(new_t, k))
     return keys
 
 
@@ -86,7 +90,8 @@ def apply_settings(svc: Service, new: Settings, dry_run: bool) -> dict[str, Any]
     svc.settings = Settings(path=old.path, daemon=daemon_cfg, auth=new.auth,
                             campaigns=new.campaigns, files=new.files,
                             resultsets=new.resultsets, metrics=old.metrics, smtp=new.smtp,
-                            agents=new.agents, reminder_emails=new.reminder_emails)
+                            agents=new.agents, reminder_emails=new.reminder_emails,
+                            tcp=old.tcp)
     logging.getLogger().setLevel(new.daemon.log_level.upper())
     for listener in svc.reload_listeners:
         listener(svc.settings)

@@ -258,7 +258,7 @@ async def _amend(svc: Service, req: AmendReq, peer: Peer, record_id: str, lid: i
     keep = {n for n, _ in outcome.listed}
     changes = transitions.amend(
         svc.engine, current, new, outcome, now, lid=target["lid"], code=req.code,
-        agent=req.agent or f"{peer.role}:{peer.uid}", phone=phone, note=req.note,
+        agent=req.agent or f"{peer.role}:{peer.ident}", phone=phone, note=req.note,
         revenue=req.revenue, prior=prior, amends=target["hid"], why=req.reason,
         unlist=[n for n in candidates if n not in keep])
     svc.notify()

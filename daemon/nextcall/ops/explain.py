@@ -76,7 +76,7 @@ def record_view(f: RecordFacts, record_id: str, agent: str | None, now: float,
 async def _explain_record(svc: Service, req: ExplainReq, peer: Peer, record_id: str
                           ) -> Body:
     row = await _row(svc, record_id)
-    may_read_record(peer, (x["uid"] for x in row["leases"]), svc.settings.auth)
+    may_read_record(peer, row["leases"], svc.settings.auth, svc.settings.bindings)
     now = svc.clock()
     svc.expire(now)
     r = row["record"]

@@ -16,7 +16,7 @@ from ..core.model import Campaign
 from ..core.records import Record
 from ..core.visibility import sees_callback
 from ..protocol import Name, Request
-from ..roles import AGENT, Peer
+from ..roles import AGENT, TLS, Peer
 from .base import Body
 
 if TYPE_CHECKING:
@@ -61,9 +61,13 @@ _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
 def ping(svc: Service, req: PingReq, peer: Peer) -> Body:
-    """``ping``: the daemon's version and the caller's role."""
-    return {"version": __version__, "role": peer.role, "uid": peer.uid,
-            "records": len(svc.engine)}
+    """``ping``: the daemon's version, and the caller's role and how the daemon knows it
+    (its transport; over TLS, the certificate names it matched ``[auth]`` against)."""
+    out: dict[str, Any] = {"version": __version__, "role": peer.role, "uid": peer.uid,
+                           "records": len(svc.engine), "transport": peer.transport}
+    if peer.transport == TLS:
+        out["cert_names"] = list(peer.names)
+    return out
 
 
 def _campaign_view(name: str, c: Campaign, max_count: int) -> dict[str, Any]:

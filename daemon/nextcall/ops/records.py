@@ -122,7 +122,7 @@ def _lease_view(x: dict[str, Any], live_lid: int | None) -> dict[str, Any]:
 async def get(svc: Service, req: RecordGetReq, peer: Peer) -> Body:
     """``record.get``: the record with its contact history and leases."""
     row = await _row(svc, req.record)
-    may_read_record(peer, (x["uid"] for x in row["leases"]), svc.settings.auth)
+    may_read_record(peer, row["leases"], svc.settings.auth, svc.settings.bindings)
     rec = _current(svc, row["record"])  # expires first: the lease list below agrees
     view = views.record_view(rec)
     if not svc.engine.is_open(rec.rid):
@@ -182,7 +182,7 @@ async def reopen(svc: Service, req: ReopenReq, peer: Peer) -> Body:
                              field="callback.owner")
     elif req.at is not None:
         due = calendar.resolve_local(req.at, req.timezone or rec.timezone, field="at")
-    changes = transitions.reopen(svc.engine, rec, now, actor=f"{peer.role}:{peer.uid}",
+    changes = transitions.reopen(svc.engine, rec, now, actor=f"{peer.role}:{peer.ident}",
                                  code="@reopen", note=req.note, due_at=due, callback=cb)
     svc.notify()
     await svc.store.write(changes)
@@ -207,7 +207,7 @@ async def schedule(svc: Service, req: ScheduleReq, peer: Peer) -> Body:
         if err.field is not None:
             err.field = err.field.removeprefix("callback.")
         raise
-    changes = transitions.reopen(svc.engine, rec, now, actor=req.agent or f"uid:{peer.uid}",
+    changes = transitions.reopen(svc.engine, rec, now, actor=req.agent or peer.who,
                                  code="@callback", note=req.reason, callback=cb)
     svc.notify()
     await svc.store.write(changes)
