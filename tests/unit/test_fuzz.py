@@ -24,6 +24,7 @@ from pydantic import ValidationError
 
 from nextcall import protocol as P
 from nextcall.config import Settings, load
+from nextcall.core.amending import current
 from nextcall.core.errors import ConfigError, NextcallError
 from nextcall.ops import MODELS, REGISTRY, dispatch
 from nextcall.ops.base import Body, Reply
@@ -263,9 +264,10 @@ class Session:
 
 
 def _dispositions(history: list[dict[str, Any]]) -> dict[int, int]:
-    """Per record: dispositions (history rows with a lease) since a reset."""
+    """Per record: dispositions (current history rows with a lease) since a reset; an
+    amendment replaces the row it names (``core.amending.current``), both stay."""
     n: dict[int, int] = {}
-    for h in history:
+    for h in current(history):
         if h["lid"] is None:
             continue
         n[h["rid"]] = 0 if h["code"] in RESETS else n.get(h["rid"], 0) + 1
