@@ -51,7 +51,7 @@ T0 = day_bounds(START, START, "UTC")[0]
 RECORDS = 200_000
 
 HIST_COLS = ("rid", "lid", "at", "agent", "campaign", "code", "phone", "note", "revenue",
-             "fields", "callback", "state", "reason", "due_at", "attempts")
+             "fields", "callback", "state", "reason", "due_at", "attempts", "day", "list")
 REC_COLS = ("rid", "id", "campaign", "list", "phones", "timezone", "priority", "data",
             "state", "reason", "due_at", "attempts", "owner", "team", "best_cp",
             "phone_idx", "callback", "imported_at", "updated_at")
@@ -75,15 +75,21 @@ def history_rows(n: int) -> list[tuple[Any, ...]]:
     for lid in range(1, n + 1):
         code = rnd.choices(codes, weights)[0]
         at = T0 + (lid / n) * 30 * 86_400
-        rows.append((rnd.randrange(1, RECORDS + 1), lid, at, f"agent{rnd.randrange(40)}",
+        rid = rnd.randrange(1, RECORDS + 1)
+        rows.append((rid, lid, at, f"agent{rnd.randrange(40)}",
                      rnd.choice(CAMPAIGNS), code, "+31612345678", None,
                      round(rnd.uniform(5, 50), 2) if code == "SALE" else None,
-                     _fields(code, rnd), None, "ready", None, at, 1))
+                     _fields(code, rnd), None, "ready", None, at, 1, int(at // 86400),
+                     _list(rid)))
     return rows
 
 
+def _list(rid: int) -> str:
+    return f"list{rid % 8}"
+
+
 def record_rows() -> list[tuple[Any, ...]]:
-    return [(rid, f"r{rid}", CAMPAIGNS[rid % 4], f"list{rid % 8}",
+    return [(rid, f"r{rid}", CAMPAIGNS[rid % 4], _list(rid),
              '[["+31612345678","active"]]', "Europe/Amsterdam", 0, "{}", "ready", None,
              0.0, 0, None, None, 0, 0, None, 0.0, 0.0) for rid in range(1, RECORDS + 1)]
 

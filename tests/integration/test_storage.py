@@ -61,7 +61,7 @@ async def test_migrate_is_idempotent(db_url: str) -> None:
         second = await store.migrate()
     finally:
         await store.close()
-    assert first == ["empty -> 0009"]
+    assert first == ["empty -> 0010"]
     assert second == []
 
 
@@ -193,7 +193,7 @@ async def test_batches_land_whole_and_read_back_the_records(db_url: str) -> None
 
         upd3 = (ST.UPD_RECORD, ("callback", None, 9.0, 1, "ann", "blue", 4, 0, None, 3.0, 3))
         hist3 = (ST.INS_HISTORY, (3, None, 3.0, "ann", "t", "CB", None, None, None, None, None,
-                                  "callback", None, 9.0, 1, None, None, None))
+                                  "callback", None, 9.0, 1, None, None, None, 0, None))
         first = [store.ops_future([lease(1, 1)], fetch=[1]),
                  store.ops_future([lease(2, 2)], fetch=[2]),
                  store.ops_future([hist3, upd3])]
