@@ -73,8 +73,16 @@ def _number(dialect: str, field_col: str) -> str:
     return f"COALESCE(CAST({_json(dialect, field_col)} AS DOUBLE PRECISION), 0)"
 
 
+def _read(dialect: str, rows: str) -> str:
+    """``rows`` as ``b``, with their fields; on SQLite read from the table in ``hid``
+    order (the table's order: each page is read once, not once per row on it)."""
+    if dialect == "postgresql":
+        return f"(SELECT * FROM {rows}) b"
+    return f"(SELECT * FROM {rows} ORDER BY hid) b JOIN history h ON h.hid = b.hid"
+
+
 def kinds_tail(dialect: str) -> str:
-    """After ``WITH codes, ..., b`` (``b``: the counted rows of a quote, won or lost
+    """After ``WITH codes, ..., kinds`` (the counted rows of a quote, won or lost
     code, with ``hid``, ``rid``, ``at``, the code's ``kind`` and field names and, on
     PostgreSQL, ``fields``), both parts, one row per group, told apart by ``part``:
 
@@ -82,18 +90,21 @@ def kinds_tail(dialect: str) -> str:
       the range, when it is a quote: the quotes still open at the end of the range.
     - ``order``: ``k1`` won or lost, ``k2`` the reason; every such row.
 
-    On SQLite ``b`` comes from an index alone, so the ranking sorts narrow rows, and only
-    the rows counted read their fields from the table (by ``hid``)."""
-    join = "" if dialect == "postgresql" else " JOIN history h ON h.hid = b.hid"
+    On SQLite ``kinds`` comes from an index alone, so the ranking sorts narrow rows, and
+    only the rows counted read their fields from the table, in ``hid`` order."""
+    fields = "b.fields, " if dialect == "postgresql" else ""
     expected = f"substr({_json(dialect, 'f_expected')}, 1, 7)"
-    return ("k AS (SELECT b.*, ROW_NUMBER() OVER (PARTITION BY b.rid "
-            "ORDER BY b.at DESC, b.hid DESC) AS n FROM b), "
+    quotes = _read(dialect, "k WHERE n = 1 AND kind = 'quote'")
+    orders = _read(dialect, "kinds WHERE kind IN ('won', 'lost')")
+    return (f"k AS (SELECT b.hid, {fields}b.kind, b.f_value, b.f_chance, b.f_expected, "
+            "ROW_NUMBER() OVER (PARTITION BY b.rid ORDER BY b.at DESC, b.hid DESC) AS n "
+            "FROM kinds b), "
             f"v AS (SELECT {expected} AS month, {_number(dialect, 'f_value')} AS value, "
-            f"{_number(dialect, 'f_chance')} AS chance FROM k b{join} "
-            "WHERE b.n = 1 AND b.kind = 'quote'), "
+            f"{_number(dialect, 'f_chance')} AS chance "
+            f"FROM {quotes}), "
             f"o AS (SELECT b.kind AS outcome, {_json(dialect, 'f_reason')} AS reason, "
-            f"{_number(dialect, 'f_value')} AS value FROM b{join} "
-            "WHERE b.kind IN ('won', 'lost')) "
+            f"{_number(dialect, 'f_value')} AS value "
+            f"FROM {orders}) "
             "SELECT * FROM (SELECT 'quote' AS part, month AS k1, CAST(NULL AS VARCHAR) AS k2, "
             "COUNT(*) AS count, SUM(value) AS value, SUM(value * chance / 100.0) AS weighted "
             "FROM v GROUP BY month) AS q UNION ALL SELECT * FROM (SELECT 'order' AS part, "

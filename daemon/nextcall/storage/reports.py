@@ -8,7 +8,7 @@ statements per report: the figures, and the quote pipeline with the orders.
 - figures: the counted rows grouped by the report's groups and (campaign, code) first,
   then joined to ``codes``: the facts are joined to a few groups, not to every row.
 - quotes and orders: the counted rows whose code is a quote, won or lost, read once
-  (``b``), with the code's field names; both parts come from them in one statement.
+  (``kinds``), with the code's field names; both parts come from them in one statement.
 
 A row's list is ``history.list`` (the record's list when the row was written, migration
 0010), so no record row is read. PostgreSQL groups by hashing, over a range of
@@ -62,7 +62,7 @@ def _pg_figures(q: ReportQuery, params: dict[str, Any]) -> str:
 
 
 def _pg_kind_rows(q: ReportQuery, params: dict[str, Any]) -> str:
-    """``kr`` and ``b``: the counted rows whose code is a quote, won or lost (the codes
+    """``kr`` and ``kinds``: the counted rows whose code is a quote, won or lost (the codes
     are narrowed first, so few rows are joined), with the code's field names."""
     names = sorted({c.code for c in q.codes if c.kind is not None})
     params.update({f"k{i}": code for i, code in enumerate(names)})
@@ -72,8 +72,8 @@ def _pg_kind_rows(q: ReportQuery, params: dict[str, Any]) -> str:
     return (f"cur AS ({_pg_rows(q, params)}), "
             "kr AS MATERIALIZED (SELECT cur.hid, cur.rid, cur.at, cur.campaign, cur.code, "
             f"cur.fields FROM cur WHERE cur.code IN ({listed})), "
-            "b AS MATERIALIZED (SELECT kr.hid, kr.rid, kr.at, kr.fields, c.kind, c.f_value, "
-            "c.f_chance, c.f_expected, c.f_reason FROM kr JOIN codes c "
+            "kinds AS MATERIALIZED (SELECT kr.hid, kr.rid, kr.at, kr.fields, c.kind, "
+            "c.f_value, c.f_chance, c.f_expected, c.f_reason FROM kr JOIN codes c "
             "ON c.campaign = kr.campaign AND c.code = kr.code WHERE c.kind IS NOT NULL)")
 
 

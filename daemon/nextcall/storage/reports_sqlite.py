@@ -1,20 +1,20 @@
-"""A report's rows on SQLite, read in the order they are grouped, so nothing is sorted.
+"""A report's rows on SQLite, read in the order they are grouped, so no row is sorted.
 
 SQLite groups with a sorter (it has no hash aggregation), which costs about a microsecond
 per row: most of a report over a million rows. ``ix_history_day_report`` (migration 0010)
-holds the dispositions ordered by UTC day number (``DAY``), campaign, code, agent and
-list, with the instant, the revenue and the record. A range of days is one range of that index, and
-grouping by the day number and a prefix of those columns follows the index order: SQLite
-adds up each group as its rows come (``EXPLAIN QUERY PLAN`` shows no temporary B-tree).
-Then the groups, far fewer than the rows, are regrouped as the report asks.
+holds the dispositions ordered by UTC day number (``history.day``), campaign, code, agent
+and list, with the instant, the revenue and the record. A range of days is one range of
+that index, and grouping by the day and a prefix of those columns follows the index
+order: SQLite adds up each group as its rows come (``EXPLAIN QUERY PLAN`` shows no
+temporary B-tree for it). Then the groups, far fewer than the rows, are regrouped as the
+report asks.
 
-**Local days.** A local day is not a UTC day, but a UTC day holds at most two local days
-(the zone's offset is under a day): the rows of UTC day ``u`` are in local day ``u - 1``,
-``u`` or ``u + 1``. The first grouping counts each UTC day's rows per shift, from the
-time of day (``at % 86400``) against the local midnight, with the zone's offset at that
-instant (a CASE over its offset changes in the range, ``core.calendar.offset_steps``):
-days are exact across DST and for any offset. Instants before 1970 are not handled.
-"""
+**Local days.** A local day is not a UTC day, but as the zone's offset is under a day,
+a row of UTC day ``u`` is in local day ``u - 1``, ``u`` or ``u + 1``. The first grouping
+counts each group's rows per shift, from the time of day (``at % 86400``) against the
+local midnight, with the zone's offset at that instant (a CASE over its offset changes
+in the range, ``core.calendar.offset_steps``), then splits each group into its local
+days: exact across DST and for any offset. Instants before 1970 are not handled."""
 
 from __future__ import annotations
 
@@ -135,12 +135,12 @@ def figures(q: ReportQuery, params: dict[str, Any], codes: str) -> str:
 
 
 def kind_rows(q: ReportQuery, params: dict[str, Any]) -> str:
-    """``b``: the counted rows whose code is a quote, won or lost, with the code's field
+    """``kinds``: the counted rows whose code is a quote, won or lost, with the code's field
     names, from the index alone: for each such code, each UTC day of the range is one
     seek (the day, campaign and code are its first columns)."""
     lo, hi = math.floor(q.lo / 86400), math.ceil(q.hi / 86400)
     days = ", ".join(str(u) for u in range(lo, hi + 1))
-    return ("b AS MATERIALIZED (SELECT h.hid, h.rid, h.at, c.kind, c.f_value, "
+    return ("kinds AS MATERIALIZED (SELECT h.hid, h.rid, h.at, c.kind, c.f_value, "
             "c.f_chance, c.f_expected, c.f_reason FROM codes c CROSS JOIN history h "
             f"INDEXED BY {INDEX} WHERE c.kind IS NOT NULL AND h.campaign = c.campaign "
             f"AND h.code = c.code AND {_where(q, params, days)})")
