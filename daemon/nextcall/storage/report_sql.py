@@ -5,6 +5,7 @@ code."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from ..core.reports import ReportQuery
@@ -41,6 +42,20 @@ def filters(q: ReportQuery, params: dict[str, Any], prefix: str = "") -> list[st
             where.append(f'{prefix}h."{col}" = :f_{col}')
             params[f"f_{col}"] = value
     return where
+
+
+def local_offset(at: str, steps: list[tuple[float, int]],
+                 value: Callable[[int], int] | None = None) -> str:
+    """SQL: ``value(offset)`` (the offset itself by default), for the zone's offset at
+    instant ``at``, from its offset changes ``steps`` (``core.calendar.offset_steps``):
+    a constant, or a CASE over the changes."""
+    def of(off: int) -> int:
+        return off if value is None else value(off)
+    if len(steps) == 1:
+        return str(of(steps[0][1]))
+    whens = " ".join(f"WHEN {at} < {start!r} THEN {of(prev)}"
+                     for (start, _), (_, prev) in zip(steps[1:], steps, strict=False))
+    return f"(CASE {whens} ELSE {of(steps[-1][1])} END)"
 
 
 def figures_tail(q: ReportQuery, day: str) -> str:

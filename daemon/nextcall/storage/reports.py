@@ -26,10 +26,18 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from ..core.calendar import offset_steps
 from ..core.reports import ReportQuery
 from . import reports_sqlite
 from .current import CURRENT_WHERE
-from .report_sql import codes_cte, figures_tail, filters, kinds_tail, split_kinds
+from .report_sql import (
+    codes_cte,
+    figures_tail,
+    filters,
+    kinds_tail,
+    local_offset,
+    split_kinds,
+)
 
 # ---------------------------------------------------------------- PostgreSQL
 
@@ -52,13 +60,15 @@ def _pg_figures(q: ReportQuery, params: dict[str, Any]) -> str:
     if "agent" in q.group_by:
         keys.append("cur.agent")
     if "day" in q.group_by:
-        params["tz"] = q.timezone
-        keys.append("to_char(to_timestamp(cur.at) AT TIME ZONE :tz, 'YYYY-MM-DD') AS day")
+        # the local day number: the instant shifted by the zone's offset at that instant
+        # (an integer to hash, rather than converting every row to a local date)
+        offset = local_offset("cur.at", offset_steps(q.timezone, q.lo, q.hi))
+        keys.append(f"CAST(floor((cur.at + {offset}) / 86400) AS INTEGER) AS day")
     by = ", ".join(str(k + 1) for k in range(len(keys)))
     return (f"WITH {codes_cte(q, params)}, cur AS ({_pg_rows(q, params)}), "
             f"agg AS (SELECT {', '.join(keys)}, COUNT(*) AS n, "
             f"SUM(COALESCE(cur.revenue, 0)) AS rev FROM cur GROUP BY {by}) "
-            + figures_tail(q, "a.day"))
+            + figures_tail(q, "to_char(DATE '1970-01-01' + a.day, 'YYYY-MM-DD')"))
 
 
 def _pg_kind_rows(q: ReportQuery, params: dict[str, Any]) -> str:

@@ -24,7 +24,7 @@ from typing import Any
 from ..core.calendar import offset_steps
 from ..core.reports import ReportQuery
 from .current import CURRENT_SCAN_WHERE
-from .report_sql import figures_tail, filters
+from .report_sql import figures_tail, filters, local_offset
 
 #: the UTC day number of a row (``history.day``, migration 0010)
 DAY = "h.day"
@@ -50,16 +50,6 @@ def _where(q: ReportQuery, params: dict[str, Any], days: str | None = None) -> s
     return " AND ".join(where)
 
 
-def _threshold(steps: list[tuple[float, int]], value: Any) -> str:
-    """``value(offset)`` for the offset in force at ``h.at``: a constant, or a CASE over
-    the offset changes."""
-    if len(steps) == 1:
-        return str(value(steps[0][1]))
-    whens = " ".join(f"WHEN h.at < {start!r} THEN {value(prev)}"
-                     for (start, _), (_, prev) in zip(steps[1:], steps, strict=False))
-    return f"(CASE {whens} ELSE {value(steps[-1][1])} END)"
-
-
 def _shifts(q: ReportQuery) -> list[tuple[int, str]]:
     """(shift, condition): a row of UTC day ``u`` is in local day ``u + shift`` when its
     condition holds (local day ``u`` otherwise). An offset east of UTC moves the end of
@@ -67,9 +57,9 @@ def _shifts(q: ReportQuery) -> list[tuple[int, str]]:
     steps = offset_steps(q.timezone, q.lo, q.hi)
     out = []
     if any(off > 0 for _, off in steps):
-        out.append((1, f"h.at % 86400 >= {_threshold(steps, lambda off: 86400 - off)}"))
+        out.append((1, f"h.at % 86400 >= {local_offset('h.at', steps, lambda o: 86400 - o)}"))
     if any(off < 0 for _, off in steps):
-        out.append((-1, f"h.at % 86400 < {_threshold(steps, lambda off: -off)}"))
+        out.append((-1, f"h.at % 86400 < {local_offset('h.at', steps, lambda o: -o)}"))
     return out
 
 
