@@ -12,8 +12,10 @@ statements per report: the figures, and the quote pipeline with the orders.
 
 A row's list is ``history.list`` (the record's list when the row was written, migration
 0010), so no record row is read. PostgreSQL groups by hashing, over a range of
-``ix_history_at_report`` (the instant first, covering the figures), and converts local
-days with ``AT TIME ZONE``. SQLite has no hash aggregation: its SQL
+``ix_history_at_report`` (the instant first, covering the figures) or of the table; a
+local day is the instant shifted by the zone's offset at that instant, to the day (the
+offset from a CASE over its changes in the range, ``core.calendar.offset_steps``), so
+days are exact across DST. SQLite has no hash aggregation: its SQL
 (``storage/reports_sqlite.py``) reads the range of days from an index ordered the way the
 report groups, so no row is sorted.
 """

@@ -16,7 +16,7 @@
 - PostgreSQL: ``ix_history_at_report`` keeps its name and gains ``list`` (PostgreSQL groups
   by hashing; the instant stays first).
 
-Filling the columns rewrites every history row: about 3 s a million rows on SQLite.
+Filling the columns rewrites every history row: about 5 s a million rows on SQLite.
 
 Revision ID: 0010
 Revises: 0009
