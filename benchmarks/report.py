@@ -1,14 +1,15 @@
 """`report` over a large contact history, on SQLite and on PostgreSQL.
 
-    .venv/bin/python benchmarks/report.py [--rows 1000000] [--reps 3]
+    .venv/bin/python benchmarks/report.py [--rows 1000000] [--amendments 1000] [--reps 3]
         [--pg postgresql+asyncpg://postgres@127.0.0.1:5432/test] [--no-pg]
 
 Fills a fresh database (migrated to the newest revision, so with the report indexes) with
 ``--rows`` dispositions spread over 30 days, 4 campaigns, 40 agents and 200,000 records in
-8 lists, one in ten a quote or an order with its fields (filling is not timed). Then times
-the store's report (``SqlStore.report``: the three queries, figures, quote pipeline and
-orders) for a few requests, median of ``--reps``, and prints a markdown table. The
-PostgreSQL database given is emptied first.
+8 lists, one in ten a quote or an order with its fields, and ``--amendments`` of them
+replaced by an amendment a minute later (so every report leaves replaced rows out);
+filling is not timed. Then times the store's report (``SqlStore.report``: the figures,
+then the quote pipeline and orders) for a few requests, median of ``--reps``, and prints
+a markdown table. The PostgreSQL database given is emptied first.
 """
 
 from __future__ import annotations
@@ -50,8 +51,11 @@ START = date(2027, 3, 1)  # 30 days across Europe's spring DST change (28 March)
 T0 = day_bounds(START, START, "UTC")[0]
 RECORDS = 200_000
 
+#: an amendment replaces the disposition whose ``hid`` it names (rows are numbered in
+#: the order they are loaded, from 1)
 HIST_COLS = ("rid", "lid", "at", "agent", "campaign", "code", "phone", "note", "revenue",
-             "fields", "callback", "state", "reason", "due_at", "attempts")
+             "fields", "callback", "state", "reason", "due_at", "attempts", "day", "list",
+             "amends")
 REC_COLS = ("rid", "id", "campaign", "list", "phones", "timezone", "priority", "data",
             "state", "reason", "due_at", "attempts", "owner", "team", "best_cp",
             "phone_idx", "callback", "imported_at", "updated_at")
@@ -75,15 +79,38 @@ def history_rows(n: int) -> list[tuple[Any, ...]]:
     for lid in range(1, n + 1):
         code = rnd.choices(codes, weights)[0]
         at = T0 + (lid / n) * 30 * 86_400
-        rows.append((rnd.randrange(1, RECORDS + 1), lid, at, f"agent{rnd.randrange(40)}",
+        rid = rnd.randrange(1, RECORDS + 1)
+        rows.append((rid, lid, at, f"agent{rnd.randrange(40)}",
                      rnd.choice(CAMPAIGNS), code, "+31612345678", None,
                      round(rnd.uniform(5, 50), 2) if code == "SALE" else None,
-                     _fields(code, rnd), None, "ready", None, at, 1))
+                     _fields(code, rnd), None, "ready", None, at, 1, int(at // 86400),
+                     _list(rid), None))
     return rows
 
 
+def amendments(rows: list[tuple[Any, ...]], k: int) -> list[tuple[Any, ...]]:
+    """``k`` amendments of dispositions spread over the range, appended after ``rows``:
+    each a minute after the one it replaces, with another code."""
+    rnd = random.Random(11)
+    out = []
+    for hid in sorted(rnd.sample(range(1, len(rows) + 1), k)):
+        old = rows[hid - 1]
+        code = "SALE" if old[5] != "SALE" else "NI"
+        row = dict(zip(HIST_COLS, old, strict=True))
+        at = row["at"] + 60
+        row.update(at=at, due_at=at, day=int(at // 86400), code=code, fields=None,
+                   revenue=round(rnd.uniform(5, 50), 2) if code == "SALE" else None,
+                   amends=hid)
+        out.append(tuple(row[c] for c in HIST_COLS))
+    return out
+
+
+def _list(rid: int) -> str:
+    return f"list{rid % 8}"
+
+
 def record_rows() -> list[tuple[Any, ...]]:
-    return [(rid, f"r{rid}", CAMPAIGNS[rid % 4], f"list{rid % 8}",
+    return [(rid, f"r{rid}", CAMPAIGNS[rid % 4], _list(rid),
              '[["+31612345678","active"]]', "Europe/Amsterdam", 0, "{}", "ready", None,
              0.0, 0, None, None, 0, 0, None, 0.0, 0.0) for rid in range(1, RECORDS + 1)]
 
@@ -164,8 +191,11 @@ async def main() -> None:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--pg", default="postgresql+asyncpg://postgres@127.0.0.1:5432/test")
     ap.add_argument("--no-pg", action="store_true")
+    ap.add_argument("--amendments", type=int, default=1000,
+                    help="dispositions replaced by an amendment (default 1000)")
     args = ap.parse_args()
     hist, recs = history_rows(args.rows), record_rows()
+    hist += amendments(hist, args.amendments)
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         results["SQLite"] = await measure(f"sqlite+aiosqlite:///{tmp}/report.db", hist,
@@ -173,7 +203,8 @@ async def main() -> None:
     if not args.no_pg:
         await empty_pg(args.pg)
         results["PostgreSQL"] = await measure(args.pg, hist, recs, args.reps)
-    print(f"{args.rows:,} history rows, median of {args.reps}\n")
+    print(f"{args.rows:,} history rows and {args.amendments:,} amendments, "
+          f"median of {args.reps}\n")
     print("| report | groups | " + " | ".join(results) + " |")
     print("|---|---|" + "---|" * len(results))
     for k, (name, _, groups) in enumerate(results["SQLite"]):

@@ -108,7 +108,7 @@ async def _store(url: str, rows: list[dict[str, Any]], lists: dict[int, str]
                                      h["campaign"], h["code"], None, None, h["revenue"],
                                      json.dumps(h["fields"]) if h["fields"] else None,
                                      None, "ready", None, 0.0, 1, None, h.get("amends"),
-                                     None)))
+                                     None, ST.utc_day(h["at"]), None)))
     await store.write_ops(ops)
     return store
 

@@ -9,15 +9,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from nextcall.app import Daemon
 from nextcall.config import load
-from nextcall.core.changes import LeaseEnded
+from nextcall.core.changes import HistoryAppended, LeaseEnded
 from nextcall.core.errors import StorageError
 from nextcall.storage import sql as S
 from nextcall.storage import statements as ST
 from nextcall.storage.prefetch import HEAD_REVISION
-from nextcall.storage.writer import SqliteWriter
+from nextcall.storage.writer import SqliteWriter, _one_statement
 from tests.conftest import AsyncClient, make_records, write_config
 
 
@@ -61,7 +62,7 @@ async def test_migrate_is_idempotent(db_url: str) -> None:
         second = await store.migrate()
     finally:
         await store.close()
-    assert first == ["empty -> 0009"]
+    assert first == ["empty -> 0010"]
     assert second == []
 
 
@@ -177,6 +178,35 @@ async def test_daemon_restart_restores_state(db_url: str, tmp_path: Path) -> Non
         await d.stop()
 
 
+def _entry(rid: int, at: float, list_name: str | None) -> HistoryAppended:
+    return HistoryAppended(rid, rid, at, "ann", "t", "NA", None, None, None, None, None,
+                           "ready", None, 0.0, 1, list=list_name)
+
+
+async def test_history_rows_keep_their_day_and_their_records_list(db_url: str) -> None:
+    """A history row keeps the UTC day of its instant and the list its record has when
+    the row is written, or the list its change names (a roll's new list). A record and
+    its history in one batch: PostgreSQL's one statement would read the record as it was
+    before, so that batch takes the transaction path."""
+    store = S.SqlStore(db_url)
+    await store.open()
+    await store.migrate()
+    try:
+        await store.write_ops([_insert(1), _insert(2)])
+        await store.write([_entry(1, 3 * 86400 - 0.5, None), _entry(2, 3 * 86400, "rolled")])
+        batch = [_insert(3, list="m"), *ST.ops_of([_entry(3, 5.0, None)])]
+        assert _one_statement(batch, []) is None
+        assert _one_statement(ST.ops_of([_entry(3, 5.0, None)]), []) is not None
+        await store.write_ops(batch)
+        assert store.reader is not None
+        async with store.reader.connect() as conn:
+            got = (await conn.execute(sa.text(
+                'SELECT rid, day, "list" FROM history ORDER BY rid'))).all()
+    finally:
+        await store.close()
+    assert [tuple(r) for r in got] == [(1, 2, "l"), (2, 3, "rolled"), (3, 0, "m")]
+
+
 async def test_batches_land_whole_and_read_back_the_records(db_url: str) -> None:
     """A batch of leases, history and record updates lands in full and reads back the
     leased records' stored fields; a batch touching one row twice (the set-based form of
@@ -193,7 +223,7 @@ async def test_batches_land_whole_and_read_back_the_records(db_url: str) -> None
 
         upd3 = (ST.UPD_RECORD, ("callback", None, 9.0, 1, "ann", "blue", 4, 0, None, 3.0, 3))
         hist3 = (ST.INS_HISTORY, (3, None, 3.0, "ann", "t", "CB", None, None, None, None, None,
-                                  "callback", None, 9.0, 1, None, None, None))
+                                  "callback", None, 9.0, 1, None, None, None, 0, None))
         first = [store.ops_future([lease(1, 1)], fetch=[1]),
                  store.ops_future([lease(2, 2)], fetch=[2]),
                  store.ops_future([hist3, upd3])]

@@ -102,6 +102,9 @@ class HistoryAppended(NamedTuple):
     #: an amendment: the history entry it replaces, and why
     amends: int | None = None
     amend_reason: str | None = None
+    #: the record's list when known in memory (a pool record's is not: the store then
+    #: takes the one its row holds); after a roll, the list it rolled to
+    list: str | None = None
 
     @classmethod
     def of(cls, rec: Record, *, lid: int | None, at: float, agent: str, code: str,
@@ -112,7 +115,7 @@ class HistoryAppended(NamedTuple):
         """The entry for ``rec`` as it stands after the change."""
         return cls(rec.rid, lid, at, agent, rec.campaign, code, phone, note, revenue,
                    fields or None, _cb(rec.callback), rec.state, rec.reason, rec.due_at,
-                   rec.attempts, prior, amends, amend_reason)
+                   rec.attempts, prior, amends, amend_reason, rec.list)
 
 
 def prior_of(rec: Record) -> dict[str, Any]:

@@ -110,15 +110,16 @@ def _field(h: Mapping[str, Any], name: str | None) -> Any:
 
 def tally(q: ReportQuery, history: Iterable[Mapping[str, Any]],
           lists: Mapping[int, str]) -> dict[str, list[dict[str, Any]]]:
-    """The report from raw history rows (``fields`` decoded) and each record's list:
-    ``figures`` (without rates), ``quotes`` and ``orders``, as the stores answer."""
+    """The report from raw history rows (``fields`` decoded): ``figures`` (without
+    rates), ``quotes`` and ``orders``, as the stores answer. A row's list is its
+    ``list`` (the record's list when it was written), else the record's in ``lists``."""
     facts = {(c.campaign, c.code): c for c in q.codes}
     figures: dict[tuple[Any, ...], dict[str, Any]] = defaultdict(
         lambda: dict.fromkeys(FIGURES, 0))
     latest: dict[int, tuple[float, int, Mapping[str, Any], CodeFacts]] = {}
     orders: dict[tuple[str, Any], dict[str, Any]] = {}
     for h in counted(history):
-        lst = lists.get(h["rid"], "")
+        lst = h.get("list") or lists.get(h["rid"], "")
         if not q.lo <= h["at"] < q.hi or any(
                 v is not None and v != got for v, got in
                 ((q.campaign, h["campaign"]), (q.agent, h["agent"]), (q.list_name, lst))):

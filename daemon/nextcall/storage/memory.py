@@ -145,6 +145,8 @@ class MemoryStore:
         row = c._asdict()
         row.update(hid=len(self.history) + 1, fields=_json(c.fields),
                    callback=_json(c.callback), prior=_json(c.prior))
+        if c.list is None:  # as the SQL store: the record's list when the row is written
+            row["list"] = self.records.get(c.rid, {}).get("list")
         self.history.append(row)
         if c.lid is not None:  # a disposition: the record's last result
             self.records[c.rid].update(last_code=c.code, last_at=c.at, last_agent=c.agent)

@@ -119,6 +119,10 @@ history = Table(
     Column("prior", Text),  # JSON: a disposition's record fields before it
     Column("amends", BigInteger),  # an amendment: the hid of the entry it replaces
     Column("amend_reason", Text),
+    # reports (0010): the UTC day number of ``at``; the record's list when the row was
+    # written (reports group and filter by it)
+    Column("day", Integer),
+    Column("list", String(100)),
 )
 Index("ix_history_rid", history.c.rid)
 Index("ix_history_amends", history.c.amends)
@@ -131,9 +135,15 @@ list_versions = Table(
     Column("version", BigInteger, nullable=False),
 )
 
-# reports (migration 0009): a range of instants, covering the figures
+# reports (migrations 0009, 0010). PostgreSQL: a range of instants, covering the figures.
+# SQLite: the dispositions by day, then in the order reports group them, so SQLite groups
+# a range of days as it reads it, without sorting every row
 Index("ix_history_at_report", history.c.at, history.c.campaign, history.c.code,
-      history.c.agent, history.c.lid, history.c.revenue, history.c.rid)
+      history.c.agent, history.c.list, history.c.lid, history.c.revenue,
+      history.c.rid).ddl_if(dialect="postgresql")
+Index("ix_history_day_report", history.c.day, history.c.campaign, history.c.code,
+      history.c.agent, history.c.list, history.c.at, history.c.revenue, history.c.rid,
+      sqlite_where=history.c.lid.is_not(None)).ddl_if(dialect="sqlite")
 
 agents = Table(
     "agents", metadata,

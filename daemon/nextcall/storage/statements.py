@@ -37,7 +37,8 @@ from ..core.changes import (
 
 @dataclass(frozen=True, slots=True)
 class Stmt:
-    """One parameterised statement; ``sql`` has ``{}`` where the placeholders go.
+    """One parameterised statement; ``sql`` has ``{}`` where the placeholders go (and
+    ``{first}`` where the first parameter is used again).
 
     Inserts and single-key updates also carry their table, columns and key, from which
     the PostgreSQL writer builds a set-based form (``unnest`` of one array per column) to
@@ -51,12 +52,15 @@ class Stmt:
     cols: tuple[str, ...] = ()
     #: the WHERE column of an update (its value is the last parameter); None: an insert
     key: str | None = None
+    #: an insert's last column that, given as NULL, is read from the row of ``records``
+    #: whose ``rid`` is the first parameter (a history row's list)
+    fill: str | None = None
 
     def render(self, dialect: str) -> str:
         """The SQL with the dialect's placeholders."""
-        if dialect == "sqlite":
-            return self.sql.format(*["?"] * self.arity)
-        return self.sql.format(*[f"${i}" for i in range(1, self.arity + 1)])
+        if dialect == "sqlite":  # ``?1``: the first parameter again, after the ``?``s
+            return self.sql.format(*["?"] * self.arity, first="?1")
+        return self.sql.format(*[f"${i}" for i in range(1, self.arity + 1)], first="$1")
 
 
 Op = tuple[Stmt, tuple[Any, ...]]
@@ -69,6 +73,15 @@ def _q(name: str) -> str:
 def _insert(table: str, cols: tuple[str, ...]) -> Stmt:
     return Stmt(f"insert {table}", f"INSERT INTO {table} ({', '.join(map(_q, cols))}) "
                 f"VALUES ({', '.join('{}' for _ in cols)})", len(cols), table, cols)
+
+
+def _insert_filled(table: str, cols: tuple[str, ...]) -> Stmt:
+    """An insert whose last column, when its parameter is NULL, is the record's."""
+    *given, last = cols
+    values = ", ".join(["{}"] * len(given))
+    fill = f'COALESCE({{}}, (SELECT {_q(last)} FROM records WHERE "rid" = {{first}}))'
+    return Stmt(f"insert {table}", f"INSERT INTO {table} ({', '.join(map(_q, cols))}) "
+                f"VALUES ({values}, {fill})", len(cols), table, cols, fill=last)
 
 
 def _update(table: str, cols: tuple[str, ...], key: str) -> Stmt:
@@ -89,7 +102,7 @@ PG_TYPES = {
     "last_at": "float8", "last_agent": "text",
     "local_at": "text", "zone": "text", "call_window": "text", "legal_window": "text",
     "max_attempts": "int", "dnc_version": "bigint", "block_version": "bigint",
-    "prior": "text", "amends": "bigint", "amend_reason": "text",
+    "prior": "text", "amends": "bigint", "amend_reason": "text", "day": "int",
 }
 
 
@@ -100,6 +113,13 @@ def pg_set_based(stmt: Stmt, first: int) -> str | None:
         return None
     cols = (*stmt.cols, stmt.key) if stmt.key else stmt.cols
     args = ", ".join(f"${first + i}::{PG_TYPES[c]}[]" for i, c in enumerate(cols))
+    if stmt.key is None and stmt.fill is not None:
+        names = [f"c{i}" for i in range(len(cols))]
+        fill = (f'COALESCE(u.{names[-1]}, (SELECT r.{_q(stmt.fill)} FROM records r '
+                f'WHERE r."rid" = u.{names[0]}))')
+        return (f"INSERT INTO {stmt.table} ({', '.join(map(_q, cols))}) "
+                f"SELECT {', '.join(f'u.{n}' for n in names[:-1])}, {fill} "
+                f"FROM unnest({args}) AS u({', '.join(names)})")
     if stmt.key is None:
         return f"INSERT INTO {stmt.table} ({', '.join(map(_q, cols))}) SELECT * FROM unnest({args})"
     names = [f"c{i}" for i in range(len(cols))]
@@ -111,9 +131,11 @@ def pg_set_based(stmt: Stmt, first: int) -> str | None:
 LEASE_COLS = ("lid", "secret", "rid", "agent", "uid", "issued_at", "expires_at", "phone",
               "phone_idx", "reason", "local_at", "zone", "call_window", "legal_window",
               "attempts", "max_attempts", "dnc_version", "block_version")
+#: ``day``: the UTC day number of ``at`` (reports on SQLite read by it); ``list`` last:
+#: the record's list when the row is written, unless the change names it
 HISTORY_COLS = ("rid", "lid", "at", "agent", "campaign", "code", "phone", "note", "revenue",
                 "fields", "callback", "state", "reason", "due_at", "attempts", "prior",
-                "amends", "amend_reason")
+                "amends", "amend_reason", "day", "list")
 #: the record's state as dispositions and reopening change it
 STATE_COLS = ("state", "reason", "due_at", "attempts", "owner", "team", "best_cp",
               "phone_idx", "callback", "updated_at")
@@ -124,7 +146,7 @@ RECORD_COLS = ("rid", "id", "campaign", "list", "phones", "timezone", "priority"
 INS_LEASE = _insert("leases", LEASE_COLS)
 END_LEASE = _update("leases", ("ended_at", "end", "code", "result"), "lid")
 EXT_LEASE = _update("leases", ("expires_at",), "lid")
-INS_HISTORY = _insert("history", HISTORY_COLS)
+INS_HISTORY = _insert_filled("history", HISTORY_COLS)
 UPD_RECORD = _update("records", STATE_COLS, "rid")
 UPD_RECORD_MOVE = _update("records", (*STATE_COLS, "phones", "campaign", "list"), "rid")
 #: a disposition's record update also keeps its last result (the ``records`` op's filter)
@@ -153,6 +175,11 @@ INS_REMINDER = _insert("reminders", ("rid", "at", "remind_at", "sent_at", "recip
                                      "channels"))
 
 
+def utc_day(at: float) -> int:
+    """The UTC day number of instant ``at`` (``history.day``)."""
+    return int(at // 86400)
+
+
 def _json(v: Any) -> str:
     return orjson.dumps(v).decode()
 
@@ -178,7 +205,7 @@ def _history(c: HistoryAppended) -> Op:
     return (INS_HISTORY, (c.rid, c.lid, c.at, c.agent, c.campaign, c.code, c.phone, c.note,
                           c.revenue, _opt_json(c.fields), _opt_json(c.callback), c.state,
                           c.reason, c.due_at, c.attempts, _opt_json(c.prior), c.amends,
-                          c.amend_reason))
+                          c.amend_reason, utc_day(c.at), c.list))
 
 
 def _record_saved(c: RecordSaved, by: HistoryAppended | None = None) -> Op:

@@ -367,11 +367,14 @@ _PK = {"leases": "lid", "records": "rid"}
 def _one_statement(ops: list[Op], rids: list[int]) -> tuple[str, list[Any]] | None:
     """The batch as one PostgreSQL statement (data-modifying CTEs over ``unnest``ed
     arrays, then the fetch), or None when it needs the transaction path: a statement
-    without a set-based form, one row touched twice, or a fetched record also updated
-    (the fetch would see it as it was before the statement)."""
+    without a set-based form, one row touched twice, a fetched record also updated
+    (the fetch would see it as it was before the statement), or a row filled from a
+    record the batch writes (``_fills_from_written``)."""
     by_stmt: dict[Stmt, list[tuple[Any, ...]]] = {}
     for stmt, params in ops:
         by_stmt.setdefault(stmt, []).append(params)
+    if _fills_from_written(by_stmt):
+        return None
     touched: dict[str, set[Any]] = {}
     ctes: list[str] = []
     args: list[Any] = []
@@ -398,6 +401,24 @@ def _one_statement(ops: list[Op], rids: list[int]) -> tuple[str, list[Any]] | No
     if rids:
         args.append(rids)
     return ("WITH " + ", ".join(ctes) + tail if ctes else tail.lstrip()), args
+
+
+def _fills_from_written(by_stmt: dict[Stmt, list[tuple[Any, ...]]]) -> bool:
+    """Whether a row the batch inserts takes a column from a record (``Stmt.fill``: a
+    history row's list) that the batch also writes: one statement would read the record
+    as it was before it. (The daemon never does this: a record is written before its
+    history; tests and tools may.)"""
+    filled = {row[0] for stmt, rows in by_stmt.items() if stmt.fill is not None
+              for row in rows if row[-1] is None}
+    if not filled:
+        return False
+    for stmt, rows in by_stmt.items():
+        if stmt.table == "records" and stmt.fill is None and (
+                stmt.key is None or "list" in stmt.cols):
+            col = len(stmt.cols) if stmt.key is not None else stmt.cols.index("rid")
+            if any(row[col] in filled for row in rows):
+                return True
+    return False
 
 
 def asyncpg_dsn(url: str) -> str:

@@ -153,3 +153,24 @@ async def test_campaigns_op_lists_effects_and_targets(fx: Ops) -> None:
     assert codes["DNCF"]["effects"] == ["dnc"]
     assert codes["PHASE"]["requires"]["campaign"] == ["t", "u"]
     assert codes["NA"]["effects"] == [] and codes["NA"]["requires"]["campaign"] == []
+
+
+async def test_a_disposition_counts_in_the_list_its_history_row_keeps(fx: Ops) -> None:
+    """A history row keeps its record's list when written: a retry's row the list the
+    record is in, a roll's row the list it rolled to (like its campaign). A report by
+    campaign and list counts each where its row says, also after the record moved on."""
+    lease = await _lease(fx, "r1", [P1])
+    await fx.ok("dispose", lease=lease["token"], code="NA")
+    lease = await _lease(fx, "r2", [P2], agent="bob")
+    await fx.ok("dispose", lease=lease["token"], code="ARCHIVE")
+    rows = {(h["rid"], h["code"]): (h["campaign"], h["list"]) for h in fx.store.history}
+    r1, r2 = fx.store.ids["r1"], fx.store.ids["r2"]
+    assert rows == {(r1, "NA"): ("t", "l"), (r2, "ARCHIVE"): ("u", "archive")}
+    # r1 moves to another list afterwards: its earlier disposition stays in "l"
+    await fx.ok("records.import", campaign="t", list="other",
+                records=[{"id": "r1", "phones": [P1], "timezone": "UTC"}])
+    assert _row(fx, "r1")["list"] == "other"
+    day = "2027-01-15"
+    ans = await fx.ok("report", **{"from": day, "to": day}, group_by=["campaign", "list"])
+    assert [(r["campaign"], r["list"], r["attempts"]) for r in ans["rows"]] == [
+        ("t", "l", 1), ("u", "archive", 1)]
